@@ -1,0 +1,171 @@
+"""Ingest one month's dump into its lake partition (and its quarantine), atomically."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from zipp_assets import lake
+from zipp_assets.reddit.dumps import DEFAULT_BLOCK_BYTES, LineBlock, file_size, find_dump, iter_line_blocks
+from zipp_assets.reddit.parse import TABLE_BUILDERS, Quarantine, RecordDecoder
+from zipp_assets.reddit.schemas import QUARANTINE_SCHEMA, SCHEMAS
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY_SECONDS = 10.0
+
+
+def dataset_name(kind: str) -> str:
+    return f"reddit_{kind}"
+
+
+def quarantine_dataset_name(kind: str) -> str:
+    return f"reddit_{kind}_quarantine"
+
+
+@dataclass
+class IngestReport:
+    kind: str
+    month: str
+    file: str
+    lines_in: int = 0
+    rows_out: int = 0
+    quarantined: int = 0
+    bytes_compressed: int = 0
+    bytes_decompressed: int = 0
+    seconds: float = 0.0
+    files_written: list[str] = field(default_factory=list)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.lines_in / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def quarantine_fraction(self) -> float:
+        return self.quarantined / self.lines_in if self.lines_in else 0.0
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["rows_per_second"] = round(self.rows_per_second, 1)
+        out["quarantine_fraction"] = self.quarantine_fraction
+        return out
+
+
+def _prefetch(blocks: Iterator[LineBlock], depth: int = 2) -> Iterator[LineBlock]:
+    """Decompress in a background thread (zstd releases the GIL) while the caller parses."""
+    channel: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for block in blocks:
+                while not stop.is_set():
+                    try:
+                        channel.put(block, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            channel.put(done)
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            channel.put(exc)
+
+    worker = threading.Thread(target=produce, name="dump-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = channel.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+def _reason_class(reason: str) -> str:
+    """Group quarantine reasons for counting: drop the varying tail (byte positions, values)."""
+    head = reason.split(" (byte ")[0]
+    return head if len(head) <= 120 else head[:117] + "..."
+
+
+def ingest_file(
+    path: Path,
+    kind: str,
+    out_dir: Path,
+    quarantine_dir: Path,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    rows_per_file: int = 5_000_000,
+    progress: Callable[[str], None] | None = None,
+    month: str = "",
+) -> IngestReport:
+    """Stream one dump file into Parquet files in `out_dir` and its quarantine into `quarantine_dir`."""
+    build_table, record_type = TABLE_BUILDERS[kind]
+    decoder = RecordDecoder(record_type)
+    report = IngestReport(kind=kind, month=month, file=Path(path).name, bytes_compressed=file_size(path))
+    reasons: collections.Counter = collections.Counter()
+    started = last_progress = time.perf_counter()
+    say = progress or log.info
+    with (
+        lake.RotatingParquetWriter(out_dir, SCHEMAS[dataset_name(kind)], rows_per_file) as writer,
+        lake.RotatingParquetWriter(quarantine_dir, QUARANTINE_SCHEMA, rows_per_file) as quarantine_writer,
+    ):
+        for block in _prefetch(iter_line_blocks(path, block_bytes)):
+            quarantine = Quarantine()
+            table = build_table(block, report.file, quarantine, decoder)
+            writer.write(table)
+            if len(quarantine):
+                quarantine_writer.write(quarantine.to_table())
+                reasons.update(_reason_class(r) for r in quarantine.reason)
+            report.lines_in += table.num_rows + len(quarantine)
+            report.rows_out += table.num_rows
+            report.quarantined += len(quarantine)
+            report.bytes_decompressed = block.first_offset + len(block.data) + 1
+            now = time.perf_counter()
+            if now - last_progress >= PROGRESS_EVERY_SECONDS:
+                last_progress = now
+                share = block.compressed_position / max(report.bytes_compressed, 1)
+                say(
+                    f"{report.file}: {share:.1%} of the file, {report.lines_in:,} lines, "
+                    f"{report.quarantined:,} quarantined, {report.lines_in / (now - started):,.0f} lines/s"
+                )
+    report.seconds = time.perf_counter() - started
+    report.files_written = [str(p) for p in writer.files]
+    report.quarantine_reasons = dict(reasons.most_common(20))
+    return report
+
+
+def ingest_month(
+    lake_dir: Path,
+    reddit_dir: Path,
+    kind: str,
+    month: str,
+    progress: Callable[[str], None] | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> IngestReport:
+    """Ingest RC_ (comments) or RS_ (submissions) of `month` into the lake, replacing any earlier run.
+
+    The month's table and its quarantine are written to temporary folders and swapped in only when
+    the whole file has been read: a corrupt file or a kill leaves the earlier partition intact.
+    """
+    if kind not in TABLE_BUILDERS:
+        raise ValueError(f"unknown dump kind {kind!r}; expected one of {sorted(TABLE_BUILDERS)}")
+    path = find_dump(reddit_dir, kind, month)
+    (progress or log.info)(f"ingesting {path} ({file_size(path):,} bytes compressed)")
+    partition = {"month": month}
+    with (
+        lake.atomic_partition(lake_dir, dataset_name(kind), partition) as out_dir,
+        lake.atomic_partition(lake_dir, quarantine_dataset_name(kind), partition) as quarantine_dir,
+    ):
+        report = ingest_file(path, kind, out_dir, quarantine_dir, block_bytes, progress=progress, month=month)
+    return report

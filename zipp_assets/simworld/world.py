@@ -1,0 +1,626 @@
+"""Generate a synthetic Reddit world: monthly RC_/RS_ dumps, cached images and planted truth."""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import os
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+from zipp_assets.reddit.image_urls import image_cache_path
+from zipp_assets.simworld.render import PATTERNS, Style, render_png
+
+log = logging.getLogger(__name__)
+
+THEMES = [
+    ("film photography", ["analog", "film", "darkroom", "grain", "leica", "portra"]),
+    ("mountain hiking", ["hiking", "summit", "trail", "alpine", "backpacking", "campsite"]),
+    ("street food", ["streetfood", "ramen", "tacos", "noodles", "spicy", "market"]),
+    ("pixel art", ["pixelart", "sprites", "retro", "8bit", "palette", "tileset"]),
+    ("cyberpunk cities", ["cyberpunk", "neon", "nightcity", "synthwave", "rain", "skyline"]),
+    ("gardening", ["gardening", "seedlings", "compost", "tomatoes", "succulents", "orchids"]),
+    ("classic cars", ["classiccars", "muscle", "chrome", "restoration", "v8", "roadtrip"]),
+    ("aquariums", ["aquariums", "reef", "cichlids", "shrimp", "planted", "bettas"]),
+    ("interior design", ["interiors", "midcentury", "cozy", "minimal", "plants", "lighting"]),
+    ("tattoo art", ["tattoos", "linework", "blackwork", "flash", "ink", "traditional"]),
+    ("astronomy", ["astrophotography", "nebula", "telescope", "galaxy", "moon", "stars"]),
+    ("knitting", ["knitting", "yarn", "sweater", "crochet", "pattern", "wool"]),
+    ("skateboarding", ["skateboarding", "kickflip", "deck", "skatepark", "grind", "board"]),
+    ("birdwatching", ["birding", "warbler", "raptors", "feeder", "owls", "migration"]),
+    ("watercolor", ["watercolor", "painting", "brush", "wash", "sketchbook", "palette"]),
+    ("mechanical keyboards", ["mechanicalkeyboards", "keycaps", "switches", "artisan", "thock", "pcb"]),
+]
+SUFFIXES = ["", "Porn", "Club", "Talk", "Pics", "Hub", "Daily", "Lovers"]
+GENERIC_SUBREDDITS = ["AskReddit", "pics", "funny", "todayilearned", "news", "gaming", "mildlyinteresting", "aww"]
+GENERIC_WORDS = (
+    "the this really love looks great amazing think just like would nice first time what anyone know "
+    "made today finally years every thanks where does best favorite beautiful".split()
+)
+NON_ASCII_SNIPPETS = ["café ☕", "naïve", "日本語", "😂😂", "Ünïcödé", "—", "façade", "¡olé!", "🔥", "Привет"]
+AGE_BANDS = ["18-24", "25-34", "35-44", "45+"]
+GENDERS = ["female", "male", "nonbinary"]
+REGIONS = ["north_america", "europe", "asia", "other"]
+BOT_NAMES = ["RemindMeBot", "WikiTextBot", "sneakpeek_bot", "RepostSleuthBot", "converter-bot"]
+SYLLABLES = "ka lo mi ra ne su to vi ze ba do fu gi ho ju ly mo pa qu ri sa te un vo wa xi yo".split()
+NEWS_DOMAINS = ["example-news.com", "dailyreport.net", "techwire.org"]
+FIELDS_WITH_AUTHOR_FULLNAME_FROM = "2018-01"
+ARCTIC_SHIFT_FROM = "2023-04"
+EARLY_SCHEMA_BEFORE = "2011-01"
+ZSTD_WINDOW_LOG = 31  # like the real dumps: decoding needs a 2 GiB window
+
+
+@dataclass
+class WorldConfig:
+    users: int = 2000
+    months: tuple[str, ...] = ("2019-01", "2019-02", "2019-03")
+    seed: int = 0
+    communities: int = 12
+    subreddits_per_community: int = 6
+    comments_per_user_month: float = 6.0
+    submissions_per_user_month: float = 1.0
+    image_post_fraction: float = 0.5
+    nsfw_fraction: float = 0.02
+    deleted_fraction: float = 0.03
+    string_timestamp_fraction: float = 0.03
+    malformed_rate: float = 0.0002
+    image_size: int = 32
+    write_images: bool = True
+    dump_style: str = "auto"  # auto (by era) | pushshift | arctic_shift
+    compression_level: int = 3
+
+    def __post_init__(self) -> None:
+        if self.users < 1:
+            raise ValueError("users must be at least 1")
+        if not 1 <= self.communities <= len(THEMES):
+            raise ValueError(f"communities must be within 1..{len(THEMES)}")
+        if not self.months:
+            raise ValueError("at least one month is needed")
+        for month in self.months:
+            datetime.strptime(month, "%Y-%m")
+        if self.dump_style not in ("auto", "pushshift", "arctic_shift"):
+            raise ValueError(f"unknown dump_style {self.dump_style!r}")
+
+
+def parse_month_range(text: str) -> tuple[str, ...]:
+    """'2019-01:2019-03' -> ('2019-01', '2019-02', '2019-03'); a single month is a range of one."""
+    start_text, _, end_text = text.partition(":")
+    start = datetime.strptime(start_text.strip(), "%Y-%m")
+    end = datetime.strptime((end_text or start_text).strip(), "%Y-%m")
+    if end < start:
+        raise ValueError(f"month range ends before it starts: {text!r}")
+    months = []
+    year, month = start.year, start.month
+    while (year, month) <= (end.year, end.month):
+        months.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return tuple(months)
+
+
+def month_bounds(month: str) -> tuple[int, int]:
+    """[start, end) of a month as UTC epoch seconds."""
+    year, mon = int(month[:4]), int(month[5:7])
+    start = calendar.timegm((year, mon, 1, 0, 0, 0))
+    days = calendar.monthrange(year, mon)[1]
+    return start, start + days * 86400
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+@dataclass
+class Community:
+    index: int
+    theme: str
+    words: list[str]
+    subreddits: list[str]
+    style: Style
+    demographics: dict[str, list[float]]
+    popularity: float
+
+
+@dataclass
+class User:
+    index: int
+    name: str
+    fullname: str
+    communities: list[int]
+    weights: np.ndarray
+    activity: float
+    age_band: str
+    gender: str
+    region: str
+    created_utc: int
+    is_bot: bool = False
+
+
+@dataclass
+class World:
+    config: WorldConfig
+    communities: list[Community]
+    users: list[User]
+    subreddit_ids: dict[str, str]
+    subreddit_community: dict[str, int]  # -1 for generic subreddits
+    next_comment_id: int = 36**6
+    next_submission_id: int = 36**5
+    image_posts: dict[str, list[tuple[str, dict]]] = field(default_factory=lambda: defaultdict(list))
+
+
+def build_world(config: WorldConfig) -> World:
+    rng = np.random.default_rng([config.seed, 0])
+    communities = []
+    for index in range(config.communities):
+        theme, words = THEMES[index]
+        names: list[str] = []
+        for k in range(config.subreddits_per_community):
+            base = words[k % len(words)]
+            suffix = SUFFIXES[(k // len(words) + k) % len(SUFFIXES)]
+            names.append(base.capitalize() + suffix if k else base)
+        style = Style(
+            hue=(index / config.communities + rng.uniform(-0.02, 0.02)) % 1.0,
+            saturation=float(rng.uniform(0.35, 0.95)),
+            brightness=float(rng.uniform(0.35, 0.9)),
+            pattern=PATTERNS[index % len(PATTERNS)],
+            frequency=float(rng.uniform(2, 7)),
+        )
+        demographics = {
+            "age_band": rng.dirichlet(np.ones(len(AGE_BANDS)) * 1.5).tolist(),
+            "gender": rng.dirichlet(np.ones(len(GENDERS)) * 2.0).tolist(),
+            "region": rng.dirichlet(np.ones(len(REGIONS)) * 1.5).tolist(),
+        }
+        communities.append(Community(index, theme, words, names, style, demographics, 1.0 / (index + 1) ** 0.6))
+    subreddit_community = {s: c.index for c in communities for s in c.subreddits}
+    subreddit_community.update({s: -1 for s in GENERIC_SUBREDDITS})
+    subreddit_ids = {s: "t5_" + _base36(36**4 + 7919 * i) for i, s in enumerate(subreddit_community)}
+
+    popularity = np.array([c.popularity for c in communities])
+    popularity /= popularity.sum()
+    users = []
+    used_names: set[str] = set()
+    first_month_start, _ = month_bounds(config.months[0])
+    for index in range(config.users):
+        while True:
+            parts = rng.choice(SYLLABLES, size=rng.integers(2, 4))
+            name = "".join(parts).capitalize() + (str(rng.integers(10, 9999)) if rng.random() < 0.6 else "")
+            if name not in used_names and not name.lower().endswith("bot"):
+                used_names.add(name)
+                break
+        k = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
+        k = min(k, config.communities)
+        chosen = rng.choice(config.communities, size=k, replace=False, p=popularity)
+        weights = np.sort(rng.dirichlet(np.ones(k) * 2.0))[::-1]
+        primary = communities[int(chosen[0])].demographics
+        users.append(
+            User(
+                index=index,
+                name=name,
+                fullname="t2_" + _base36(36**6 + 104729 * index + int(rng.integers(0, 1000))),
+                communities=[int(c) for c in chosen],
+                weights=weights,
+                activity=float(np.clip(rng.lognormal(0.0, 1.0), 0.05, 40.0)),
+                age_band=AGE_BANDS[rng.choice(len(AGE_BANDS), p=primary["age_band"])],
+                gender=GENDERS[rng.choice(len(GENDERS), p=primary["gender"])],
+                region=REGIONS[rng.choice(len(REGIONS), p=primary["region"])],
+                created_utc=int(first_month_start - rng.integers(86400, 86400 * 3000)),
+            )
+        )
+    for offset, name in enumerate(["AutoModerator", *BOT_NAMES]):
+        users.append(
+            User(
+                index=config.users + offset,
+                name=name,
+                fullname="t2_" + _base36(36**5 + offset),
+                communities=[],
+                weights=np.array([]),
+                activity=30.0,
+                age_band="",
+                gender="",
+                region="",
+                created_utc=first_month_start - 86400 * 4000,
+                is_bot=True,
+            )
+        )
+    return World(config, communities, users, subreddit_ids, subreddit_community)
+
+
+class DumpWriter:
+    """NDJSON compressed with zstd and a 2 GiB window (like `zstd --long=31`), written atomically."""
+
+    def __init__(self, path: Path, level: int = 3):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, window_log=ZSTD_WINDOW_LOG, enable_ldm=True
+        )
+        self._file = open(self.tmp, "wb")
+        self._writer = zstandard.ZstdCompressor(compression_params=params).stream_writer(self._file, closefd=False)
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self.lines = 0
+
+    def write_line(self, line: bytes) -> None:
+        self._buffer.append(line)
+        self._buffered += len(line) + 1
+        self.lines += 1
+        if self._buffered > 1 << 20:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._writer.write(b"\n".join(self._buffer) + b"\n")
+            self._buffer, self._buffered = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        self._file.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self._file.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> DumpWriter:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class MonthGenerator:
+    """Generates one month's submissions and comments for a world."""
+
+    def __init__(self, world: World, month: str, image_dir: Path | None):
+        self.world = world
+        self.config = world.config
+        self.month = month
+        self.rng = np.random.default_rng([self.config.seed, 1, int(month[:4]), int(month[5:])])
+        self.start, self.end = month_bounds(month)
+        self.image_dir = image_dir
+        self.era_early = month < EARLY_SCHEMA_BEFORE
+        self.with_fullname = month >= FIELDS_WITH_AUTHOR_FULLNAME_FROM
+        style = self.config.dump_style
+        self.arctic = style == "arctic_shift" or (style == "auto" and month >= ARCTIC_SHIFT_FROM)
+        self.encoder = msgspec.json.Encoder(order="sorted" if self.arctic else None)
+        self.submissions_by_subreddit: dict[str, list[str]] = defaultdict(list)
+        self.recent_comments: dict[str, deque] = defaultdict(lambda: deque(maxlen=8))
+        self.images_written = 0
+
+    # --- choices ---------------------------------------------------------------------------
+    def _pick_subreddit(self, user: User) -> str:
+        if not user.communities or self.rng.random() < 0.12:
+            return GENERIC_SUBREDDITS[int(self.rng.integers(len(GENERIC_SUBREDDITS)))]
+        community = self.world.communities[user.communities[self.rng.choice(len(user.communities), p=user.weights)]]
+        ranks = np.arange(1, len(community.subreddits) + 1) ** -1.1
+        return community.subreddits[self.rng.choice(len(ranks), p=ranks / ranks.sum())]
+
+    def _user_style(self, user: User) -> Style:
+        community = self.world.communities[user.communities[self.rng.choice(len(user.communities), p=user.weights)]]
+        return community.style.jittered(self.rng)
+
+    def _text(self, subreddit: str, words: int) -> str:
+        community = self.world.subreddit_community.get(subreddit, -1)
+        vocab = GENERIC_WORDS + (self.world.communities[community].words * 3 if community >= 0 else [])
+        text = " ".join(vocab[i] for i in self.rng.integers(0, len(vocab), size=words))
+        if self.rng.random() < 0.08:
+            text += " " + NON_ASCII_SNIPPETS[int(self.rng.integers(len(NON_ASCII_SNIPPETS)))]
+        return text.capitalize()
+
+    def _timestamp(self) -> int | str:
+        ts = int(self.rng.integers(self.start, self.end))
+        if self.era_early or self.rng.random() < self.config.string_timestamp_fraction:
+            return str(ts)  # some eras and files carry created_utc as a string
+        return ts
+
+    def _edited(self, created: int | str) -> bool | float:
+        if self.rng.random() < 0.05:
+            return float(int(created) + int(self.rng.integers(60, 86400))) + 0.5
+        return False
+
+    def _new_comment_id(self) -> str:
+        self.world.next_comment_id += int(self.rng.integers(1, 50))
+        return _base36(self.world.next_comment_id)
+
+    def _new_submission_id(self) -> str:
+        self.world.next_submission_id += int(self.rng.integers(1, 50))
+        return _base36(self.world.next_submission_id)
+
+    def _author_fields(self, user: User | None, record: dict) -> None:
+        if user is None:
+            record["author"] = "[deleted]"
+            return
+        record["author"] = user.name
+        if self.with_fullname:
+            record["author_fullname"] = user.fullname
+        if not self.era_early:
+            record["author_created_utc"] = user.created_utc
+            record["author_flair_css_class"] = None
+            record["author_flair_richtext"] = []
+            record["author_flair_text"] = None
+            record["author_flair_type"] = "text"
+            record["author_patreon_flair"] = False
+
+    def _finish(self, record: dict) -> bytes:
+        if self.arctic:
+            record["_meta"] = {"retrieved_2nd_on": self.end + 86400 * 30}
+        return self.encoder.encode(record)
+
+    # --- images ----------------------------------------------------------------------------
+    def _image(self, url: str, user: User) -> None:
+        if self.image_dir is None:
+            return
+        path = image_cache_path(self.image_dir, url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(render_png(self._user_style(user), self.rng, self.config.image_size))
+        self.images_written += 1
+
+    # --- records ---------------------------------------------------------------------------
+    def submission(self, user: User | None, owner: User) -> tuple[bytes, dict]:
+        subreddit = self._pick_subreddit(owner)
+        post_id = self._new_submission_id()
+        created = self._timestamp()
+        title = self._text(subreddit, int(self.rng.integers(3, 12)))
+        record: dict = {"id": post_id, "created_utc": created, "subreddit": subreddit}
+        record["subreddit_id"] = self.world.subreddit_ids[subreddit]
+        self._author_fields(user, record)
+        record.update(
+            title=title,
+            num_comments=int(self.rng.integers(0, 40)),
+            score=int(self.rng.zipf(1.8)) if self.rng.random() < 0.97 else -int(self.rng.integers(1, 20)),
+            over_18=bool(self.rng.random() < self.config.nsfw_fraction),
+            permalink=f"/r/{subreddit}/comments/{post_id}/{title[:20].lower().replace(' ', '_')}/",
+            retrieved_on=self.end + 86400 * 3,
+        )
+        if not self.era_early:
+            record.update(
+                all_awardings=[], allow_live_comments=False, can_gild=True, contest_mode=False,
+                gildings={}, is_crosspostable=True, is_meta=False, is_original_content=False,
+                is_robot_indexable=True, is_video=False, link_flair_richtext=[], link_flair_text=None,
+                locked=False, media_only=False, no_follow=True, num_crossposts=0, pinned=False,
+                send_replies=True, spoiler=False, stickied=False, subreddit_subscribers=int(self.rng.integers(1000, 10**6)),
+                subreddit_type="public", total_awards_received=0, whitelist_status="all_ads", wls=6,
+                edited=self._edited(created),
+            )
+        image_community = self.world.subreddit_community.get(subreddit, -1)
+        wants_image = user is not None and owner.communities and (
+            self.rng.random() < self.config.image_post_fraction * (1.0 if image_community >= 0 else 0.6)
+        )
+        if wants_image:
+            self._image_post(record, owner, subreddit)
+        elif self.rng.random() < 0.5:
+            record.update(is_self=True, selftext=self._text(subreddit, int(self.rng.integers(5, 60))),
+                          url=f"https://www.reddit.com{record['permalink']}", domain=f"self.{subreddit}")
+            if user is None or self.rng.random() < 0.05:
+                record["selftext"] = "[removed]" if user is not None else "[deleted]"
+        else:
+            domain = NEWS_DOMAINS[int(self.rng.integers(len(NEWS_DOMAINS)))]
+            thumb = f"https://external-preview.redd.it/{post_id}thumb.jpg?width=640&amp;s=abc"
+            record.update(is_self=False, selftext="", url=f"https://{domain}/story/{post_id}", domain=domain,
+                          post_hint="link", preview={"images": [{"source": {"url": thumb, "width": 640, "height": 360}}], "enabled": False})
+        self.submissions_by_subreddit[subreddit].append(post_id)
+        return self._finish(record), record
+
+    def _image_post(self, record: dict, owner: User, subreddit: str) -> None:
+        post_id = record["id"]
+        kind = self.rng.choice(["direct", "gallery", "imgur", "crosspost"], p=[0.6, 0.2, 0.1, 0.1])
+        previous = self.world.image_posts.get(subreddit) or []
+        if kind == "crosspost" and previous:
+            parent_record = previous[int(self.rng.integers(len(previous)))][1]
+            record.update(is_self=False, selftext="", crosspost_parent="t3_" + parent_record["id"],
+                          crosspost_parent_list=[parent_record], url=f"/r/{subreddit}/comments/{parent_record['id']}/",
+                          domain=f"self.{subreddit}")
+            return
+        record.update(is_self=False, selftext="")
+        if kind == "gallery":
+            media_ids = [f"{post_id}g{i}x" for i in range(int(self.rng.integers(2, 5)))]
+            metadata = {}
+            for media_id in media_ids:
+                url = f"https://preview.redd.it/{media_id}.png?width=32&format=png&auto=webp&s=f00{media_id}"
+                metadata[media_id] = {"status": "valid", "e": "Image", "m": "image/png", "id": media_id,
+                                      "s": {"y": 32, "x": 32, "u": url.replace("&", "&amp;")}, "p": []}
+                self._image(url, owner)
+            record.update(is_gallery=True, media_metadata=metadata, url=f"https://www.reddit.com/gallery/{post_id}",
+                          domain="reddit.com", gallery_data={"items": [{"media_id": m, "id": i} for i, m in enumerate(media_ids)]})
+        elif kind == "imgur":
+            source = f"https://preview.redd.it/{post_id}src.png?auto=webp&s=ab{post_id}"
+            record.update(url=f"https://imgur.com/{post_id}Q", domain="imgur.com", post_hint="image",
+                          preview={"images": [{"source": {"url": source.replace("&", "&amp;"), "width": 32, "height": 32},
+                                               "resolutions": [], "id": post_id}], "enabled": True})
+            self._image(source, owner)
+        else:
+            ext = "png" if self.rng.random() < 0.5 else "jpg"
+            url = f"https://i.redd.it/{post_id}{ext[0]}img.{ext}"
+            record.update(url=url, domain="i.redd.it", post_hint="image", is_reddit_media_domain=True,
+                          preview={"images": [{"source": {"url": f"https://preview.redd.it/{post_id}.{ext}?auto=webp&amp;s=1", "width": 32, "height": 32}}], "enabled": True})
+            self._image(url, owner)
+        self.world.image_posts[subreddit].append((post_id, dict(record)))
+        if len(self.world.image_posts[subreddit]) > 50:
+            self.world.image_posts[subreddit].pop(0)
+
+    def comment(self, user: User | None, owner: User, subreddit: str | None = None, link: str | None = None) -> bytes:
+        subreddit = subreddit or self._pick_subreddit(owner)
+        links = self.submissions_by_subreddit.get(subreddit)
+        if link is None:
+            link = links[int(self.rng.integers(len(links)))] if links else self._new_submission_id()
+        comment_id = self._new_comment_id()
+        parents = self.recent_comments[link]
+        parent = f"t1_{parents[int(self.rng.integers(len(parents)))]}" if parents and self.rng.random() < 0.4 else f"t3_{link}"
+        parents.append(comment_id)
+        created = self._timestamp()
+        record: dict = {"id": comment_id, "created_utc": created, "subreddit": subreddit,
+                        "subreddit_id": self.world.subreddit_ids[subreddit], "link_id": f"t3_{link}", "parent_id": parent}
+        self._author_fields(user, record)
+        if user is None:
+            body = "[deleted]" if self.rng.random() < 0.5 else "[removed]"
+        elif owner.is_bot:
+            body = f"I am a bot. Beep boop. {self._text(subreddit, 6)}"
+        else:
+            body = self._text(subreddit, int(self.rng.integers(4, 80)))
+        record.update(body=body, score=int(self.rng.zipf(1.9)) if self.rng.random() < 0.95 else -int(self.rng.integers(1, 9)),
+                      controversiality=int(self.rng.random() < 0.03), gilded=0, retrieved_on=self.end + 86400 * 3,
+                      edited=self._edited(created), distinguished="moderator" if owner.name == "AutoModerator" else None)
+        if self.era_early:
+            record.update(ups=record["score"], downs=0, name=f"t1_{comment_id}", archived=True, score_hidden=False)
+        else:
+            record.update(all_awardings=[], associated_award=None, author_flair_background_color=None,
+                          author_flair_template_id=None, author_flair_text_color=None, awarders=[],
+                          can_gild=True, collapsed=False, collapsed_because_crowd_control=None, gildings={},
+                          is_submitter=False, locked=False, no_follow=True, send_replies=True, stickied=False,
+                          subreddit_name_prefixed=f"r/{subreddit}", subreddit_type="public", top_awarded_type=None,
+                          total_awards_received=0, treatment_tags=[],
+                          permalink=f"/r/{subreddit}/comments/{link}/_/{comment_id}/")
+        return self._finish(record)
+
+    def malformed(self, line: bytes) -> bytes:
+        """A broken variant of a good line, as real dumps occasionally carry."""
+        kind = int(self.rng.integers(5))
+        if kind == 0:
+            return line[: max(1, len(line) // 2)]  # truncated JSON
+        if kind == 1:
+            return line.replace(b'"id":', b'"id_":', 1)  # required field missing
+        if kind == 2:
+            return line.replace(b'"subreddit":"', b'"subreddit":17,"_was":"', 1)  # wrong type
+        if kind == 3:
+            return b"\xff\xfe" + line[2:]  # not UTF-8
+        return b"not json at all"
+
+
+def _maybe_deleted(gen: MonthGenerator, user: User) -> User | None:
+    return None if not user.is_bot and gen.rng.random() < gen.config.deleted_fraction else user
+
+
+def generate_month(world: World, month: str, reddit_dir: Path, image_dir: Path | None) -> dict:
+    """Write RS_<month>.zst and RC_<month>.zst; return counts."""
+    gen = MonthGenerator(world, month, image_dir)
+    config = world.config
+    humans = [u for u in world.users if not u.is_bot]
+    bots = [u for u in world.users if u.is_bot]
+    counts = {"month": month, "submissions": 0, "comments": 0, "malformed": 0}
+
+    def emit(writer: DumpWriter, line: bytes, kind: str) -> None:
+        if gen.rng.random() < config.malformed_rate:
+            line = gen.malformed(line)
+            counts["malformed"] += 1
+        writer.write_line(line)
+        counts[kind] += 1
+
+    with DumpWriter(reddit_dir / f"RS_{month}.zst", config.compression_level) as writer:
+        n_posts = gen.rng.poisson(np.array([u.activity for u in humans]) * config.submissions_per_user_month)
+        for user, n in zip(humans, n_posts):
+            for _ in range(int(n)):
+                line, _record = gen.submission(_maybe_deleted(gen, user), user)
+                emit(writer, line, "submissions")
+    with DumpWriter(reddit_dir / f"RC_{month}.zst", config.compression_level) as writer:
+        n_comments = gen.rng.poisson(np.array([u.activity for u in humans]) * config.comments_per_user_month)
+        for user, n in zip(humans, n_comments):
+            for _ in range(int(n)):
+                emit(writer, gen.comment(_maybe_deleted(gen, user), user), "comments")
+        # AutoModerator on a tenth of the posts, other bots answering at random.
+        for subreddit, posts in list(gen.submissions_by_subreddit.items()):
+            for post in posts[:: 10]:
+                emit(writer, gen.comment(bots[0], bots[0], subreddit, post), "comments")
+        for bot in bots[1:]:
+            for _ in range(int(gen.rng.poisson(bot.activity))):
+                emit(writer, gen.comment(bot, bot, GENERIC_SUBREDDITS[int(gen.rng.integers(len(GENERIC_SUBREDDITS)))]), "comments")
+    counts["images"] = gen.images_written
+    return counts
+
+
+def truth_tables(world: World) -> dict[str, pa.Table]:
+    """Planted truth: for evaluation only, never read by the pipeline."""
+    humans = [u for u in world.users if not u.is_bot]
+    users = pa.table(
+        {
+            "author": [u.name for u in humans],
+            "author_fullname": [u.fullname for u in humans],
+            "communities": [u.communities for u in humans],
+            "community_weights": [u.weights.tolist() for u in humans],
+            "primary_community": [u.communities[0] for u in humans],
+            "age_band": [u.age_band for u in humans],
+            "gender": [u.gender for u in humans],
+            "region": [u.region for u in humans],
+            "activity": [u.activity for u in humans],
+        }
+    )
+    communities = pa.table(
+        {
+            "community": [c.index for c in world.communities],
+            "theme": [c.theme for c in world.communities],
+            "subreddits": [c.subreddits for c in world.communities],
+            "hue": [c.style.hue for c in world.communities],
+            "saturation": [c.style.saturation for c in world.communities],
+            "brightness": [c.style.brightness for c in world.communities],
+            "pattern": [c.style.pattern for c in world.communities],
+            "frequency": [c.style.frequency for c in world.communities],
+            "age_band_mix": [c.demographics["age_band"] for c in world.communities],
+            "gender_mix": [c.demographics["gender"] for c in world.communities],
+            "region_mix": [c.demographics["region"] for c in world.communities],
+        }
+    )
+    subreddits = pa.table(
+        {
+            "subreddit": list(world.subreddit_community),
+            "subreddit_id": [world.subreddit_ids[s] for s in world.subreddit_community],
+            "community": list(world.subreddit_community.values()),
+        }
+    )
+    bots = pa.table({"author": [u.name for u in world.users if u.is_bot]})
+    return {"users": users, "communities": communities, "subreddits": subreddits, "bots": bots}
+
+
+def generate_world(
+    config: WorldConfig,
+    raw_dir: Path,
+    truth_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Generate every month of `config` under `raw_dir/reddit` (+ `raw_dir/images`) and the truth."""
+    raw_dir = Path(raw_dir)
+    reddit_dir = raw_dir / "reddit"
+    reddit_dir.mkdir(parents=True, exist_ok=True)
+    image_dir = raw_dir / "images" if config.write_images else None
+    world = build_world(config)
+    report = []
+    for month in config.months:
+        t0 = time.perf_counter()
+        counts = generate_month(world, month, reddit_dir, image_dir)
+        counts["seconds"] = round(time.perf_counter() - t0, 2)
+        report.append(counts)
+        (progress or log.info)(
+            f"{month}: {counts['submissions']} submissions, {counts['comments']} comments, "
+            f"{counts['images']} images, {counts['malformed']} malformed lines in {counts['seconds']}s"
+        )
+    if truth_dir is not None:
+        Path(truth_dir).mkdir(parents=True, exist_ok=True)
+        for name, table in truth_tables(world).items():
+            pq.write_table(table, Path(truth_dir) / f"{name}.parquet")
+    return report
+
+
+def iter_months(months: Iterable[str]) -> list[str]:
+    return sorted(set(months))
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
