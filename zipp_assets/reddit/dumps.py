@@ -16,7 +16,7 @@ from pathlib import Path
 import zstandard
 
 MAX_WINDOW_SIZE = 2**31  # the dumps are written with --long=31
-_COMPRESSED_READ = 1 << 18
+_COMPRESSED_READ = 1 << 20
 DEFAULT_BLOCK_BYTES = 16 << 20
 DUMP_NAME = re.compile(r"^(?P<kind>RC|RS)_(?P<month>\d{4}-\d{2})\.zst$")
 KINDS = {"comments": "RC", "submissions": "RS"}
@@ -73,9 +73,10 @@ def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iter
     path = Path(path)
     dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_SIZE)
     dobj = dctx.decompressobj()
-    buffer = bytearray()
+    pieces: list[bytes] = []  # decompressed output not yet handed out (joined once per block)
+    pending = 0
     line_no = 1
-    offset = 0  # decompressed offset of buffer[0]
+    offset = 0  # decompressed offset of the first byte in `pieces`
     compressed = 0
     frame_open = False
     with open(path, "rb") as handle:
@@ -95,25 +96,31 @@ def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iter
                         break
                     out += dobj.decompress(rest)
             except zstandard.ZstdError as exc:
-                raise DumpReadError(path, compressed, offset + len(buffer), f"corrupt zstd data ({exc})") from None
+                raise DumpReadError(path, compressed, offset + pending, f"corrupt zstd data ({exc})") from None
             compressed += len(chunk)
-            buffer += out
-            if len(buffer) >= block_bytes:
-                cut = buffer.rfind(b"\n")
-                if cut >= 0:
-                    data = bytes(buffer[:cut])
-                    yield LineBlock(data, line_no, offset, compressed)
-                    line_no += data.count(b"\n") + 1
-                    offset += cut + 1
-                    del buffer[: cut + 1]
+            if out:
+                pieces.append(out)
+                pending += len(out)
+            if pending >= block_bytes:
+                data = b"".join(pieces)
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    pieces = [data]  # one line longer than a block: keep reading
+                    continue
+                yield LineBlock(data[:cut], line_no, offset, compressed)
+                line_no += data.count(b"\n", 0, cut) + 1
+                offset += cut + 1
+                rest = data[cut + 1 :]
+                pieces, pending = ([rest], len(rest)) if rest else ([], 0)
     if frame_open and not dobj.eof:
-        raise DumpReadError(path, compressed, offset + len(buffer), "truncated zstd stream (the last frame never ends)")
+        raise DumpReadError(path, compressed, offset + pending, "truncated zstd stream (the last frame never ends)")
     if compressed == 0:
         raise DumpReadError(path, 0, 0, "empty file (not a zstd stream)")
-    if buffer.endswith(b"\n"):
-        del buffer[-1:]
-    if buffer:
-        yield LineBlock(bytes(buffer), line_no, offset, compressed)
+    data = b"".join(pieces)
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    if data:
+        yield LineBlock(data, line_no, offset, compressed)
 
 
 def file_size(path: Path) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import logging
 import queue
 import threading
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from zipp_assets import lake
 from zipp_assets.reddit.dumps import DEFAULT_BLOCK_BYTES, LineBlock, file_size, find_dump, iter_line_blocks
-from zipp_assets.reddit.parse import TABLE_BUILDERS, Quarantine, RecordDecoder
+from zipp_assets.reddit.parse import TABLE_BUILDERS, DecodedBlock, Quarantine, RecordDecoder, decode_block
 from zipp_assets.reddit.schemas import QUARANTINE_SCHEMA, SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -110,27 +111,38 @@ def ingest_file(
     month: str = "",
 ) -> IngestReport:
     """Stream one dump file into Parquet files in `out_dir` and its quarantine into `quarantine_dir`."""
-    build_table, record_type = TABLE_BUILDERS[kind]
+    record_type, build_table = TABLE_BUILDERS[kind]
     decoder = RecordDecoder(record_type)
     report = IngestReport(kind=kind, month=month, file=Path(path).name, bytes_compressed=file_size(path))
     reasons: collections.Counter = collections.Counter()
     started = last_progress = time.perf_counter()
     say = progress or log.info
+
+    def finish(decoded: DecodedBlock, quarantine: Quarantine) -> None:
+        # Runs on the worker thread: column building and Parquet encoding mostly release the GIL,
+        # so they overlap with decoding the next block on the calling thread.
+        table = build_table(decoded, report.file, quarantine)
+        writer.write(table)
+        if len(quarantine):
+            quarantine_writer.write(quarantine.to_table())
+            reasons.update(_reason_class(r) for r in quarantine.reason)
+        report.lines_in += table.num_rows + len(quarantine)
+        report.rows_out += table.num_rows
+        report.quarantined += len(quarantine)
+        report.bytes_decompressed = decoded.block.first_offset + len(decoded.block.data) + 1
+
     with (
         lake.RotatingParquetWriter(out_dir, SCHEMAS[dataset_name(kind)], rows_per_file) as writer,
         lake.RotatingParquetWriter(quarantine_dir, QUARANTINE_SCHEMA, rows_per_file) as quarantine_writer,
+        concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="block-writer") as pool,
     ):
+        pending: concurrent.futures.Future | None = None
         for block in _prefetch(iter_line_blocks(path, block_bytes)):
             quarantine = Quarantine()
-            table = build_table(block, report.file, quarantine, decoder)
-            writer.write(table)
-            if len(quarantine):
-                quarantine_writer.write(quarantine.to_table())
-                reasons.update(_reason_class(r) for r in quarantine.reason)
-            report.lines_in += table.num_rows + len(quarantine)
-            report.rows_out += table.num_rows
-            report.quarantined += len(quarantine)
-            report.bytes_decompressed = block.first_offset + len(block.data) + 1
+            decoded = decode_block(block, decoder, report.file, quarantine)
+            if pending is not None:
+                pending.result()  # one block in flight: bounded memory, errors surface promptly
+            pending = pool.submit(finish, decoded, quarantine)
             now = time.perf_counter()
             if now - last_progress >= PROGRESS_EVERY_SECONDS:
                 last_progress = now
@@ -139,6 +151,8 @@ def ingest_file(
                     f"{report.file}: {share:.1%} of the file, {report.lines_in:,} lines, "
                     f"{report.quarantined:,} quarantined, {report.lines_in / (now - started):,.0f} lines/s"
                 )
+        if pending is not None:
+            pending.result()
     report.seconds = time.perf_counter() - started
     report.files_written = [str(p) for p in writer.files]
     report.quarantine_reasons = dict(reasons.most_common(20))

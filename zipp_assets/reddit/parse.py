@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -71,10 +72,16 @@ class RecordDecoder:
     def __init__(self, record_type: type):
         self.record_type = record_type
         self._fast = msgspec.json.Decoder(record_type, strict=False)
+        self.fast_decode = self._fast.decode
 
     def decode(self, line: bytes):
+        """The record; raises msgspec.DecodeError / ValidationError with the reason."""
+        return self.decode_checked(line)[0]
+
+    def decode_checked(self, line: bytes) -> tuple[object, bool]:
+        """(record, repaired): repaired when the text needed the tolerant path."""
         try:
-            return self._fast.decode(line)
+            return self._fast.decode(line), False
         except msgspec.ValidationError:
             raise
         except (msgspec.DecodeError, UnicodeDecodeError) as fast_error:
@@ -85,33 +92,55 @@ class RecordDecoder:
                 raise fast_error from None
             if not isinstance(obj, dict):
                 raise msgspec.ValidationError(f"Expected `object`, got `{type(obj).__name__}`") from None
-            return msgspec.convert(_scrub(obj), self.record_type, strict=False)
+            return msgspec.convert(_scrub(obj), self.record_type, strict=False), True
 
 
 def _line_offsets(block: LineBlock, lines: list[bytes]) -> list[int]:
     return list(itertools.accumulate((len(line) + 1 for line in lines[:-1]), initial=block.first_offset))
 
 
-def decode_block(
-    block: LineBlock, decoder: RecordDecoder, file_name: str, quarantine: Quarantine
-) -> tuple[list, list[int]]:
-    """Decode every line of a block; return records and their line numbers, quarantining the rest."""
+@dataclass
+class DecodedBlock:
+    """The usable lines of a block: their typed records, indices and which needed text repair."""
+
+    block: LineBlock
+    lines: list[bytes]
+    records: list
+    indices: list[int]  # index into `lines` of each record
+    repaired: list[bool]
+
+    def line_numbers(self, positions: list[int] | None = None) -> list[int]:
+        chosen = self.indices if positions is None else [self.indices[p] for p in positions]
+        return [self.block.first_line + i for i in chosen]
+
+
+def decode_block(block: LineBlock, decoder: RecordDecoder, file_name: str, quarantine: Quarantine) -> DecodedBlock:
+    """Decode and type-check every line of a block, quarantining the lines that cannot be used."""
     lines = block.data.split(b"\n")
-    records = []
-    line_numbers = []
+    try:
+        # Fast path for the usual block where every line is good: no per-line bookkeeping.
+        fast = decoder.fast_decode
+        records = [fast(line) for line in lines]
+        return DecodedBlock(block, lines, records, list(range(len(lines))), [False] * len(lines))
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        pass
+    records, indices, repaired = [], [], []
     bad: list[tuple[int, str]] = []
-    decode = decoder.decode
+    decode = decoder.decode_checked
     for index, line in enumerate(lines):
         try:
-            records.append(decode(line))
-            line_numbers.append(block.first_line + index)
+            record, was_repaired = decode(line)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             bad.append((index, "empty line" if not line.strip() else f"{type(exc).__name__}: {exc}"))
+            continue
+        records.append(record)
+        indices.append(index)
+        repaired.append(was_repaired)
     if bad:
         offsets = _line_offsets(block, lines)
         for index, reason in bad:
             quarantine.add(file_name, block.first_line + index, offsets[index], reason, lines[index])
-    return records, line_numbers
+    return DecodedBlock(block, lines, records, indices, repaired)
 
 
 def _user_keys(authors: list[str], fullnames: list[str | None]) -> list[str | None]:
@@ -122,123 +151,174 @@ def _user_keys(authors: list[str], fullnames: list[str | None]) -> list[str | No
     ]
 
 
-def _strip_prefix(values: list[str], prefix: str) -> pa.Array:
-    return pc.replace_substring_regex(pa.array(values, pa.string()), f"^{prefix}", "")
-
-
-def _plausible_time(value: float) -> bool:
-    return math.isfinite(value) and MIN_CREATED_UTC <= value < MAX_CREATED_UTC
-
-
-def _timestamps(values: list[float]) -> pa.Array:
-    # Implausible values become 0 here; _row_problems quarantines those rows before writing.
-    return pa.array([int(v) if _plausible_time(v) else 0 for v in values], pa.int64()).cast(TIMESTAMP)
-
-
-def _row_problems(records: list, created: list[float]) -> list[tuple[int, str]]:
-    """Rows that decoded but hold impossible values, with the reason."""
-    problems = [
-        (i, f"ValidationError: `created_utc` {value!r} is not a plausible creation time")
-        for i, value in enumerate(created)
-        if not _plausible_time(value)
-    ]
-    problems += [
-        (i, "ValidationError: empty `id` or `subreddit`") for i, r in enumerate(records) if not r.id or not r.subreddit
-    ]
-    return problems
-
-
-def _finish(
-    columns: dict,
-    schema: pa.Schema,
-    problems: list[tuple[int, str]],
-    line_numbers: list[int],
-    block: LineBlock,
-    file_name: str,
+def _finalize(
+    table: pa.Table, schema: pa.Schema, positions: list[int], decoded: DecodedBlock, file_name: str,
     quarantine: Quarantine,
 ) -> pa.Table:
-    table = pa.table(columns, schema=schema)
-    if not problems:
-        return table
-    reasons: dict[int, str] = {}
-    for i, reason in problems:
-        reasons.setdefault(i, reason)
-    lines = block.data.split(b"\n")
-    offsets = _line_offsets(block, lines)
-    for i, reason in sorted(reasons.items()):
-        index = line_numbers[i] - block.first_line
-        quarantine.add(file_name, line_numbers[i], offsets[index], reason, lines[index])
-    keep = pc.invert(pc.is_in(pa.array(range(table.num_rows)), pa.array(sorted(reasons))))
-    return table.filter(keep)
+    """Quarantine rows with impossible values, then cast to the lake schema.
+
+    `table` holds `created_utc` as float seconds; `positions[i]` is the record behind row i.
+    """
+    created = table["created_utc"]
+    plausible = pc.and_(
+        pc.and_(pc.is_finite(created), pc.greater_equal(created, float(MIN_CREATED_UTC))),
+        pc.less(created, float(MAX_CREATED_UTC)),
+    )
+    nonempty = pc.and_(pc.greater(pc.utf8_length(table["id"]), 0), pc.greater(pc.utf8_length(table["subreddit"]), 0))
+    keep = pc.fill_null(pc.and_(plausible, nonempty), False)
+    if not pc.all(keep).as_py():
+        offsets = _line_offsets(decoded.block, decoded.lines)
+        bad_rows = pc.indices_nonzero(pc.invert(keep)).to_pylist()
+        created_values = created.to_pylist()
+        plausible_values = pc.fill_null(plausible, False).to_pylist()
+        for row in bad_rows:
+            index = decoded.indices[positions[row]]
+            if not plausible_values[row]:
+                reason = f"ValidationError: `created_utc` {created_values[row]!r} is not a plausible creation time"
+            else:
+                reason = "ValidationError: empty `id` or `subreddit`"
+            quarantine.add(file_name, decoded.block.first_line + index, offsets[index], reason, decoded.lines[index])
+        table = table.filter(keep)
+    seconds = pc.cast(pc.floor(table["created_utc"]), pa.int64())
+    table = table.set_column(table.schema.get_field_index("created_utc"), "created_utc", seconds.cast(TIMESTAMP))
+    return table.select(schema.names).cast(schema)
+
+
+# --- comments ---------------------------------------------------------------------------------
+# Columnar path: once every line has been type-checked by msgspec, polars (Rust, GIL released,
+# multi-threaded) builds the columns straight from the JSON text. Numbers arrive as their text,
+# so lax fields (`created_utc` "1546300800" or 1546300800.0, `edited` false or a timestamp) are
+# normalised here the same way the record path does.
+_COMMENT_TEXT_SCHEMA = {name: pl.String for name in CommentRecord.__struct_fields__}
+_FALSE_TEXTS = ["false", "0", "0.0"]
+
+
+def _comments_columnar(data: bytes, expected_rows: int) -> pa.Table | None:
+    try:
+        frame = pl.read_ndjson(data, schema=_COMMENT_TEXT_SCHEMA)
+    except pl.exceptions.PolarsError:
+        return None
+    if frame.height != expected_rows:
+        return None
+    frame = frame.select(
+        pl.col("id").str.strip_prefix("t1_"),
+        "link_id",
+        "parent_id",
+        "subreddit",
+        "subreddit_id",
+        "author",
+        "author_fullname",
+        pl.when(pl.col("author").is_in(list(DELETED_AUTHORS)))
+        .then(None)
+        .otherwise(pl.coalesce(pl.when(pl.col("author_fullname") != "").then("author_fullname"), "author"))
+        .alias("user_key"),
+        pl.col("created_utc").cast(pl.Float64, strict=False),
+        pl.col("score").cast(pl.Float64, strict=False).cast(pl.Int64, strict=False),
+        (pl.col("edited").is_not_null() & ~pl.col("edited").is_in(_FALSE_TEXTS)).alias("edited"),
+        "distinguished",
+        "body",
+    )
+    return frame.to_arrow()
+
+
+def _comments_from_records(records: list) -> pa.Table:
+    (ids, authors, subreddits, created, fullnames, subreddit_ids, link_ids, parent_ids, bodies, scores,
+     edited, distinguished) = zip(*(msgspec.structs.astuple(r) for r in records))
+    return pa.table(
+        {
+            "id": [i.removeprefix("t1_") for i in ids],
+            "link_id": pa.array(link_ids, pa.string()),
+            "parent_id": pa.array(parent_ids, pa.string()),
+            "subreddit": pa.array(subreddits, pa.string()),
+            "subreddit_id": pa.array(subreddit_ids, pa.string()),
+            "author": pa.array(authors, pa.string()),
+            "author_fullname": pa.array(fullnames, pa.string()),
+            "user_key": pa.array(_user_keys(authors, fullnames), pa.string()),
+            "created_utc": pa.array(created, pa.float64()),
+            "score": pa.array(scores, pa.int64()),
+            "edited": pa.array([bool(v) for v in edited], pa.bool_()),
+            "distinguished": pa.array(distinguished, pa.string()),
+            "body": pa.array(bodies, pa.string()),
+        }
+    )
 
 
 def comments_table(
-    block: LineBlock, file_name: str, quarantine: Quarantine, decoder: RecordDecoder | None = None
+    block: LineBlock, file_name: str, quarantine: Quarantine, decoder: RecordDecoder | None = None,
+    columnar: bool = True,
 ) -> pa.Table:
-    records, line_numbers = decode_block(block, decoder or RecordDecoder(CommentRecord), file_name, quarantine)
-    if not records:
+    decoded = decode_block(block, decoder or RecordDecoder(CommentRecord), file_name, quarantine)
+    return build_comments(decoded, file_name, quarantine, columnar)
+
+
+def build_comments(decoded: DecodedBlock, file_name: str, quarantine: Quarantine, columnar: bool = True) -> pa.Table:
+    """Columns of a decoded block of comments (GIL-free columnar path where the text allows)."""
+    block = decoded.block
+    if not decoded.records:
         return COMMENTS_SCHEMA.empty_table()
-    (ids, authors, subreddits, created, fullnames, subreddit_ids, link_ids, parent_ids, bodies, scores,
-     edited, distinguished) = zip(*(msgspec.structs.astuple(r) for r in records))
-    columns = {
-        "id": _strip_prefix(ids, "t1_"),
-        "link_id": link_ids,
-        "parent_id": parent_ids,
-        "subreddit": subreddits,
-        "subreddit_id": subreddit_ids,
-        "author": authors,
-        "author_fullname": fullnames,
-        "user_key": _user_keys(authors, fullnames),
-        "created_utc": _timestamps(created),
-        "score": scores,
-        "edited": [bool(v) for v in edited],
-        "distinguished": distinguished,
-        "body": bodies,
-    }
-    problems = _row_problems(records, created)
-    return _finish(columns, COMMENTS_SCHEMA, problems, line_numbers, block, file_name, quarantine)
+    if any(decoded.repaired):
+        clean = [p for p, was in enumerate(decoded.repaired) if not was]
+        repaired = [p for p, was in enumerate(decoded.repaired) if was]
+    else:
+        clean, repaired = list(range(len(decoded.records))), []
+    fast = None
+    if columnar and clean:
+        if len(clean) == len(decoded.lines):
+            data = block.data
+        else:
+            data = b"\n".join(decoded.lines[decoded.indices[p]] for p in clean)
+        fast = _comments_columnar(data, len(clean))
+    if fast is None:
+        table, positions = _comments_from_records(decoded.records), list(range(len(decoded.records)))
+    elif repaired:
+        table = pa.concat_tables([fast, _comments_from_records([decoded.records[p] for p in repaired])])
+        positions = clean + repaired
+    else:
+        table, positions = fast, clean
+    return _finalize(table, COMMENTS_SCHEMA, positions, decoded, file_name, quarantine)
 
 
+# --- submissions ------------------------------------------------------------------------------
 _NULL = b"null"
 
 
 def _post_images(record: SubmissionRecord) -> list[tuple[str, str]]:
     """Image URLs of one submission; nested JSON is decoded only when it can matter."""
     post: dict = {"url": record.url, "post_hint": record.post_hint, "is_self": record.is_self}
-    may_have_images = False
     if bytes(record.media_metadata) != _NULL:
         post["media_metadata"] = msgspec.json.decode(record.media_metadata)
         post["gallery_data"] = msgspec.json.decode(record.gallery_data)
-        may_have_images = True
     if record.post_hint == "image" and bytes(record.preview) != _NULL:
         post["preview"] = msgspec.json.decode(record.preview)
     if bytes(record.crosspost_parent_list) != _NULL:
         post["crosspost_parent_list"] = msgspec.json.decode(record.crosspost_parent_list)
-        may_have_images = True
-    if not may_have_images and not record.url and record.post_hint != "image":
-        return []
     return extract_image_urls(post)
 
 
 def submissions_table(
     block: LineBlock, file_name: str, quarantine: Quarantine, decoder: RecordDecoder | None = None
 ) -> pa.Table:
-    records, line_numbers = decode_block(block, decoder or RecordDecoder(SubmissionRecord), file_name, quarantine)
-    if not records:
+    decoded = decode_block(block, decoder or RecordDecoder(SubmissionRecord), file_name, quarantine)
+    return build_submissions(decoded, file_name, quarantine)
+
+
+def build_submissions(decoded: DecodedBlock, file_name: str, quarantine: Quarantine) -> pa.Table:
+    """Submissions take the record path: image URLs need per-post logic over nested JSON."""
+    if not decoded.records:
         return SUBMISSIONS_SCHEMA.empty_table()
-    r = records
-    created = [x.created_utc for x in r]
+    r = decoded.records
     images = [_post_images(x) for x in r]
     authors = [x.author for x in r]
     fullnames = [x.author_fullname for x in r]
+    schema = SUBMISSIONS_SCHEMA
     columns = {
-        "id": _strip_prefix([x.id for x in r], "t3_"),
+        "id": [x.id.removeprefix("t3_") for x in r],
         "subreddit": [x.subreddit for x in r],
         "subreddit_id": [x.subreddit_id for x in r],
         "author": authors,
         "author_fullname": fullnames,
         "user_key": _user_keys(authors, fullnames),
-        "created_utc": _timestamps(created),
+        "created_utc": pa.array([x.created_utc for x in r], pa.float64()),
         "title": [x.title for x in r],
         "selftext": [x.selftext for x in r],
         "url": [x.url for x in r],
@@ -254,11 +334,13 @@ def submissions_table(
         "image_urls": [[u for u, _ in pairs] for pairs in images],
         "image_sources": [[s for _, s in pairs] for pairs in images],
     }
-    problems = _row_problems(records, created)
-    return _finish(columns, SUBMISSIONS_SCHEMA, problems, line_numbers, block, file_name, quarantine)
+    table = pa.table({name: pa.array(values, schema.field(name).type) if name != "created_utc" else values
+                      for name, values in columns.items()})
+    return _finalize(table, schema, list(range(len(r))), decoded, file_name, quarantine)
 
 
-TABLE_BUILDERS: dict[str, tuple[Callable, type]] = {
-    "comments": (comments_table, CommentRecord),
-    "submissions": (submissions_table, SubmissionRecord),
+# kind -> (record type, builder of a decoded block's table)
+TABLE_BUILDERS: dict[str, tuple[type, Callable[[DecodedBlock, str, Quarantine], pa.Table]]] = {
+    "comments": (CommentRecord, build_comments),
+    "submissions": (SubmissionRecord, build_submissions),
 }

@@ -12,7 +12,7 @@ import msgspec
 import pyarrow as pa
 
 
-class CommentRecord(msgspec.Struct):
+class CommentRecord(msgspec.Struct, gc=False):
     id: str
     author: str
     subreddit: str
@@ -27,7 +27,7 @@ class CommentRecord(msgspec.Struct):
     distinguished: str | None = None
 
 
-class SubmissionRecord(msgspec.Struct):
+class SubmissionRecord(msgspec.Struct, gc=False):
     id: str
     author: str
     subreddit: str

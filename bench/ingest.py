@@ -1,0 +1,125 @@
+"""Ingestion benchmark: the project's ingestion against the public dump scripts' approach, same run.
+
+    .venv/bin/python bench/ingest.py                 # generates one month of >= 1M comment lines
+    .venv/bin/python bench/ingest.py --dump RC_2019-01.zst   # or takes a real dump
+
+(a) zipp_assets.reddit.ingest.ingest_file: decompression in a reader thread, msgspec typed
+    decoding of only the needed fields, columnar Arrow building, streamed Parquet row groups.
+(b) the reference: python-zstandard stream_reader with a 2 GiB window, split lines, json.loads per
+    line, collect the same columns into Python lists, write Parquet with pyarrow.
+Both outputs are compared row for row (sorted by id) before the figures are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from zipp_assets.reddit.ingest import ingest_file  # noqa: E402
+from zipp_assets.reddit.schemas import COMMENTS_SCHEMA  # noqa: E402
+from zipp_assets.simworld.world import WorldConfig, generate_world  # noqa: E402
+
+
+def reference_ingest(path: Path, out_file: Path) -> int:
+    """The widely used approach of the public dump scripts, producing the same columns."""
+    reader = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(open(path, "rb"))
+    text = io.TextIOWrapper(reader, encoding="utf-8", errors="replace")
+    columns: dict[str, list] = {name: [] for name in COMMENTS_SCHEMA.names}
+    for line in text:
+        try:
+            obj = json.loads(line)
+            created = int(float(obj["created_utc"]))
+            author = obj["author"]
+            fullname = obj.get("author_fullname")
+            row = {
+                "id": obj["id"].removeprefix("t1_"),
+                "link_id": obj.get("link_id"),
+                "parent_id": obj.get("parent_id"),
+                "subreddit": obj["subreddit"],
+                "subreddit_id": obj.get("subreddit_id"),
+                "author": author,
+                "author_fullname": fullname,
+                "user_key": (fullname or author) if author not in ("[deleted]", "[removed]", "") else None,
+                "created_utc": created,
+                "score": obj.get("score"),
+                "edited": bool(obj.get("edited")),
+                "distinguished": obj.get("distinguished"),
+                "body": obj.get("body"),
+            }
+        except (ValueError, KeyError, TypeError):
+            continue
+        for name, value in row.items():
+            columns[name].append(value)
+    columns["created_utc"] = pa.array(columns["created_utc"], pa.int64()).cast(pa.timestamp("s", tz="UTC"))
+    table = pa.table(columns, schema=COMMENTS_SCHEMA)
+    pq.write_table(table, out_file, compression="zstd")
+    return table.num_rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dump", type=Path, help="an RC_ dump to use instead of a generated one")
+    parser.add_argument("--users", type=int, default=20000)
+    parser.add_argument("--comments-per-user", type=float, default=52.0)
+    parser.add_argument("--workdir", type=Path, help="keep files here (default: a temporary folder)")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="zipp-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    dump = args.dump
+    if dump is None:
+        dump = workdir / "raw" / "reddit" / "RC_2019-01.zst"
+        if not dump.exists():
+            print(f"generating one month with {args.users} users into {dump.parent} ...", flush=True)
+            config = WorldConfig(
+                users=args.users,
+                months=("2019-01",),
+                comments_per_user_month=args.comments_per_user,
+                submissions_per_user_month=0.2,
+                malformed_rate=0.0,
+                write_images=False,
+            )
+            generate_world(config, workdir / "raw", None, progress=print)
+    print(f"dump: {dump} ({dump.stat().st_size / 1e6:.1f} MB compressed)", flush=True)
+
+    out = workdir / "project"
+    quarantine = workdir / "project_quarantine"
+    for folder in (out, quarantine):
+        folder.mkdir(exist_ok=True)
+        for stale in folder.glob("*.parquet"):
+            stale.unlink()
+    t0 = time.perf_counter()
+    report = ingest_file(dump, "comments", out, quarantine, progress=print)
+    project_seconds = time.perf_counter() - t0
+
+    reference_file = workdir / "reference.parquet"
+    t0 = time.perf_counter()
+    reference_rows = reference_ingest(dump, reference_file)
+    reference_seconds = time.perf_counter() - t0
+
+    ours = pq.read_table(out).sort_by("id")
+    theirs = pq.read_table(reference_file).sort_by("id")
+    identical = ours.num_rows == theirs.num_rows and ours.equals(theirs)
+    lines = report.lines_in
+    print()
+    print(f"lines in dump:            {lines:,} ({report.quarantined} quarantined)")
+    print(f"project   {project_seconds:8.2f} s  {lines / project_seconds:12,.0f} lines/s  rows {report.rows_out:,}")
+    print(f"reference {reference_seconds:8.2f} s  {lines / reference_seconds:12,.0f} lines/s  rows {reference_rows:,}")
+    print(f"ratio (project / reference throughput): {reference_seconds / project_seconds:.2f}x")
+    print(f"identical output rows: {identical}")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
