@@ -62,7 +62,8 @@ def reference_ingest(path: Path, out_file: Path) -> int:
             continue
         for name, value in row.items():
             columns[name].append(value)
-    columns["created_utc"] = pa.array(columns["created_utc"], pa.int64()).cast(pa.timestamp("s", tz="UTC"))
+    seconds = pa.array(columns["created_utc"], pa.int64()).cast(pa.timestamp("s", tz="UTC"))
+    columns["created_utc"] = seconds.cast(COMMENTS_SCHEMA.field("created_utc").type)
     table = pa.table(columns, schema=COMMENTS_SCHEMA)
     pq.write_table(table, out_file, compression="zstd")
     return table.num_rows

@@ -182,4 +182,6 @@ def ingest_month(
         lake.atomic_partition(lake_dir, quarantine_dataset_name(kind), partition) as quarantine_dir,
     ):
         report = ingest_file(path, kind, out_dir, quarantine_dir, block_bytes, progress=progress, month=month)
+    final = lake.partition_dir(lake_dir, dataset_name(kind), partition)
+    report.files_written = [str(final / Path(f).name) for f in report.files_written]
     return report

@@ -13,6 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from zipp_assets.reddit.authors import DELETED_AUTHORS
 from zipp_assets.reddit.dumps import LineBlock
 from zipp_assets.reddit.image_urls import extract_image_urls
 from zipp_assets.reddit.schemas import (
@@ -28,7 +29,6 @@ from zipp_assets.reddit.schemas import (
 MIN_CREATED_UTC = 1104537600  # 2005-01-01
 MAX_CREATED_UTC = 4102444800  # 2100-01-01
 EXCERPT_CHARS = 200
-DELETED_AUTHORS = frozenset({"[deleted]", "[removed]", ""})
 
 
 @dataclass
@@ -180,7 +180,7 @@ def _finalize(
             quarantine.add(file_name, decoded.block.first_line + index, offsets[index], reason, decoded.lines[index])
         table = table.filter(keep)
     seconds = pc.cast(pc.floor(table["created_utc"]), pa.int64())
-    table = table.set_column(table.schema.get_field_index("created_utc"), "created_utc", seconds.cast(TIMESTAMP))
+    table = table.set_column(table.schema.get_field_index("created_utc"), "created_utc", seconds.cast(pa.timestamp("s", tz="UTC")).cast(TIMESTAMP))
     return table.select(schema.names).cast(schema)
 
 

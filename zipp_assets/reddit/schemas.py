@@ -53,7 +53,8 @@ class SubmissionRecord(msgspec.Struct, gc=False):
     crosspost_parent_list: msgspec.Raw = msgspec.Raw(b"null")
 
 
-TIMESTAMP = pa.timestamp("s", tz="UTC")
+# Microseconds: what Parquet, DuckDB and polars all store natively (the dumps carry whole seconds).
+TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 COMMENTS_SCHEMA = pa.schema(
     [
