@@ -103,14 +103,18 @@ def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iter
                 pending += len(out)
             if pending >= block_bytes:
                 data = b"".join(pieces)
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    pieces = [data]  # one line longer than a block: keep reading
-                    continue
-                yield LineBlock(data[:cut], line_no, offset, compressed)
-                line_no += data.count(b"\n", 0, cut) + 1
-                offset += cut + 1
-                rest = data[cut + 1 :]
+                start = 0
+                while len(data) - start >= block_bytes:
+                    cut = data.rfind(b"\n", start, start + block_bytes)
+                    if cut < 0:  # a line longer than a block: take it whole
+                        cut = data.find(b"\n", start + block_bytes)
+                        if cut < 0:
+                            break
+                    yield LineBlock(data[start:cut], line_no, offset, compressed)
+                    line_no += data.count(b"\n", start, cut) + 1
+                    offset += cut + 1 - start
+                    start = cut + 1
+                rest = data[start:] if start else data
                 pieces, pending = ([rest], len(rest)) if rest else ([], 0)
     if frame_open and not dobj.eof:
         raise DumpReadError(path, compressed, offset + pending, "truncated zstd stream (the last frame never ends)")

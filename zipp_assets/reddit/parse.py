@@ -271,7 +271,8 @@ def build_comments(decoded: DecodedBlock, file_name: str, quarantine: Quarantine
     if fast is None:
         table, positions = _comments_from_records(decoded.records), list(range(len(decoded.records)))
     elif repaired:
-        table = pa.concat_tables([fast, _comments_from_records([decoded.records[p] for p in repaired])])
+        patched = _comments_from_records([decoded.records[p] for p in repaired]).cast(fast.schema)
+        table = pa.concat_tables([fast, patched])
         positions = clean + repaired
     else:
         table, positions = fast, clean

@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny synthetic worlds generated once per session, and dump-writing helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import zstandard
+
+os.environ.setdefault("DGLBACKEND", "pytorch")
+
+from zipp_assets.simworld.world import DumpWriter, WorldConfig, generate_world  # noqa: E402
+
+TINY_MONTHS = ("2017-12", "2018-01")
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """A small world over two months on both sides of author_fullname's introduction."""
+    root = tmp_path_factory.mktemp("tiny_world")
+    config = WorldConfig(users=150, months=TINY_MONTHS, seed=7, malformed_rate=0.002, comments_per_user_month=5)
+    generate_world(config, root / "raw", root / "truth")
+    return root
+
+
+def write_dump(path: Path, lines: list[bytes], frames: int = 1) -> Path:
+    """Write NDJSON lines as a dump: one streamed frame with the 2 GiB window like the real files,
+    or several independent frames."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if frames == 1:
+        with DumpWriter(path) as writer:
+            for line in lines:
+                writer.write_line(line)
+    else:
+        compressor = zstandard.ZstdCompressor()
+        step = max(1, len(lines) // frames)
+        chunks = [b"".join(line + b"\n" for line in lines[i : i + step]) for i in range(0, len(lines), step)]
+        path.write_bytes(b"".join(compressor.compress(chunk) for chunk in chunks))
+    return path

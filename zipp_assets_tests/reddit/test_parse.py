@@ -1,0 +1,124 @@
+import json
+
+import msgspec
+import pyarrow as pa
+import pytest
+
+from zipp_assets.reddit.dumps import LineBlock
+from zipp_assets.reddit.parse import Quarantine, comments_table, submissions_table
+
+
+def _block(lines: list[bytes], first_line: int = 1, first_offset: int = 0) -> LineBlock:
+    return LineBlock(b"\n".join(lines), first_line, first_offset, 0)
+
+
+def _comment(**fields) -> bytes:
+    record = {"id": "c1", "author": "alice", "subreddit": "pics", "created_utc": 1546300800, "body": "hi",
+              "link_id": "t3_p1", "parent_id": "t3_p1", "score": 3}
+    record.update(fields)
+    return json.dumps({k: v for k, v in record.items() if v is not ...}).encode()
+
+
+def _parse(lines, columnar=True):
+    quarantine = Quarantine()
+    table = comments_table(_block(lines), "RC_2019-01.zst", quarantine, columnar=columnar)
+    return table, quarantine.to_table().to_pylist()
+
+
+def test_type_drift_between_eras_is_normalised():
+    lines = [
+        _comment(id="a", created_utc="1546300800", edited=False),  # string timestamp, bool edited
+        _comment(id="b", created_utc=1546300801.0, edited=1546300900.5),  # float timestamp, timestamp edited
+        _comment(id="t1_c", score="7", author_fullname="t2_xyz"),  # prefixed id, numeric string score
+        _comment(id="d", author="[deleted]", body="[removed]"),
+        _comment(id="e", _meta={"retrieved_2nd_on": 1}, extra=[1, 2, {"x": None}]),  # Arctic Shift extras
+    ]
+    for columnar in (True, False):
+        table, quarantined = _parse(lines, columnar)
+        assert quarantined == []
+        rows = {r["id"]: r for r in table.to_pylist()}
+        assert set(rows) == {"a", "b", "c", "d", "e"}
+        assert rows["a"]["created_utc"].timestamp() == 1546300800 and rows["a"]["edited"] is False
+        assert rows["b"]["created_utc"].timestamp() == 1546300801 and rows["b"]["edited"] is True
+        assert rows["c"]["score"] == 7 and rows["c"]["user_key"] == "t2_xyz"
+        assert rows["a"]["user_key"] == "alice"  # no author_fullname in older dumps: keyed by name
+        assert rows["d"]["user_key"] is None
+
+
+def test_columnar_and_record_paths_agree(tiny_world):
+    from zipp_assets.reddit.dumps import iter_line_blocks
+
+    block = next(iter_line_blocks(tiny_world / "raw" / "reddit" / "RC_2018-01.zst"))
+    q1, q2 = Quarantine(), Quarantine()
+    fast = comments_table(block, "f", q1, columnar=True)
+    slow = comments_table(block, "f", q2, columnar=False)
+    assert fast.num_rows > 100
+    assert fast.sort_by("id").equals(slow.sort_by("id"))
+    assert q1.to_table().equals(q2.to_table())
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        (b'{"id": "x", "author": "a", "subreddit": "s", "created_utc": 15463', "DecodeError"),  # truncated
+        (b"not json at all", "DecodeError"),
+        (b"\xff\xfe" + _comment()[2:], "DecodeError"),  # not UTF-8
+        (_comment(id=...), "missing required field `id`"),
+        (_comment(subreddit=17), "Expected `str`, got `int` - at `$.subreddit`"),
+        (_comment(author={"name": "x"}), "Expected `str`, got `object` - at `$.author`"),
+        (_comment(created_utc="yesterday"), "at `$.created_utc`"),
+        (_comment(created_utc=12), "not a plausible creation time"),
+        (_comment(id=""), "empty `id`"),
+        (b"[1, 2, 3]", "Expected `object`, got `array`"),
+        (b"", "empty line"),
+    ],
+)
+def test_bad_lines_go_to_quarantine_with_reason_line_and_offset(line, reason):
+    good = [_comment(id="g1"), _comment(id="g2")]
+    lines = [good[0], line, good[1]]
+    for columnar in (True, False):
+        table, quarantined = _parse(lines, columnar)
+        assert table["id"].to_pylist() == ["g1", "g2"]
+        assert len(quarantined) == 1
+        row = quarantined[0]
+        assert reason in row["reason"]
+        assert row["file"] == "RC_2019-01.zst"
+        assert row["line"] == 2
+        assert row["byte_offset"] == len(good[0]) + 1
+
+
+def test_text_the_fast_decoder_rejects_is_repaired_not_lost():
+    lone_surrogate = b'{"id": "s", "author": "a", "subreddit": "s", "created_utc": 1546300800, "body": "half \\ud83d emoji"}'
+    bad_bytes = b'{"id": "u", "author": "a", "subreddit": "s", "created_utc": 1546300800, "body": "caf\xe9"}'
+    table, quarantined = _parse([_comment(id="g"), lone_surrogate, bad_bytes])
+    assert quarantined == []
+    bodies = dict(zip(table["id"].to_pylist(), table["body"].to_pylist()))
+    assert bodies["s"] == "half ? emoji"
+    assert bodies["u"] == "caf\ufffd"
+    pa.table({"b": list(bodies.values())}).validate(full=True)
+
+
+def test_submissions_carry_image_urls_and_quarantine_bad_lines():
+    post = {"id": "t3_p1", "author": "bob", "subreddit": "pics", "created_utc": 1546300800, "title": "t",
+            "url": "https://i.redd.it/x.png", "post_hint": "image", "over_18": False,
+            "preview": {"images": [{"source": {"url": "https://preview.redd.it/x.png?a=1&amp;b=2"}}]}}
+    gallery = {"id": "p2", "author": "bob", "subreddit": "pics", "created_utc": "1546300800", "title": "g",
+               "is_gallery": True, "url": "https://www.reddit.com/gallery/p2",
+               "media_metadata": {"m1": {"status": "valid", "e": "Image", "m": "image/png", "s": {"u": "https://preview.redd.it/m1.png?x=1&amp;y=2"}}}}
+    no_title = {"id": "p3", "author": "bob", "subreddit": "pics", "created_utc": 1546300800}
+    quarantine = Quarantine()
+    lines = [json.dumps(x).encode() for x in (post, gallery, no_title)]
+    table = submissions_table(_block(lines, first_line=10, first_offset=100), "RS_2019-01.zst", quarantine)
+    rows = {r["id"]: r for r in table.to_pylist()}
+    assert rows["p1"]["image_urls"] == ["https://i.redd.it/x.png"] and rows["p1"]["image_sources"] == ["direct"]
+    assert rows["p2"]["image_urls"] == ["https://preview.redd.it/m1.png?x=1&y=2"]
+    assert quarantine.line == [12] and "missing required field `title`" in quarantine.reason[0]
+    assert quarantine.byte_offset == [100 + len(lines[0]) + 1 + len(lines[1]) + 1]
+
+
+def test_quarantine_excerpt_is_bounded_text():
+    huge = b'{"id": ' + b"9" * 10_000
+    _, quarantined = _parse([huge])
+    assert len(quarantined[0]["excerpt"]) == 200
+    with pytest.raises(msgspec.DecodeError):
+        msgspec.json.decode(huge)
