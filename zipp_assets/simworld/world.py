@@ -87,16 +87,23 @@ class WorldConfig:
         if not self.months:
             raise ValueError("at least one month is needed")
         for month in self.months:
-            datetime.strptime(month, "%Y-%m")
+            parse_month(month)
         if self.dump_style not in ("auto", "pushshift", "arctic_shift"):
             raise ValueError(f"unknown dump_style {self.dump_style!r}")
+
+
+def parse_month(text: str) -> datetime:
+    try:
+        return datetime.strptime(text.strip(), "%Y-%m")
+    except ValueError:
+        raise ValueError(f"not a month (YYYY-MM): {text!r}") from None
 
 
 def parse_month_range(text: str) -> tuple[str, ...]:
     """'2019-01:2019-03' -> ('2019-01', '2019-02', '2019-03'); a single month is a range of one."""
     start_text, _, end_text = text.partition(":")
-    start = datetime.strptime(start_text.strip(), "%Y-%m")
-    end = datetime.strptime((end_text or start_text).strip(), "%Y-%m")
+    start = parse_month(start_text)
+    end = parse_month(end_text or start_text)
     if end < start:
         raise ValueError(f"month range ends before it starts: {text!r}")
     months = []

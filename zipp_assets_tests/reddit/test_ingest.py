@@ -1,0 +1,97 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from zipp_assets import lake
+from zipp_assets.reddit.dumps import DumpNotFoundError, DumpReadError
+from zipp_assets.reddit.ingest import ingest_month
+from zipp_assets_tests.conftest import write_dump
+
+
+def _comments(n: int, start: int = 0) -> list[bytes]:
+    return [
+        json.dumps({"id": f"c{i}", "author": f"user{i % 7}", "subreddit": "pics", "created_utc": 1546300800 + i, "body": "b" * 40}).encode()
+        for i in range(start, start + n)
+    ]
+
+
+def test_month_accounting_and_rerun_replaces(tmp_path):
+    raw, lake_dir = tmp_path / "raw", tmp_path / "lake"
+    lines = _comments(500)
+    lines.insert(10, b"{broken")
+    write_dump(raw / "RC_2019-01.zst", lines)
+    first = ingest_month(lake_dir, raw, "comments", "2019-01")
+    assert (first.lines_in, first.rows_out, first.quarantined) == (501, 500, 1)
+    assert first.quarantine_reasons == {"DecodeError: JSON is malformed: object keys must be strings": 1}
+    again = ingest_month(lake_dir, raw, "comments", "2019-01")
+    assert again.rows_out == 500
+    table = lake.read_table(lake_dir, "reddit_comments")
+    assert table.num_rows == 500 and len(set(table["id"].to_pylist())) == 500
+    quarantine = lake.read_table(lake_dir, "reddit_comments_quarantine").to_pylist()
+    assert [(q["line"], q["byte_offset"]) for q in quarantine] == [(11, sum(len(x) + 1 for x in lines[:10]))]
+
+
+def test_corrupt_dump_fails_and_keeps_the_earlier_partition(tmp_path):
+    raw, lake_dir = tmp_path / "raw", tmp_path / "lake"
+    write_dump(raw / "RC_2019-01.zst", _comments(300))
+    ingest_month(lake_dir, raw, "comments", "2019-01")
+    path = write_dump(raw / "RC_2019-01.zst", _comments(30000, start=1000))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])  # truncated, as by an interrupted download
+    with pytest.raises(DumpReadError, match=r"RC_2019-01\.zst: truncated"):
+        ingest_month(lake_dir, raw, "comments", "2019-01")
+    assert lake.read_table(lake_dir, "reddit_comments").num_rows == 300
+    assert sorted(p.name for p in (lake_dir / "reddit_comments").iterdir()) == ["month=2019-01"]
+
+
+def test_missing_month_fails_naming_the_files(tmp_path):
+    with pytest.raises(DumpNotFoundError, match=r"RS_2011-05\.zst"):
+        ingest_month(tmp_path / "lake", tmp_path / "raw", "submissions", "2011-05")
+    assert not (tmp_path / "lake" / "reddit_submissions").exists() or not any((tmp_path / "lake" / "reddit_submissions").iterdir())
+
+
+def test_killed_ingestion_leaves_previous_partition_and_rerun_recovers(tmp_path):
+    raw, lake_dir = tmp_path / "raw", tmp_path / "lake"
+    write_dump(raw / "RC_2019-01.zst", _comments(200))
+    ingest_month(lake_dir, raw, "comments", "2019-01")
+    write_dump(raw / "RC_2019-01.zst", _comments(400_000))
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "import zipp_assets.lake as lake\n"
+        "from zipp_assets.reddit.ingest import ingest_month\n"
+        "original = lake.RotatingParquetWriter.write\n"
+        "def slow_write(self, table):\n"
+        "    original(self, table)\n"
+        "    print('wrote', flush=True); time.sleep(0.5)\n"
+        "lake.RotatingParquetWriter.write = slow_write\n"
+        f"ingest_month(Path({str(lake_dir)!r}), Path({str(raw)!r}), 'comments', '2019-01', block_bytes=1 << 20)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "wrote"  # a new version is half written...
+    os.kill(proc.pid, signal.SIGKILL)  # ...when the process dies
+    proc.wait(timeout=30)
+    assert lake.read_table(lake_dir, "reddit_comments").num_rows == 200
+    hidden = [p.name for p in (lake_dir / "reddit_comments").iterdir() if p.name.startswith(".tmp-")]
+    assert hidden, "the killed writer's temporary folder is expected to be left behind"
+    report = ingest_month(lake_dir, raw, "comments", "2019-01")
+    assert report.rows_out == 400_000
+    assert [p.name for p in (lake_dir / "reddit_comments").iterdir()] == ["month=2019-01"]
+    assert sum(pq.ParquetFile(f).metadata.num_rows for f in lake.parquet_files(lake_dir, "reddit_comments")) == 400_000
+
+
+def test_progress_is_reported_for_long_files(tmp_path, monkeypatch):
+    from zipp_assets.reddit import ingest
+
+    monkeypatch.setattr(ingest, "PROGRESS_EVERY_SECONDS", 0.0)
+    raw = tmp_path / "raw"
+    write_dump(raw / "RC_2019-01.zst", _comments(20000))
+    messages: list[str] = []
+    ingest_month(tmp_path / "lake", raw, "comments", "2019-01", progress=messages.append, block_bytes=1 << 18)
+    assert any("lines/s" in m and "of the file" in m for m in messages)

@@ -1,0 +1,114 @@
+import io
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from PIL import Image
+
+from zipp_assets.reddit.dumps import iter_line_blocks
+from zipp_assets.simworld.world import WorldConfig, generate_world, parse_month_range
+
+
+def _records(path):
+    lines = [line for block in iter_line_blocks(path) for line in block.data.split(b"\n")]
+    parsed, broken = [], 0
+    for line in lines:
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            broken += 1
+    return parsed, broken
+
+
+def test_dump_files_look_like_the_real_ones(tiny_world):
+    reddit = tiny_world / "raw" / "reddit"
+    assert sorted(p.name for p in reddit.iterdir()) == ["RC_2017-12.zst", "RC_2018-01.zst", "RS_2017-12.zst", "RS_2018-01.zst"]
+    with pytest.raises(zstandard.ZstdError, match="too much memory"):
+        zstandard.ZstdDecompressor().stream_reader(open(reddit / "RC_2018-01.zst", "rb")).read(100)
+    old, _ = _records(reddit / "RC_2017-12.zst")
+    new, broken = _records(reddit / "RC_2018-01.zst")
+    assert not any("author_fullname" in r for r in old)
+    assert all("author_fullname" in r for r in new if r.get("author") not in ("[deleted]",) and "id" in r)
+    assert broken >= 0
+    assert all(r["link_id"].startswith("t3_") and r["parent_id"][:3] in ("t1_", "t3_") for r in new if "link_id" in r)
+    assert any(isinstance(r.get("created_utc"), str) for r in new)
+    assert {type(r.get("edited")) for r in new} >= {bool, float}
+    authors = {r.get("author") for r in new}
+    assert {"[deleted]", "AutoModerator"} <= authors
+    assert any(r.get("author", "").endswith("Bot") for r in new)
+    assert any(any(ord(ch) > 127 for ch in r.get("body", "")) for r in new)
+
+
+def test_submissions_carry_images_galleries_crossposts_and_nsfw(tiny_world):
+    posts, _ = _records(tiny_world / "raw" / "reddit" / "RS_2018-01.zst")
+    assert any(p.get("is_gallery") and p.get("media_metadata") for p in posts)
+    assert any(p.get("crosspost_parent_list") for p in posts)
+    assert any(p.get("over_18") for p in posts)
+    assert any("i.redd.it" in (p.get("url") or "") for p in posts)
+    assert any("&amp;" in json.dumps(p.get("preview", "")) for p in posts)
+
+
+def test_malformed_lines_are_planted(tmp_path):
+    config = WorldConfig(users=120, months=("2019-01",), seed=3, malformed_rate=0.05, write_images=False)
+    report = generate_world(config, tmp_path / "raw")
+    _, broken = _records(tmp_path / "raw" / "reddit" / "RC_2019-01.zst")
+    assert report[0]["malformed"] > 0 and broken > 0
+
+
+def test_truth_and_images_follow_the_planted_styles(tiny_world):
+    truth = tiny_world / "truth"
+    users = pq.read_table(truth / "users.parquet").to_pylist()
+    communities = pq.read_table(truth / "communities.parquet").to_pylist()
+    assert len(users) == 150
+    assert all(1 <= len(u["communities"]) <= 3 and abs(sum(u["community_weights"]) - 1) < 1e-6 for u in users)
+    assert len(communities) == 12 and all(c["subreddits"] for c in communities)
+    pngs = list((tiny_world / "raw" / "images").rglob("*"))
+    files = [p for p in pngs if p.is_file()]
+    assert files
+    image = Image.open(io.BytesIO(files[0].read_bytes()))
+    assert image.format == "PNG" and image.size == (32, 32)
+
+
+def test_generation_is_deterministic_and_arctic_shift_style_sorts_keys(tmp_path):
+    config = WorldConfig(users=60, months=("2023-05",), seed=11, write_images=False)
+    generate_world(config, tmp_path / "a")
+    generate_world(config, tmp_path / "b")
+    for name in ("RC_2023-05.zst", "RS_2023-05.zst"):
+        assert (tmp_path / "a" / "reddit" / name).read_bytes() == (tmp_path / "b" / "reddit" / name).read_bytes()
+    records, _ = _records(tmp_path / "a" / "reddit" / "RC_2023-05.zst")
+    first = records[0]
+    assert "_meta" in first and list(first) == sorted(first)
+
+
+def test_early_era_schema(tmp_path):
+    generate_world(WorldConfig(users=40, months=("2007-06",), seed=1, write_images=False), tmp_path)
+    records, _ = _records(tmp_path / "reddit" / "RC_2007-06.zst")
+    assert all(isinstance(r["created_utc"], str) for r in records if "created_utc" in r)
+    assert not any("author_fullname" in r for r in records)
+
+
+def test_month_ranges_and_bad_config():
+    assert parse_month_range("2019-11:2020-02") == ("2019-11", "2019-12", "2020-01", "2020-02")
+    assert parse_month_range("2019-05") == ("2019-05",)
+    with pytest.raises(ValueError):
+        parse_month_range("2019-05:2019-01")
+    with pytest.raises(ValueError):
+        WorldConfig(users=0)
+    with pytest.raises(ValueError):
+        WorldConfig(months=("2019-13",))
+
+
+def test_cli_generates_and_rejects_bad_flags(tmp_path):
+    ok = subprocess.run(
+        [sys.executable, "-m", "zipp_assets.simworld", "generate", "--out", str(tmp_path / "raw"), "--users", "30",
+         "--months", "2019-01", "--seed", "2", "--no-images"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "2019-01" in ok.stdout and (tmp_path / "raw" / "reddit" / "RC_2019-01.zst").exists()
+    assert (tmp_path / "truth" / "users.parquet").exists()
+    bad = subprocess.run([sys.executable, "-m", "zipp_assets.simworld", "generate", "--out", str(tmp_path), "--months", "2019-14"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "2019-14" in bad.stderr
