@@ -4,9 +4,8 @@
 """
 
 
-from collections.abc import Iterator, Sequence
-
 import warnings
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
