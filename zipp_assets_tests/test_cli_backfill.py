@@ -30,6 +30,11 @@ def test_backfill_a_range_of_months_from_the_cli(tiny_world, tmp_path):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         for key in ("reddit_comments", "reddit_user_subreddit_edges"):
             assert instance.get_materialized_partitions(dg.AssetKey(key)) == {"2017-12", "2018-01"}
+        records = instance.get_records_for_run(run_id=instance.get_runs()[0].run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+        evaluations = {(r.event_log_entry.dagster_event.event_specific_data.asset_key.to_user_string(),
+                        r.event_log_entry.dagster_event.event_specific_data.check_name):
+                       r.event_log_entry.dagster_event.event_specific_data.passed for r in records}
+        assert len(evaluations) == 9 and all(evaluations.values()), evaluations
 
     # One month again, as README shows: the partition is replaced, not duplicated.
     rows_before = sum(1 for _ in (data / "lake" / "reddit_comments" / "month=2018-01").glob("*.parquet"))

@@ -72,6 +72,11 @@ def _materialized_so_far(context: dg.AssetExecutionContext, keys: Sequence[dg.As
             context.log_event(dg.AssetMaterialization(asset_key=key, partition=month, metadata={"note": "written before a later month failed"}))
 
 
+def _per_month(check, files_by_month: dict[str, list[str]], *args) -> checks.CheckOutcome:
+    """Run a check on each month's files on their own (keys are unique within a month)."""
+    return checks.merge_by_partition({month: check(files, *args) for month, files in files_by_month.items()})
+
+
 def _ingestion_asset(kind: str) -> dg.AssetsDefinition:
     main_key = dg.AssetKey(dataset_name(kind))
     quarantine_key = dg.AssetKey(quarantine_dataset_name(kind))
@@ -117,6 +122,7 @@ def _ingestion_asset(kind: str) -> dg.AssetsDefinition:
                 f"{r.seconds:.1f}s ({r.rows_per_second:,.0f} lines/s)"
             )
         files = [f for r in reports for f in r.files_written]
+        files_by_month = {r.month: r.files_written for r in reports}
         yield dg.MaterializeResult(asset_key=main_key, metadata=_ingest_metadata(reports))
         yield dg.MaterializeResult(
             asset_key=quarantine_key,
@@ -124,7 +130,7 @@ def _ingestion_asset(kind: str) -> dg.AssetsDefinition:
         )
         for name, outcome in (
             ("columns_and_types", checks.check_schema(files, SCHEMAS[dataset_name(kind)])),
-            ("unique_ids", checks.check_unique(files, ["id"])),
+            ("unique_ids", _per_month(checks.check_unique, files_by_month, ["id"])),
             (
                 "quarantine_fraction",
                 checks.check_quarantine_fraction(
@@ -225,12 +231,13 @@ def _degree_plot(files: Sequence[str]) -> dg.MetadataValue:
 def reddit_user_subreddit_edges(context: dg.AssetExecutionContext, lake: ZippLake) -> Iterator:
     reports = [build_user_subreddit_edges(lake.settings.lake_dir, month) for month in sorted(context.partition_keys)]
     files = [f for r in reports for f in r.files_written]
+    files_by_month = {r.month: r.files_written for r in reports}
     metadata = _derived_metadata(reports)
     metadata["degree_plot"] = _degree_plot(files)
     yield dg.MaterializeResult(metadata=metadata)
     for name, outcome in (
         ("columns_and_types", checks.check_schema(files, SCHEMAS["reddit_user_subreddit_edges"])),
-        ("unique_user_subreddit", checks.check_unique(files, ["user_key", "subreddit"])),
+        ("unique_user_subreddit", _per_month(checks.check_unique, files_by_month, ["user_key", "subreddit"])),
     ):
         yield dg.AssetCheckResult(check_name=name, passed=outcome.passed, description=outcome.description, metadata=outcome.metadata)
 

@@ -73,3 +73,18 @@ def check_quarantine_fraction(lines_in: int, quarantined: int, max_fraction: flo
         description=f"{quarantined} of {lines_in} lines quarantined ({fraction:.4%}; limit {max_fraction:.4%})",
         metadata={"lines_in": lines_in, "quarantined": quarantined, "fraction": fraction, "max_fraction": max_fraction},
     )
+
+
+def merge_by_partition(outcomes: dict[str, CheckOutcome]) -> CheckOutcome:
+    """One outcome for a run over several partitions: passes only if every partition passed."""
+    failed = {key: o for key, o in outcomes.items() if not o.passed}
+    if not failed:
+        description = f"passed for {len(outcomes)} partition(s)"
+    else:
+        description = "; ".join(f"{key}: {o.description}" for key, o in sorted(failed.items())[:5])
+    metadata: dict = {"partitions_checked": len(outcomes), "partitions_failed": ", ".join(sorted(failed))}
+    for outcome in outcomes.values():
+        for name, value in outcome.metadata.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                metadata[name] = metadata.get(name, 0) + value
+    return CheckOutcome(passed=not failed, description=description, metadata=metadata)

@@ -30,3 +30,12 @@ def test_quarantine_fraction_threshold():
     failed = check_quarantine_fraction(10_000, 11, 0.001)
     assert not failed.passed and "11 of 10000" in failed.description
     assert check_quarantine_fraction(0, 0, 0.001).passed
+
+
+def test_merging_per_partition_outcomes():
+    from zipp_assets.reddit.checks import CheckOutcome, merge_by_partition
+
+    merged = merge_by_partition({"2019-01": CheckOutcome(True, "ok", {"rows": 3}), "2019-02": CheckOutcome(False, "2 dup", {"rows": 4})})
+    assert not merged.passed and merged.description == "2019-02: 2 dup"
+    assert merged.metadata["rows"] == 7 and merged.metadata["partitions_failed"] == "2019-02"
+    assert merge_by_partition({"a": CheckOutcome(True, "ok")}).passed
