@@ -94,3 +94,21 @@ def test_progress_is_reported_for_long_files(tmp_path, monkeypatch):
     messages: list[str] = []
     ingest_month(tmp_path / "lake", raw, "comments", "2019-01", progress=messages.append, block_bytes=1 << 18)
     assert any("lines/s" in m and "of the file" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    "month, keyed_by_fullname",
+    [("2007-06", False), ("2019-06", True), ("2023-05", True)],  # early schema, Pushshift 2019, Arctic Shift
+)
+def test_every_era_of_generated_dumps_ingests(tmp_path, month, keyed_by_fullname):
+    from zipp_assets.simworld.world import WorldConfig, generate_world
+
+    generate_world(WorldConfig(users=80, months=(month,), seed=5, write_images=False), tmp_path / "raw")
+    raw, lake_dir = tmp_path / "raw" / "reddit", tmp_path / "lake"
+    for kind in ("comments", "submissions"):
+        report = ingest_month(lake_dir, raw, kind, month)
+        assert report.rows_out > 0 and report.rows_out + report.quarantined == report.lines_in
+    comments = lake.read_table(lake_dir, "reddit_comments").to_pylist()
+    people = [c for c in comments if c["author"] != "[deleted]"]
+    assert all(c["user_key"] == (c["author_fullname"] if keyed_by_fullname else c["author"]) for c in people)
+    assert all(c["created_utc"].strftime("%Y-%m") == month for c in comments)
