@@ -38,3 +38,18 @@ def write_dump(path: Path, lines: list[bytes], frames: int = 1) -> Path:
         chunks = [b"".join(line + b"\n" for line in lines[i : i + step]) for i in range(0, len(lines), step)]
         path.write_bytes(b"".join(compressor.compress(chunk) for chunk in chunks))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_lake(tiny_world, tmp_path_factory) -> Path:
+    """The tiny world's months ingested, with image posts and monthly edges (read-only for tests)."""
+    from zipp_assets.reddit.derived import build_image_posts, build_user_subreddit_edges
+    from zipp_assets.reddit.ingest import ingest_month
+
+    lake_dir = tmp_path_factory.mktemp("tiny_lake")
+    for month in TINY_MONTHS:
+        for kind in ("comments", "submissions"):
+            ingest_month(lake_dir, tiny_world / "raw" / "reddit", kind, month)
+        build_image_posts(lake_dir, month)
+        build_user_subreddit_edges(lake_dir, month)
+    return lake_dir

@@ -1,0 +1,1 @@
+"""User/subreddit tables, edge features, images -> embeddings, and the DGL graph."""

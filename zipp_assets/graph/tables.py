@@ -1,0 +1,245 @@
+"""Global graph tables over every ingested month: users, subreddits and featured, split edges.
+
+DuckDB does the aggregation out of core (spilling under a memory limit), so a graph of tens of
+millions of edges is built within a few GB. Users are pseudonymised here; no username leaves.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from zipp_assets import lake
+from zipp_assets.graph.pseudonyms import pseudonymize
+
+USERS_SCHEMA = pa.schema(
+    [
+        ("user_index", pa.int64()),
+        ("user_id", pa.string()),
+        ("subreddit_count", pa.int64()),
+        ("comment_count", pa.int64()),
+        ("submission_count", pa.int64()),
+        ("score_sum", pa.int64()),
+        ("first_utc", pa.timestamp("us", tz="UTC")),
+        ("last_utc", pa.timestamp("us", tz="UTC")),
+        ("active_months", pa.int64()),
+    ]
+)
+SUBREDDITS_SCHEMA = pa.schema(
+    [
+        ("subreddit_index", pa.int64()),
+        ("subreddit", pa.string()),
+        ("user_count", pa.int64()),
+        ("comment_count", pa.int64()),
+        ("submission_count", pa.int64()),
+    ]
+)
+GRAPH_EDGES_SCHEMA = pa.schema(
+    [
+        ("user_index", pa.int64()),
+        ("subreddit_index", pa.int64()),
+        ("comment_count", pa.int64()),
+        ("submission_count", pa.int64()),
+        ("score_sum", pa.int64()),
+        ("active_months", pa.int64()),
+        ("log_comments", pa.float32()),
+        ("log_submissions", pa.float32()),
+        ("signed_log_score", pa.float32()),
+        ("recency_years", pa.float32()),
+        ("span_years", pa.float32()),
+        ("split", pa.string()),
+    ]
+)
+EDGE_FEATURES = ["log_comments", "log_submissions", "signed_log_score", "recency_years", "span_years"]
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    min_user_interactions: int = 3  # comments + submissions over all months
+    min_user_subreddits: int = 1
+    min_subreddit_users: int = 3
+    exclude_nsfw_only_users: bool = True  # users all of whose submissions are NSFW
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    min_edges_for_holdout: int = 4  # users with fewer edges keep all of them for training
+    memory_limit: str = "2GB"
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise ValueError("val_fraction and test_fraction must be in [0, 1) and sum below 1")
+        if self.min_edges_for_holdout < 2:
+            raise ValueError("min_edges_for_holdout must be at least 2 (a user keeps one training edge)")
+
+
+@dataclass
+class GraphReport:
+    months: list[str]
+    users: int
+    subreddits: int
+    edges: int
+    split_counts: dict[str, int]
+    users_dropped: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _files(lake_dir: Path, dataset: str) -> list[str]:
+    files = [str(f) for f in lake.parquet_files(lake_dir, dataset)]
+    if not files:
+        raise FileNotFoundError(f"no {dataset} partitions under {lake_dir}: ingest some months first")
+    return files
+
+
+def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphConfig()) -> GraphReport:
+    """Write `users`, `subreddits` and `graph_edges` from every month of edges in the lake."""
+    started = time.perf_counter()
+    edge_files = _files(lake_dir, "reddit_user_subreddit_edges")
+    submission_files = _files(lake_dir, "reddit_submissions")
+    months = sorted({Path(f).parent.name.removeprefix("month=") for f in edge_files})
+    with duckdb.connect() as con:
+        con.execute(f"SET memory_limit = '{config.memory_limit}'")
+        con.execute("SET preserve_insertion_order = false")
+        con.sql(
+            """
+            CREATE TEMP TABLE pairs AS
+            SELECT user_key, subreddit, sum(comment_count)::BIGINT AS comment_count,
+                   sum(submission_count)::BIGINT AS submission_count, sum(score_sum)::BIGINT AS score_sum,
+                   min(first_utc) AS first_utc, max(last_utc) AS last_utc, count(*)::BIGINT AS active_months
+            FROM read_parquet($edges, hive_partitioning = true) GROUP BY user_key, subreddit
+            """,
+            params={"edges": edge_files},
+        ).fetchall()
+        con.sql(
+            "CREATE TEMP TABLE user_months AS SELECT user_key, count(DISTINCT month)::BIGINT AS active_months "
+            "FROM read_parquet($edges, hive_partitioning = true) GROUP BY user_key",
+            params={"edges": edge_files},
+        ).fetchall()
+        all_users = con.sql("SELECT count(DISTINCT user_key) FROM pairs").fetchall()[0][0]
+        nsfw_filter = (
+            "AND user_key NOT IN (SELECT user_key FROM read_parquet($subs) WHERE user_key IS NOT NULL "
+            "GROUP BY user_key HAVING bool_and(coalesce(over_18, false)))"
+            if config.exclude_nsfw_only_users
+            else ""
+        )
+        # Users, then subreddits by the users kept, then users again by what is left.
+        con.sql(
+            f"""
+            CREATE TEMP TABLE kept_pairs AS
+            WITH users AS (
+                SELECT user_key FROM pairs GROUP BY user_key
+                HAVING sum(comment_count + submission_count) >= $min_inter AND count(*) >= $min_subs
+            ),
+            step1 AS (SELECT p.* FROM pairs p JOIN users USING (user_key) WHERE true {nsfw_filter}),
+            subs AS (SELECT subreddit FROM step1 GROUP BY subreddit HAVING count(*) >= $min_sub_users),
+            step2 AS (SELECT s.* FROM step1 s JOIN subs USING (subreddit)),
+            users2 AS (
+                SELECT user_key FROM step2 GROUP BY user_key
+                HAVING sum(comment_count + submission_count) >= $min_inter AND count(*) >= $min_subs
+            )
+            SELECT s.* FROM step2 s JOIN users2 USING (user_key)
+            """,
+            params={
+                "min_inter": config.min_user_interactions,
+                "min_subs": config.min_user_subreddits,
+                "min_sub_users": config.min_subreddit_users,
+                **({"subs": submission_files} if config.exclude_nsfw_only_users else {}),
+            },
+        ).fetchall()
+        user_keys = [r[0] for r in con.sql("SELECT DISTINCT user_key FROM kept_pairs").fetchall()]
+        ids = pa.table({"user_key": user_keys, "user_id": pseudonymize(user_keys, key)})
+        con.register("pseudonyms", ids)
+        con.sql(
+            """
+            CREATE TEMP TABLE user_index AS
+            SELECT user_key, user_id, (row_number() OVER (ORDER BY user_id) - 1)::BIGINT AS user_index FROM pseudonyms
+            """
+        ).fetchall()
+        con.unregister("pseudonyms")
+        con.sql(
+            """
+            CREATE TEMP TABLE subreddit_index AS
+            SELECT subreddit, (row_number() OVER (ORDER BY subreddit) - 1)::BIGINT AS subreddit_index
+            FROM (SELECT DISTINCT subreddit FROM kept_pairs)
+            """
+        ).fetchall()
+        newest = con.sql("SELECT max(last_utc) FROM kept_pairs").fetchall()[0][0]
+        # The held-out split is a property of each (user, subreddit) pair: a hash bucket, so the
+        # same links stay held out when the graph is rebuilt with more months. Each user keeps at
+        # least its highest-hash link (the least likely to be held out) for training.
+        edges = con.sql(
+            f"""
+            WITH featured AS (
+                SELECT u.user_index, s.subreddit_index, p.comment_count, p.submission_count, p.score_sum,
+                       p.active_months, p.first_utc, p.last_utc,
+                       ('0x' || substr(md5(u.user_id || '/' || p.subreddit), 1, 8))::BIGINT / 4294967296.0 AS bucket,
+                       count(*) OVER (PARTITION BY u.user_index) AS degree,
+                       row_number() OVER (PARTITION BY u.user_index ORDER BY md5(u.user_id || '/' || p.subreddit) DESC) AS rank
+                FROM kept_pairs p JOIN user_index u USING (user_key) JOIN subreddit_index s USING (subreddit)
+            )
+            SELECT user_index, subreddit_index, comment_count, submission_count, score_sum, active_months,
+                   ln(1 + comment_count)::FLOAT AS log_comments,
+                   ln(1 + submission_count)::FLOAT AS log_submissions,
+                   (sign(score_sum) * ln(1 + abs(score_sum)))::FLOAT AS signed_log_score,
+                   (epoch($newest::TIMESTAMPTZ) - epoch(last_utc))::FLOAT / (365.25 * 86400) AS recency_years,
+                   (epoch(last_utc) - epoch(first_utc))::FLOAT / (365.25 * 86400) AS span_years,
+                   CASE
+                       WHEN degree < {config.min_edges_for_holdout} OR rank = 1 THEN 'train'
+                       WHEN bucket < {config.test_fraction} THEN 'test'
+                       WHEN bucket < {config.test_fraction + config.val_fraction} THEN 'val'
+                       ELSE 'train'
+                   END AS split
+            FROM featured
+            ORDER BY user_index, subreddit_index
+            """,
+            params={"newest": newest},
+        )
+        with lake.atomic_partition(lake_dir, "graph_edges") as folder:
+            with lake.RotatingParquetWriter(folder, GRAPH_EDGES_SCHEMA) as writer:
+                for batch in edges.to_arrow_reader(500_000):
+                    writer.write(pa.Table.from_batches([batch]))
+        users = con.sql(
+            """
+            SELECT u.user_index, u.user_id, count(*)::BIGINT AS subreddit_count,
+                   sum(p.comment_count)::BIGINT AS comment_count, sum(p.submission_count)::BIGINT AS submission_count,
+                   sum(p.score_sum)::BIGINT AS score_sum, min(p.first_utc) AS first_utc, max(p.last_utc) AS last_utc,
+                   any_value(m.active_months) AS active_months
+            FROM kept_pairs p JOIN user_index u USING (user_key) JOIN user_months m USING (user_key)
+            GROUP BY u.user_index, u.user_id ORDER BY u.user_index
+            """
+        ).to_arrow_table()
+        subreddits = con.sql(
+            """
+            SELECT s.subreddit_index, s.subreddit, count(*)::BIGINT AS user_count,
+                   sum(p.comment_count)::BIGINT AS comment_count, sum(p.submission_count)::BIGINT AS submission_count
+            FROM kept_pairs p JOIN subreddit_index s USING (subreddit)
+            GROUP BY s.subreddit_index, s.subreddit ORDER BY s.subreddit_index
+            """
+        ).to_arrow_table()
+    for dataset, table, schema in (("users", users, USERS_SCHEMA), ("subreddits", subreddits, SUBREDDITS_SCHEMA)):
+        with lake.atomic_partition(lake_dir, dataset) as folder:
+            lake.write_table(folder, table.cast(schema), schema)
+    split_counts = dict.fromkeys(SPLITS, 0)
+    edges_table = lake.read_table(lake_dir, "graph_edges", columns=["split"])
+    for value, count in zip(*_value_counts(edges_table["split"])):
+        split_counts[value] = count
+    return GraphReport(
+        months=months,
+        users=users.num_rows,
+        subreddits=subreddits.num_rows,
+        edges=edges_table.num_rows,
+        split_counts=split_counts,
+        users_dropped=all_users - users.num_rows,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _value_counts(column: pa.ChunkedArray) -> tuple[list, list]:
+    counts = column.value_counts()
+    return counts.field("values").to_pylist(), counts.field("counts").to_pylist()

@@ -1,0 +1,127 @@
+import json
+import shutil
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from zipp_assets import lake
+from zipp_assets.graph.pseudonyms import pseudonym_key, pseudonymize
+from zipp_assets.graph.tables import GraphConfig, build_graph_tables
+from zipp_assets.reddit.derived import build_user_subreddit_edges
+from zipp_assets.reddit.ingest import ingest_month
+from zipp_assets_tests.conftest import write_dump
+
+KEY = b"test-key"
+
+
+@pytest.fixture
+def graph_lake(tiny_lake, tmp_path):
+    copy = tmp_path / "lake"
+    shutil.copytree(tiny_lake, copy)
+    return copy
+
+
+def test_tables_are_indexed_pseudonymous_and_consistent(graph_lake, tiny_world):
+    report = build_graph_tables(graph_lake, KEY)
+    users = lake.read_table(graph_lake, "users")
+    subreddits = lake.read_table(graph_lake, "subreddits")
+    edges = lake.read_table(graph_lake, "graph_edges")
+    assert report.users == users.num_rows > 50 and report.edges == edges.num_rows
+    assert users["user_index"].to_pylist() == list(range(users.num_rows))
+    assert subreddits["subreddit_index"].to_pylist() == list(range(subreddits.num_rows))
+    assert pc.max(edges["user_index"]).as_py() < users.num_rows and pc.max(edges["subreddit_index"]).as_py() < subreddits.num_rows
+    # No username or user key downstream of ingestion.
+    names = set(pq.read_table(tiny_world / "truth" / "users.parquet")["author"].to_pylist())
+    fullnames = set(pq.read_table(tiny_world / "truth" / "users.parquet")["author_fullname"].to_pylist())
+    for table in (users, edges):
+        assert not {"user_key", "author", "author_fullname"} & set(table.column_names)
+    assert not (set(users["user_id"].to_pylist()) & (names | fullnames))
+    assert all(u.startswith("u_") and len(u) == 22 for u in users["user_id"].to_pylist())
+    # Bots and AutoModerator never reach the graph (their pseudonyms are absent).
+    bots = pseudonymize(["AutoModerator", "RemindMeBot"], KEY)
+    assert not set(bots) & set(users["user_id"].to_pylist())
+    # Degrees in the users table agree with the edges.
+    degree = {r["user_index"]: r["subreddit_count"] for r in users.to_pylist()}
+    counted: dict[int, int] = {}
+    for u in edges["user_index"].to_pylist():
+        counted[u] = counted.get(u, 0) + 1
+    assert counted == degree
+
+
+def test_held_out_split_is_deterministic_and_keeps_a_training_edge(graph_lake):
+    config = GraphConfig(val_fraction=0.2, test_fraction=0.2)
+    build_graph_tables(graph_lake, KEY, config)
+    first = lake.read_table(graph_lake, "graph_edges").to_pylist()
+    build_graph_tables(graph_lake, KEY, config)
+    assert lake.read_table(graph_lake, "graph_edges").to_pylist() == first
+    by_user: dict[int, list[str]] = {}
+    for e in first:
+        by_user.setdefault(e["user_index"], []).append(e["split"])
+    assert all("train" in splits for splits in by_user.values())
+    assert all(set(s) == {"train"} for s in by_user.values() if len(s) < config.min_edges_for_holdout)
+    held = sum(s != "train" for splits in by_user.values() for s in splits)
+    eligible = sum(len(s) for s in by_user.values() if len(s) >= config.min_edges_for_holdout)
+    assert 0.2 * eligible < held < 0.6 * eligible
+    assert {"val", "test"} <= {s for splits in by_user.values() for s in splits}
+
+
+def test_split_of_a_link_survives_adding_a_month(tiny_world, tmp_path):
+    raw = tiny_world / "raw" / "reddit"
+    lake_dir = tmp_path / "lake"
+    for kind in ("comments", "submissions"):
+        ingest_month(lake_dir, raw, kind, "2017-12")
+    build_user_subreddit_edges(lake_dir, "2017-12")
+
+    def keyed():
+        build_graph_tables(lake_dir, KEY, GraphConfig(min_subreddit_users=1, min_user_interactions=1))
+        users = dict(zip(*[lake.read_table(lake_dir, "users")[c].to_pylist() for c in ("user_index", "user_id")]))
+        subs = dict(zip(*[lake.read_table(lake_dir, "subreddits")[c].to_pylist() for c in ("subreddit_index", "subreddit")]))
+        return {(users[e["user_index"]], subs[e["subreddit_index"]]): e["split"] for e in lake.read_table(lake_dir, "graph_edges").to_pylist()}
+
+    before = keyed()
+    for kind in ("comments", "submissions"):
+        ingest_month(lake_dir, raw, kind, "2018-01")
+    build_user_subreddit_edges(lake_dir, "2018-01")
+    after = keyed()
+    shared = before.keys() & after.keys()
+    same = sum(before[k] == after[k] for k in shared)
+    assert len(shared) > 100 and same / len(shared) > 0.95
+
+
+def test_filters_drop_light_and_nsfw_only_users(tmp_path):
+    raw, lake_dir = tmp_path / "raw", tmp_path / "lake"
+    t = 1546300800
+    comments, posts = [], []
+    for i, author in enumerate(["heavy"] * 5 + ["light"] + ["nsfw"] * 4 + ["other1", "other2", "other3"] * 2):
+        comments.append(json.dumps({"id": f"c{i}", "author": author, "subreddit": "pics", "created_utc": t + i}).encode())
+    posts.append(json.dumps({"id": "p1", "author": "nsfw", "subreddit": "pics", "created_utc": t, "title": "x", "over_18": True}).encode())
+    posts.append(json.dumps({"id": "p2", "author": "heavy", "subreddit": "pics", "created_utc": t, "title": "y", "over_18": True}).encode())
+    posts.append(json.dumps({"id": "p3", "author": "heavy", "subreddit": "pics", "created_utc": t, "title": "z", "over_18": False}).encode())
+    write_dump(raw / "RC_2019-01.zst", comments)
+    write_dump(raw / "RS_2019-01.zst", posts)
+    for kind in ("comments", "submissions"):
+        ingest_month(lake_dir, raw, kind, "2019-01")
+    build_user_subreddit_edges(lake_dir, "2019-01")
+    report = build_graph_tables(lake_dir, KEY, GraphConfig(min_user_interactions=2, min_subreddit_users=2))
+    kept = set(lake.read_table(lake_dir, "users")["user_id"].to_pylist())
+    assert kept == set(pseudonymize(["heavy", "other1", "other2", "other3"], KEY))
+    assert report.users_dropped == 2
+
+
+def test_bad_configuration_and_missing_inputs(tmp_path):
+    with pytest.raises(ValueError):
+        GraphConfig(val_fraction=0.6, test_fraction=0.5)
+    with pytest.raises(ValueError):
+        GraphConfig(min_edges_for_holdout=1)
+    with pytest.raises(FileNotFoundError, match="reddit_user_subreddit_edges"):
+        build_graph_tables(tmp_path, KEY)
+
+
+def test_pseudonym_key_is_required_in_production():
+    with pytest.raises(RuntimeError, match="ZIPP_PSEUDONYM_KEY"):
+        pseudonym_key("production", {})
+    assert pseudonym_key("production", {"ZIPP_PSEUDONYM_KEY": "s3cret"}) == b"s3cret"
+    with pytest.warns(UserWarning):
+        assert pseudonym_key("demo", {})
+    assert pseudonymize(["a"], b"k1") != pseudonymize(["a"], b"k2")
