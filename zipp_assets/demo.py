@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 from zipp_assets.settings import load_settings
 from zipp_assets.simworld.world import WorldConfig, generate_world, parse_month_range
 
-# Asset groups in dependency order, with how each is partitioned.
+# Asset groups in dependency order: monthly ones are materialized over the demo's months.
 MONTHLY_GROUPS = ["reddit"]
+GLOBAL_GROUPS = ["graph"]
 
 
 def ensure_world(months: tuple[str, ...], users: int, seed: int) -> None:
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_world(months, args.users, args.seed)
     for group in MONTHLY_GROUPS:
         materialize(f"group:{group}", f"{months[0]}...{months[-1]}")
+    for group in GLOBAL_GROUPS:
+        materialize(f"group:{group}", None)
     print_summary()
     return 0
 

@@ -1,0 +1,94 @@
+"""Dagster wiring of the graph stage: global tables over every ingested month.
+
+(No `from __future__ import annotations` here: Dagster reads the annotations at run time.)
+"""
+
+import dagster as dg
+import duckdb
+
+from zipp_assets import lake as lake_io
+from zipp_assets.graph.pseudonyms import pseudonym_key
+from zipp_assets.graph.tables import GraphConfig, build_graph_tables
+from zipp_assets.metadata import markdown_table, new_figure, png_markdown
+from zipp_assets.resources import ZippLake
+
+GROUP = "graph"
+
+
+class GraphTablesConfig(dg.Config):
+    min_user_interactions: int = 3
+    min_user_subreddits: int = 1
+    min_subreddit_users: int = 3
+    exclude_nsfw_only_users: bool = True
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    min_edges_for_holdout: int = 4
+    memory_limit: str = "2GB"
+
+
+def _degree_histogram(lake_dir) -> dg.MetadataValue:
+    files = [str(f) for f in lake_io.parquet_files(lake_dir, "graph_edges")]
+    with duckdb.connect() as con:
+        rows = con.sql(
+            "SELECT degree, count(*) FROM (SELECT count(*) AS degree FROM read_parquet($f) GROUP BY user_index) "
+            "GROUP BY degree ORDER BY degree",
+            params={"f": files},
+        ).fetchall()
+    figure, axes = new_figure(6, 3)
+    axes.bar([r[0] for r in rows], [r[1] for r in rows], width=0.8)
+    axes.set_xlabel("subreddits per user")
+    axes.set_ylabel("users")
+    axes.set_title("user degree in the graph")
+    return png_markdown(figure)
+
+
+@dg.multi_asset(
+    name="graph_tables",
+    specs=[
+        dg.AssetSpec("users", group_name=GROUP, kinds={"parquet"},
+                     description="Users kept for the graph: integer index, keyed pseudonym (no username) and activity.",
+                     deps=["reddit_user_subreddit_edges", "reddit_submissions"]),
+        dg.AssetSpec("subreddits", group_name=GROUP, kinds={"parquet"},
+                     description="Subreddits kept for the graph with their integer index and activity.",
+                     deps=["reddit_user_subreddit_edges"]),
+        dg.AssetSpec("graph_edges", group_name=GROUP, kinds={"parquet", "duckdb"},
+                     description="One row per user-subreddit pair over all months: edge features and the stored "
+                                 "train/val/test split every model and baseline is scored on.",
+                     deps=["reddit_user_subreddit_edges"]),
+    ],
+    check_specs=[dg.AssetCheckSpec("every_user_keeps_a_training_edge", asset="graph_edges")],
+)
+def graph_tables(context: dg.AssetExecutionContext, config: GraphTablesConfig, lake: ZippLake):
+    settings = lake.settings
+    graph_config = GraphConfig(**config.model_dump())
+    report = build_graph_tables(settings.lake_dir, pseudonym_key(settings.profile), graph_config)
+    context.log.info(
+        f"graph over {len(report.months)} months: {report.users:,} users, {report.subreddits:,} subreddits, "
+        f"{report.edges:,} edges ({report.split_counts}); {report.users_dropped:,} users filtered out"
+    )
+    common = {"months": f"{report.months[0]}..{report.months[-1]} ({len(report.months)})", "seconds": round(report.seconds, 3)}
+    top = lake_io.read_table(settings.lake_dir, "subreddits").sort_by([("user_count", "descending")]).slice(0, 10)
+    yield dg.MaterializeResult(asset_key="users", metadata={**common, "rows": report.users, "users_filtered_out": report.users_dropped})
+    yield dg.MaterializeResult(
+        asset_key="subreddits",
+        metadata={**common, "rows": report.subreddits, "largest": dg.MetadataValue.md(markdown_table(top.to_pylist()))},
+    )
+    yield dg.MaterializeResult(
+        asset_key="graph_edges",
+        metadata={**common, "rows": report.edges, **{f"{k}_edges": v for k, v in report.split_counts.items()},
+                  "degree_plot": _degree_histogram(settings.lake_dir)},
+    )
+    files = [str(f) for f in lake_io.parquet_files(settings.lake_dir, "graph_edges")]
+    with duckdb.connect() as con:
+        orphans = con.sql(
+            "SELECT count(*) FROM (SELECT user_index FROM read_parquet($f) GROUP BY user_index "
+            "HAVING count(*) FILTER (WHERE split = 'train') = 0)",
+            params={"f": files},
+        ).fetchall()[0][0]
+    yield dg.AssetCheckResult(
+        asset_key="graph_edges", check_name="every_user_keeps_a_training_edge", passed=orphans == 0,
+        metadata={"users_without_training_edge": orphans},
+    )
+
+
+graph_assets = [graph_tables]
