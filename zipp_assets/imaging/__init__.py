@@ -1,0 +1,1 @@
+"""Image encoders and image generators, each behind one interface."""
