@@ -5,13 +5,19 @@ from __future__ import annotations
 import dagster as dg
 
 from zipp_assets.graph.assets import graph_assets
+from zipp_assets.imaging.resources import ImageEncoderResource
 from zipp_assets.reddit.assets import reddit_assets, reddit_monthly_job
 from zipp_assets.reddit.sensors import new_reddit_dumps
 from zipp_assets.resources import ZippLake
+
+_lake = ZippLake.from_environment()
 
 defs = dg.Definitions(
     assets=[*reddit_assets, *graph_assets],
     jobs=[reddit_monthly_job],
     sensors=[new_reddit_dumps],
-    resources={"lake": ZippLake.from_environment()},
+    resources={
+        "lake": _lake,
+        "image_encoder": ImageEncoderResource.for_profile(_lake.profile),
+    },
 )

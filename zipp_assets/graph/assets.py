@@ -7,8 +7,11 @@ import dagster as dg
 import duckdb
 
 from zipp_assets import lake as lake_io
+from zipp_assets.graph.images import ImageLoader, LoaderConfig
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.tables import GraphConfig, build_graph_tables
+from zipp_assets.graph.visual import PROFILES, build_visual_profiles, embed_images
+from zipp_assets.imaging.resources import ImageEncoderResource
 from zipp_assets.metadata import markdown_table, new_figure, png_markdown
 from zipp_assets.resources import ZippLake
 
@@ -91,4 +94,78 @@ def graph_tables(context: dg.AssetExecutionContext, config: GraphTablesConfig, l
     )
 
 
-graph_assets = [graph_tables]
+
+class ImageEmbeddingsConfig(dg.Config):
+    chunk_size: int = 1024
+    load_workers: int = 8
+    retry_failed: bool = False  # failed URLs are recorded once and not fetched again unless asked
+    allow_http: bool = True
+    timeout_seconds: float = 10.0
+    max_megabytes: float = 20.0
+
+
+@dg.asset(
+    name="image_embeddings",
+    deps=["reddit_image_posts"],
+    group_name=GROUP,
+    kinds={"parquet"},
+    description="Embedding of every non-NSFW image people posted, by the configured ImageEncoder (incremental: "
+                "only images not yet embedded by the same encoder). Failed loads go to image_failures with a reason.",
+)
+def image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingsConfig, lake: ZippLake,
+                     image_encoder: ImageEncoderResource):
+    settings = lake.settings
+    encoder = image_encoder.build()
+    loader = ImageLoader(
+        settings.image_cache_dir,
+        [settings.image_cache_dir],
+        LoaderConfig(timeout_seconds=config.timeout_seconds, max_bytes=int(config.max_megabytes * 2**20),
+                     allow_http=config.allow_http),
+    )
+    report = embed_images(settings.lake_dir, loader, encoder, config.chunk_size, config.load_workers,
+                          config.retry_failed, progress=context.log.info)
+    stand_in = "" if image_encoder.backend == "open_clip" else " (offline stand-in, not CLIP)"
+    return dg.MaterializeResult(metadata={
+        "encoder": encoder.name + stand_in,
+        "dimension": encoder.dim,
+        "candidates": report.candidates,
+        "embedded_now": report.embedded,
+        "embedded_before": report.already_embedded,
+        "failed_now": report.failed,
+        "known_failures_skipped": report.known_failures,
+        "failure_reasons": dg.MetadataValue.md(markdown_table([{"reason": k, "images": v} for k, v in report.failure_reasons.items()])),
+        "seconds": round(report.seconds, 2),
+        "images_per_second": round(report.embedded / report.seconds, 1) if report.seconds else 0.0,
+    })
+
+
+@dg.asset(
+    name="user_visual_profiles",
+    deps=["image_embeddings", "users"],
+    group_name=GROUP,
+    kinds={"parquet"},
+    description="Per graph user: the visual profile (renormalised mean embedding of its training images), the "
+                "ImageAlign target; held-out images are kept apart for evaluating visual retrieval.",
+)
+def user_visual_profiles(context: dg.AssetExecutionContext, lake: ZippLake, image_encoder: ImageEncoderResource):
+    settings = lake.settings
+    encoder_name = image_encoder.build().name
+    report = build_visual_profiles(settings.lake_dir, encoder_name, pseudonym_key(settings.profile))
+    context.log.info(f"{report.users:,} visual profiles from {report.train_images:,} images, {report.heldout_images:,} held out")
+    counts = lake_io.read_table(settings.lake_dir, PROFILES, columns=["n_train_images"])["n_train_images"].to_numpy()
+    figure, axes = new_figure(6, 3)
+    axes.hist(counts, bins=range(1, int(counts.max(initial=1)) + 2), color="#4a7")
+    axes.set_xlabel("training images per user")
+    axes.set_ylabel("users")
+    return dg.MaterializeResult(metadata={
+        "users": report.users,
+        "users_with_heldout_images": report.users_with_heldout,
+        "train_images": report.train_images,
+        "heldout_images": report.heldout_images,
+        "encoder": encoder_name,
+        "seconds": round(report.seconds, 3),
+        "images_per_user": png_markdown(figure),
+    })
+
+
+graph_assets = [graph_tables, image_embeddings, user_visual_profiles]

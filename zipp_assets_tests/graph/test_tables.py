@@ -127,21 +127,27 @@ def test_pseudonym_key_is_required_in_production():
     assert pseudonymize(["a"], b"k1") != pseudonymize(["a"], b"k2")
 
 
-def test_graph_assets_materialize_with_metadata_and_check(graph_lake, monkeypatch):
+def test_graph_group_materializes_with_metadata_and_check(graph_lake, tiny_world, monkeypatch):
     import dagster as dg
 
     from zipp_assets.graph.assets import graph_assets
+    from zipp_assets.imaging.resources import ImageEncoderResource
     from zipp_assets.resources import ZippLake
 
     monkeypatch.setenv("ZIPP_PSEUDONYM_KEY", "k")
     data_dir = graph_lake.parent / "data"
     data_dir.mkdir()
     (data_dir / "lake").symlink_to(graph_lake)
-    result = dg.materialize(graph_assets, resources={"lake": ZippLake(data_dir=str(data_dir))},
-                            instance=dg.DagsterInstance.ephemeral())
+    (data_dir / "raw").symlink_to(tiny_world / "raw")
+    resources = {"lake": ZippLake(data_dir=str(data_dir)), "image_encoder": ImageEncoderResource()}
+    result = dg.materialize(graph_assets, resources=resources, instance=dg.DagsterInstance.ephemeral())
     assert result.success
     assert all(c.passed for c in result.get_asset_check_evaluations())
     metadata = {m.asset_key.to_user_string(): m.metadata for m in
                 (e.event_specific_data.materialization for e in result.get_asset_materialization_events())}
     assert metadata["graph_edges"]["rows"].value == sum(metadata["graph_edges"][f"{s}_edges"].value for s in ("train", "val", "test"))
     assert "data:image/png;base64," in metadata["graph_edges"]["degree_plot"].value
+    embeddings = metadata["image_embeddings"]
+    assert embeddings["embedded_now"].value == embeddings["candidates"].value > 50
+    assert "offline stand-in, not CLIP" in embeddings["encoder"].value
+    assert metadata["user_visual_profiles"]["users"].value > 30

@@ -1,0 +1,230 @@
+"""Users' visual behaviour: embeddings of the images they post, and a visual profile per user.
+
+`embed_images` is incremental and resumable: it embeds only images (by URL key) not yet embedded
+by the same encoder and not already recorded as failed, in chunks that are each written as an
+immutable Parquet file. A killed run loses at most the chunk in flight; a re-run carries on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from zipp_assets import lake
+from zipp_assets.graph.images import ImageLoader, ImageLoadError
+from zipp_assets.graph.pseudonyms import pseudonymize
+from zipp_assets.imaging.encoders import ImageEncoder, l2_normalize
+
+EMBEDDINGS = "image_embeddings"
+FAILURES = "image_failures"
+PROFILES = "user_visual_profiles"
+FAILURES_SCHEMA = pa.schema([("url_key", pa.string()), ("url", pa.string()), ("reason", pa.string()),
+                             ("attempted_utc", pa.timestamp("us", tz="UTC"))])
+
+
+def encoder_slug(name: str) -> str:
+    """A folder-safe, unique name for an encoder (its name may hold a checkpoint path)."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:60]
+    return f"{readable}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def embeddings_schema(dim: int) -> pa.Schema:
+    return pa.schema([("url_key", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
+
+
+@dataclass
+class EmbedReport:
+    encoder: str
+    candidates: int = 0
+    already_embedded: int = 0
+    known_failures: int = 0
+    embedded: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _append_file(folder: Path, table: pa.Table) -> Path:
+    """Write one immutable part file atomically (temporary name, then rename)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = folder / f".{name}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.rename(folder / name)
+    return folder / name
+
+
+def _pending_images(lake_dir: Path, embed_dir: Path, retry_failed: bool) -> tuple[list[tuple[str, str]], int, int, int]:
+    posts = [str(f) for f in lake.parquet_files(lake_dir, "reddit_image_posts")]
+    if not posts:
+        raise FileNotFoundError(f"no reddit_image_posts under {lake_dir}: ingest some months first")
+    done = [str(f) for f in sorted(embed_dir.glob("part-*.parquet"))]
+    failed = [str(f) for f in lake.parquet_files(lake_dir, FAILURES)] if lake.dataset_dir(lake_dir, FAILURES).is_dir() else []
+    with duckdb.connect() as con:
+        con.sql(
+            "CREATE TEMP TABLE candidates AS SELECT url_key, any_value(image_url) AS url FROM read_parquet($p) "
+            "WHERE NOT over_18 GROUP BY url_key",
+            params={"p": posts},
+        ).fetchall()
+        total = con.sql("SELECT count(*) FROM candidates").fetchall()[0][0]
+        exclude, embedded, known_failed = [], 0, 0
+        if done:
+            embedded = con.sql("SELECT count(DISTINCT url_key) FROM read_parquet($d) WHERE url_key IN (SELECT url_key FROM candidates)", params={"d": done}).fetchall()[0][0]
+            exclude.append("SELECT url_key FROM read_parquet($d)")
+        if failed and not retry_failed:
+            known_failed = con.sql("SELECT count(DISTINCT url_key) FROM read_parquet($f) WHERE url_key IN (SELECT url_key FROM candidates)", params={"f": failed}).fetchall()[0][0]
+            exclude.append("SELECT url_key FROM read_parquet($f)")
+        where = " AND ".join(f"url_key NOT IN ({q})" for q in exclude) or "true"
+        params = {**({"d": done} if done else {}), **({"f": failed} if failed and not retry_failed else {})}
+        pending = con.sql(f"SELECT url_key, url FROM candidates WHERE {where} ORDER BY url_key", params=params).fetchall()
+    return pending, total, embedded, known_failed
+
+
+def embed_images(
+    lake_dir: Path,
+    loader: ImageLoader,
+    encoder: ImageEncoder,
+    chunk_size: int = 1024,
+    load_workers: int = 8,
+    retry_failed: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> EmbedReport:
+    """Embed every not-yet-embedded, non-NSFW image of `reddit_image_posts` with `encoder`."""
+    started = time.perf_counter()
+    embed_dir = lake.partition_dir(lake_dir, EMBEDDINGS, {"encoder": encoder_slug(encoder.name)})
+    pending, total, embedded, known_failed = _pending_images(lake_dir, embed_dir, retry_failed)
+    report = EmbedReport(encoder=encoder.name, candidates=total, already_embedded=embedded, known_failures=known_failed)
+    say = progress or (lambda _msg: None)
+    say(f"{len(pending):,} images to embed with {encoder.name} ({embedded:,} done before, {known_failed:,} known failures)")
+    schema = embeddings_schema(encoder.dim)
+
+    def load(item: tuple[str, str]):
+        try:
+            return item, loader.load(item[1]), None
+        except ImageLoadError as exc:
+            return item, None, str(exc)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=load_workers) as pool:
+        for start in range(0, len(pending), chunk_size):
+            chunk = pending[start : start + chunk_size]
+            keys, images, failures = [], [], []
+            for (url_key, url), image, reason in pool.map(load, chunk):
+                if image is None:
+                    failures.append((url_key, url, reason))
+                else:
+                    keys.append(url_key)
+                    images.append(image)
+            if images:
+                vectors = encoder.encode(images)
+                _append_file(embed_dir, pa.table({"url_key": keys, "embedding": pa.FixedSizeListArray.from_arrays(
+                    pa.array(vectors.reshape(-1), pa.float32()), encoder.dim)}, schema=schema))
+            if failures:
+                now = pa.scalar(int(time.time() * 1e6), pa.timestamp("us", tz="UTC"))
+                _append_file(lake.dataset_dir(lake_dir, FAILURES), pa.table({
+                    "url_key": [f[0] for f in failures], "url": [f[1] for f in failures],
+                    "reason": [f[2] for f in failures], "attempted_utc": pa.array([now.value] * len(failures), FAILURES_SCHEMA.field("attempted_utc").type),
+                }, schema=FAILURES_SCHEMA))
+                for _, _, reason in failures:
+                    head = reason.split(":")[0]
+                    report.failure_reasons[head] = report.failure_reasons.get(head, 0) + 1
+            report.embedded += len(images)
+            report.failed += len(failures)
+            say(f"embedded {report.embedded:,} / {len(pending):,} ({report.failed:,} failed)")
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+@dataclass
+class ProfileReport:
+    users: int
+    users_with_heldout: int
+    train_images: int
+    heldout_images: int
+    seconds: float
+
+
+def build_visual_profiles(
+    lake_dir: Path, encoder_name: str, key: bytes, heldout_fraction: float = 0.2, min_images_for_heldout: int = 2
+) -> ProfileReport:
+    """Per graph user: the renormalised mean of its training images' embeddings, and held-out images.
+
+    The held-out images (a hash bucket per user and image, so stable across runs) are kept apart for
+    evaluating visual retrieval; each user with images keeps at least one for its profile.
+    """
+    started = time.perf_counter()
+    embed_dir = lake.partition_dir(lake_dir, EMBEDDINGS, {"encoder": encoder_slug(encoder_name)})
+    embedded = [str(f) for f in sorted(embed_dir.glob("part-*.parquet"))]
+    if not embedded:
+        raise FileNotFoundError(f"no image embeddings for encoder {encoder_name!r} under {embed_dir}")
+    posts = [str(f) for f in lake.parquet_files(lake_dir, "reddit_image_posts")]
+    users = lake.read_table(lake_dir, "users", columns=["user_index", "user_id"])
+    with duckdb.connect() as con:
+        pairs = con.sql(
+            "SELECT DISTINCT user_key, url_key FROM read_parquet($p) WHERE NOT over_18", params={"p": posts}
+        ).to_arrow_table()
+        user_keys = pairs["user_key"].to_pylist()
+        distinct = sorted(set(user_keys))
+        pseudonym = dict(zip(distinct, pseudonymize(distinct, key)))
+        con.register("pairs", pa.table({"user_id": [pseudonym[k] for k in user_keys], "url_key": pairs["url_key"]}))
+        con.register("graph_users", users)
+        rows = con.sql(
+            f"""
+            WITH joined AS (
+                SELECT g.user_index, p.user_id, p.url_key, e.embedding,
+                       ('0x' || substr(md5(p.user_id || '/' || p.url_key), 1, 8))::BIGINT / 4294967296.0 AS bucket,
+                       count(*) OVER (PARTITION BY p.user_id) AS n,
+                       row_number() OVER (PARTITION BY p.user_id ORDER BY md5(p.user_id || '/' || p.url_key) DESC) AS rank
+                FROM pairs p JOIN graph_users g USING (user_id)
+                JOIN read_parquet($e) e USING (url_key)
+            )
+            SELECT user_index, user_id, url_key, embedding,
+                   (n >= {min_images_for_heldout} AND rank > 1 AND bucket < {heldout_fraction}) AS heldout
+            FROM joined ORDER BY user_index, url_key
+            """,
+            params={"e": embedded},
+        ).to_arrow_table()
+    user_index = rows["user_index"].to_numpy()
+    heldout = rows["heldout"].to_numpy(zero_copy_only=False)
+    vectors = np.asarray(rows["embedding"].combine_chunks().flatten().to_numpy(), dtype=np.float32)
+    dim = len(vectors) // max(rows.num_rows, 1)
+    vectors = vectors.reshape(rows.num_rows, dim) if rows.num_rows else np.zeros((0, 0), np.float32)
+    url_keys = rows["url_key"].to_pylist()
+    ids = dict(zip(users["user_index"].to_pylist(), users["user_id"].to_pylist()))
+    out = {"user_index": [], "user_id": [], "n_train_images": [], "n_heldout_images": [], "profile": [], "heldout_url_keys": []}
+    boundaries = np.flatnonzero(np.diff(user_index)) + 1
+    for segment in np.split(np.arange(rows.num_rows), boundaries) if rows.num_rows else []:
+        train = segment[~heldout[segment]]
+        held = segment[heldout[segment]]
+        u = int(user_index[segment[0]])
+        out["user_index"].append(u)
+        out["user_id"].append(ids[u])
+        out["n_train_images"].append(len(train))
+        out["n_heldout_images"].append(len(held))
+        out["profile"].append(l2_normalize(vectors[train].mean(axis=0, keepdims=True))[0])
+        out["heldout_url_keys"].append([url_keys[i] for i in held])
+    schema = pa.schema([("user_index", pa.int64()), ("user_id", pa.string()), ("n_train_images", pa.int64()),
+                        ("n_heldout_images", pa.int64()), ("profile", pa.list_(pa.float32(), dim or 1)),
+                        ("heldout_url_keys", pa.list_(pa.string()))])
+    profiles = np.stack(out["profile"]) if out["profile"] else np.zeros((0, dim or 1), np.float32)
+    table = pa.table({**{k: v for k, v in out.items() if k != "profile"},
+                      "profile": pa.FixedSizeListArray.from_arrays(pa.array(profiles.reshape(-1), pa.float32()), dim or 1)})
+    with lake.atomic_partition(lake_dir, PROFILES, {"encoder": encoder_slug(encoder_name)}) as folder:
+        lake.write_table(folder, table.select(schema.names), schema)
+    return ProfileReport(
+        users=table.num_rows,
+        users_with_heldout=int(sum(1 for n in out["n_heldout_images"] if n)),
+        train_images=int(sum(out["n_train_images"])),
+        heldout_images=int(sum(out["n_heldout_images"])),
+        seconds=time.perf_counter() - started,
+    )
