@@ -57,7 +57,11 @@ def summary() -> list[dict]:
         rows.append(
             {
                 "dataset": dataset.name,
-                "partitions": f"{partitions[0]}..{partitions[-1]} ({len(partitions)})" if partitions else "-",
+                "partitions": (
+                    "-" if not partitions
+                    else partitions[0] if len(partitions) == 1
+                    else f"{partitions[0]}..{partitions[-1]} ({len(partitions)})"
+                ),
                 "rows": sum(pq.ParquetFile(f).metadata.num_rows for f in files),
                 "MB": round(sum(f.stat().st_size for f in files) / 1e6, 2),
             }
@@ -69,7 +73,7 @@ def print_summary() -> None:
     settings = load_settings()
     print(f"\nlake: {settings.lake_dir}")
     for row in summary():
-        print(f"  {row['dataset']:34s} {row['partitions']:34s} {row['rows']:>10,} rows {row['MB']:>8} MB")
+        print(f"  {row['dataset']:30s} {row['partitions']:40s} {row['rows']:>10,} rows {row['MB']:>8} MB")
     print(f"planted truth (evaluation only): {settings.truth_dir}")
     print(f"Dagster instance: {os.environ.get('DAGSTER_HOME', '(DAGSTER_HOME unset)')}; browse it with `make ui`")
 

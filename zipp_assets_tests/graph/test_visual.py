@@ -8,7 +8,7 @@ from zipp_assets import lake
 from zipp_assets.graph.images import ImageLoader
 from zipp_assets.graph.pseudonyms import pseudonymize
 from zipp_assets.graph.tables import build_graph_tables
-from zipp_assets.graph.visual import FAILURES, PROFILES, build_visual_profiles, embed_images
+from zipp_assets.graph.visual import FAILURES, PROFILES, build_visual_profiles, embed_images, encoder_slug
 from zipp_assets.imaging.encoders import PixelStatsEncoder
 
 KEY = b"test-key"
@@ -58,7 +58,7 @@ def test_a_killed_run_resumes_where_it_stopped(visual_lake):
     resumed = embed_images(lake_dir, ImageLoader(cache, [cache]), PixelStatsEncoder(), chunk_size=32)
     assert resumed.already_embedded == 64
     assert resumed.already_embedded + resumed.embedded == resumed.candidates
-    folder = lake.partition_dir(lake_dir, "image_embeddings", {"encoder": "pixel-stats-v1-" + __import__("hashlib").sha1(b"pixel-stats-v1").hexdigest()[:8]})
+    folder = lake.partition_dir(lake_dir, "image_embeddings", {"encoder": encoder_slug(PixelStatsEncoder.name)})
     keys = pq.read_table(folder)["url_key"].to_pylist()
     assert len(keys) == len(set(keys))
 
