@@ -103,29 +103,41 @@ def edge_dataloader(graph, seed_eids: torch.Tensor, data: GraphData, config: Tra
     )
 
 
-def batch_loss(model: PersonaEncoder, blocks, pos_graph, neg_graph, input_nodes, data: GraphData, config: TrainConfig):
-    device = config.device
-    h = model.input_features(data.user_features.to(device), input_nodes["user"], input_nodes["subreddit"])
-    z, _ = model(blocks, h)
-    users = F.normalize(z["user"], dim=-1)
-    subreddits = F.normalize(z["subreddit"], dim=-1)
-    pos_u, pos_s = pos_graph.edges(etype=FORWARD)
-    neg_u, neg_s = neg_graph.edges(etype=FORWARD)
-    k = len(neg_s) // max(len(pos_s), 1)
-    subreddit_ids = pos_graph.nodes["subreddit"].data[dgl.NID]
-    link = link_infonce(
-        users[pos_u], subreddits[pos_s], subreddits[neg_s].view(len(pos_s), k, -1),
-        subreddit_ids[pos_s], subreddit_ids[neg_s].view(len(pos_s), k), config.link_temperature,
-    )
-    align = torch.zeros((), device=device)
-    if model.image_projection is not None and config.use_image_align:
-        batch_users = torch.unique(pos_u)
-        global_ids = pos_graph.nodes["user"].data[dgl.NID][batch_users]
-        with_profile = data.has_profile.to(device)[global_ids]
-        if int(with_profile.sum()) >= 2:
+class TrainingObjective(torch.nn.Module):
+    """L_link + lambda * L_align for one sampled batch. Everything the loss touches runs inside this
+    forward, so DistributedDataParallel can wrap it and see every parameter's use."""
+
+    def __init__(self, encoder: PersonaEncoder, data: GraphData, config: TrainConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.config = config
+        self.register_buffer("user_features", data.user_features, persistent=False)
+        self.register_buffer("profiles", data.profiles, persistent=False)
+        self.register_buffer("has_profile", data.has_profile, persistent=False)
+
+    def forward(self, input_nodes, pos_graph, neg_graph, blocks):
+        encoder, config = self.encoder, self.config
+        h = encoder.input_features(self.user_features, input_nodes["user"], input_nodes["subreddit"])
+        z, _ = encoder(blocks, h)
+        users = F.normalize(z["user"], dim=-1)
+        subreddits = F.normalize(z["subreddit"], dim=-1)
+        pos_u, pos_s = pos_graph.edges(etype=FORWARD)
+        _, neg_s = neg_graph.edges(etype=FORWARD)
+        k = len(neg_s) // max(len(pos_s), 1)
+        subreddit_ids = pos_graph.nodes["subreddit"].data[dgl.NID]
+        link = link_infonce(
+            users[pos_u], subreddits[pos_s], subreddits[neg_s].view(len(pos_s), k, -1),
+            subreddit_ids[pos_s], subreddit_ids[neg_s].view(len(pos_s), k), config.link_temperature,
+        )
+        align = link * 0.0
+        if encoder.image_projection is not None and config.use_image_align:
+            batch_users = torch.unique(pos_u)
+            global_ids = pos_graph.nodes["user"].data[dgl.NID][batch_users]
+            with_profile = self.has_profile[global_ids]
             chosen = batch_users[with_profile]
-            align = image_align(model.project_image(z["user"][chosen]), data.profiles.to(device)[global_ids[with_profile]], model.logit_scale)
-    return link + config.align_weight * align, link, align
+            projected = encoder.project_image(z["user"][chosen])
+            align = image_align(projected, self.profiles[global_ids[with_profile]], encoder.logit_scale)
+        return link + config.align_weight * align, link, align
 
 
 @torch.no_grad()
@@ -188,31 +200,43 @@ def memberships(data: GraphData) -> dict[int, set[int]]:
 
 
 def train(data: GraphData, config: TrainConfig, progress: Callable[[str], None] | None = None,
-          exclude_users: torch.Tensor | None = None) -> TrainResult:
-    """Train with neighbour sampling; keep the epoch with the best validation posting accuracy."""
+          exclude_users: torch.Tensor | None = None, rank: int = 0, world_size: int = 1) -> TrainResult:
+    """Train with neighbour sampling; keep the epoch with the best validation posting accuracy.
+
+    With world_size > 1 this is one process of a torch.distributed group (see distributed.py): each
+    process samples its share of the seed edges, gradients are averaged by DistributedDataParallel,
+    and rank 0 validates and decides when to stop.
+    """
     say = progress or log.info
     torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    dgl.seed(config.seed)
+    np.random.seed(config.seed + rank)
+    dgl.seed(config.seed + rank)
+    device = config.device
     graph = data.message_graph(exclude_users)
-    model = build_model(data, config).to(config.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    seeds = torch.arange(graph.num_edges(FORWARD))
-    loader = edge_dataloader(graph, seeds.to(config.device) if config.device != "cpu" else seeds, data, config)
+    model = build_model(data, config).to(device)
+    objective = TrainingObjective(model, data, config).to(device)
+    step = objective
+    if world_size > 1:
+        step = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+            find_unused_parameters=True,
+        )
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    seeds = torch.arange(graph.num_edges(FORWARD), device=device)
+    loader = edge_dataloader(graph.to(device) if device != "cpu" else graph, seeds, data, config, use_ddp=world_size > 1)
     member = memberships(data)
     val_pairs = data.edges["val"]
     if exclude_users is not None and len(exclude_users):
         val_pairs = val_pairs[~torch.isin(val_pairs[:, 0], exclude_users)]
     result = TrainResult(model=model, config=config)
-    best_state, stale, started, seen = None, 0, time.perf_counter(), 0
-    train_seconds = 0.0
+    best_state, stale, started, seen, train_seconds = None, 0, time.perf_counter(), 0, 0.0
     for epoch in range(config.epochs):
-        model.train()
+        objective.train()  # (DGL's DataLoader reshuffles each process's share on every pass)
         epoch_start = time.perf_counter()
         totals = {"loss": 0.0, "link_loss": 0.0, "align_loss": 0.0}
         batches = 0
         for input_nodes, pos_graph, neg_graph, blocks in loader:
-            loss, link, align = batch_loss(model, blocks, pos_graph, neg_graph, input_nodes, data, config)
+            loss, link, align = step(input_nodes, pos_graph, neg_graph, blocks)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -224,24 +248,31 @@ def train(data: GraphData, config: TrainConfig, progress: Callable[[str], None] 
             if config.max_batches_per_epoch and batches >= config.max_batches_per_epoch:
                 break
         train_seconds += time.perf_counter() - epoch_start
-        z, _ = infer(model, graph, data, config.device)
-        accuracy = posting_accuracy(z["user"].cpu(), z["subreddit"].cpu(), val_pairs, member, data.num_subreddits, seed=config.seed)
-        row = {"epoch": epoch, **{k: v / max(batches, 1) for k, v in totals.items()}, "val_posting_accuracy": accuracy,
-               "seconds": round(time.perf_counter() - epoch_start, 2)}
-        result.history.append(row)
-        say(f"epoch {epoch}: loss {row['loss']:.4f} (link {row['link_loss']:.4f}, align {row['align_loss']:.4f}), "
-            f"val posting accuracy {accuracy:.4f}")
-        if accuracy > result.best_val_posting_accuracy or best_state is None:
-            result.best_val_posting_accuracy, result.best_epoch = accuracy, epoch
-            best_state, stale = copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                say(f"early stop: no better validation posting accuracy for {config.patience} epochs")
-                break
-    model.load_state_dict(best_state)
+        stop = torch.zeros(1)
+        if rank == 0:
+            z, _ = infer(model, graph, data, device)
+            accuracy = posting_accuracy(z["user"].cpu(), z["subreddit"].cpu(), val_pairs, member, data.num_subreddits, seed=config.seed)
+            row = {"epoch": epoch, **{k: v / max(batches, 1) for k, v in totals.items()},
+                   "val_posting_accuracy": accuracy, "seconds": round(time.perf_counter() - epoch_start, 2)}
+            result.history.append(row)
+            say(f"epoch {epoch}: loss {row['loss']:.4f} (link {row['link_loss']:.4f}, align {row['align_loss']:.4f}), "
+                f"val posting accuracy {accuracy:.4f}")
+            if best_state is None or accuracy > result.best_val_posting_accuracy:
+                result.best_val_posting_accuracy, result.best_epoch = accuracy, epoch
+                best_state, stale = copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= config.patience:
+                    say(f"early stop: no better validation posting accuracy for {config.patience} epochs")
+                    stop[0] = 1
+        if world_size > 1:
+            torch.distributed.broadcast(stop, src=0)
+        if stop[0]:
+            break
+    if rank == 0:
+        model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started
-    result.seed_edges_per_second = seen / train_seconds if train_seconds else 0.0
+    result.seed_edges_per_second = seen * world_size / train_seconds if train_seconds else 0.0
     return result
 
 
