@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from zipp_assets.encoder.assets import encoder_assets
 from zipp_assets.graph.assets import graph_assets
 from zipp_assets.imaging.resources import ImageEncoderResource
 from zipp_assets.reddit.assets import reddit_assets, reddit_monthly_job
@@ -13,7 +14,7 @@ from zipp_assets.resources import ZippLake
 _lake = ZippLake.from_environment()
 
 defs = dg.Definitions(
-    assets=[*reddit_assets, *graph_assets],
+    assets=[*reddit_assets, *graph_assets, *encoder_assets],
     jobs=[reddit_monthly_job],
     sensors=[new_reddit_dumps],
     resources={

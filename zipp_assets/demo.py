@@ -21,7 +21,7 @@ from zipp_assets.simworld.world import WorldConfig, generate_world, parse_month_
 
 # Asset groups in dependency order: monthly ones are materialized over the demo's months.
 MONTHLY_GROUPS = ["reddit"]
-GLOBAL_GROUPS = ["graph"]
+GLOBAL_GROUPS = ["graph", "encoder"]
 
 
 def ensure_world(months: tuple[str, ...], users: int, seed: int) -> None:

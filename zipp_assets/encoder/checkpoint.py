@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -58,7 +59,8 @@ def load_checkpoint(folder: Path, data: GraphData) -> tuple[PersonaEncoder, dict
     from zipp_assets.encoder.train import TrainConfig, build_model
 
     config = json.loads((Path(folder) / "config.json").read_text())
-    train_config = TrainConfig(**{**config, "fanouts": tuple(config["fanouts"])})
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    train_config = TrainConfig(**{k: v for k, v in config.items() if k in fields} | {"fanouts": tuple(config["fanouts"])})
     model = build_model(data, train_config)
     model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
     model.eval()
