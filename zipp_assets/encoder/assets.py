@@ -3,7 +3,6 @@
 (No `from __future__ import annotations` here: Dagster reads the annotations at run time.)
 """
 
-import dataclasses
 
 import dagster as dg
 import numpy as np

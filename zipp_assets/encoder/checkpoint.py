@@ -9,7 +9,6 @@ import os
 import time
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from zipp_assets import lake

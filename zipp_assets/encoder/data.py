@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import dgl  # noqa: E402
 import numpy as np
 import torch
 
 import zipp_assets.encoder  # noqa: F401  (sets DGLBACKEND before dgl is imported)
-import dgl  # noqa: E402
-
 from zipp_assets import lake  # noqa: E402
 from zipp_assets.graph.tables import EDGE_FEATURES  # noqa: E402
 from zipp_assets.graph.visual import PROFILES, encoder_slug  # noqa: E402

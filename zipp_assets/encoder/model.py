@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import math
 
+import dgl.function as fn  # noqa: E402
 import torch
 import torch.nn.functional as F
+from dgl.nn import SAGEConv  # noqa: E402
+from dgl.nn.functional import edge_softmax  # noqa: E402
 from torch import nn
 
 import zipp_assets.encoder  # noqa: F401
-import dgl.function as fn  # noqa: E402
-from dgl.nn import SAGEConv  # noqa: E402
-from dgl.nn.functional import edge_softmax  # noqa: E402
-
 from zipp_assets.encoder.data import FORWARD, REVERSE  # noqa: E402
 
 

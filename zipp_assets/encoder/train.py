@@ -8,14 +8,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import dgl  # noqa: E402
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-import zipp_assets.encoder  # noqa: F401
-import dgl  # noqa: E402
 from dgl.dataloading import negative_sampler as dgl_negative  # noqa: E402
 
+import zipp_assets.encoder  # noqa: F401
 from zipp_assets.encoder.data import FORWARD, REVERSE, GraphData  # noqa: E402
 from zipp_assets.encoder.losses import image_align, link_infonce  # noqa: E402
 from zipp_assets.encoder.model import PersonaEncoder  # noqa: E402

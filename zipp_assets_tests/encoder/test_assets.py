@@ -1,0 +1,31 @@
+import dagster as dg
+
+from zipp_assets.encoder.assets import encoder_assets
+from zipp_assets.imaging.resources import ImageEncoderResource
+from zipp_assets.resources import ZippLake
+
+SMALL = {"hidden": 16, "heads": 2, "fanouts": [5, 5], "batch_size": 64, "epochs": 2, "patience": 1, "negatives": 4}
+
+
+def test_encoder_assets_train_encode_and_evaluate(encoder_lake, tiny_world, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZIPP_PSEUDONYM_KEY", "test-key")  # the key the encoder_lake was built with
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "lake").symlink_to(encoder_lake)
+    (data_dir / "truth").symlink_to(tiny_world / "truth")
+    resources = {"lake": ZippLake(data_dir=str(data_dir)), "image_encoder": ImageEncoderResource()}
+    run_config = {"ops": {"persona_encoder": {"config": SMALL}, "encoder_evaluation": {"config": SMALL}}}
+    result = dg.materialize(encoder_assets, resources=resources, run_config=run_config,
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    metadata = {m.asset_key.to_user_string(): m.metadata for m in
+                (e.event_specific_data.materialization for e in result.get_asset_materialization_events())}
+    assert (data_dir / "models" / "persona_encoder" / "LATEST").is_file()
+    assert metadata["persona_encoder"]["epochs_run"].value == 2
+    assert "data:image/png;base64," in metadata["persona_encoder"]["curves"].value
+    assert metadata["user_embeddings"]["users"].value > 50
+    table = metadata["encoder_evaluation"]["table"].value
+    for row in ("GAT + ImageAlign (ours)", "GAT without ImageAlign", "GAT without edge features", "GraphSAGE + ImageAlign",
+                "GraphSAGE", "popularity", "TF-IDF over subreddits", "unseen users (inductive)"):
+        assert row in table
+    assert metadata["encoder_evaluation"]["planted_truth"].value is True
