@@ -2,5 +2,6 @@
 
 import os
 
-# DGL asks for a backend on first import unless told; the whole stack is PyTorch.
+# DGL asks for a backend on first import unless told; the whole stack is PyTorch. Every module of
+# this package imports dgl, and this package initialiser runs before any of them.
 os.environ.setdefault("DGLBACKEND", "pytorch")

@@ -10,14 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import dgl  # noqa: E402
+import dgl
 import numpy as np
 import torch
 
-import zipp_assets.encoder  # noqa: F401  (sets DGLBACKEND before dgl is imported)
-from zipp_assets import lake  # noqa: E402
-from zipp_assets.graph.tables import EDGE_FEATURES  # noqa: E402
-from zipp_assets.graph.visual import PROFILES, encoder_slug  # noqa: E402
+from zipp_assets import lake
+from zipp_assets.graph.tables import EDGE_FEATURES
+from zipp_assets.graph.visual import PROFILES, encoder_slug
 
 FORWARD, REVERSE = ("user", "posts_in", "subreddit"), ("subreddit", "has_member", "user")
 USER_FEATURES = ["log_comments", "log_submissions", "log_subreddits", "active_months", "signed_log_score"]

@@ -8,9 +8,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-import zipp_assets.encoder  # noqa: F401
-from zipp_assets import lake  # noqa: E402
-from zipp_assets.encoder.data import REVERSE  # noqa: E402
+from zipp_assets import lake
+from zipp_assets.encoder.data import REVERSE
 
 EMBEDDINGS = "user_embeddings"
 TOP_SUBREDDITS = "user_top_subreddits"

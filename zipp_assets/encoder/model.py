@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import math
 
-import dgl.function as fn  # noqa: E402
+import dgl.function as fn
 import torch
 import torch.nn.functional as F
-from dgl.nn import SAGEConv  # noqa: E402
-from dgl.nn.functional import edge_softmax  # noqa: E402
+from dgl.nn import SAGEConv
+from dgl.nn.functional import edge_softmax
 from torch import nn
 
-import zipp_assets.encoder  # noqa: F401
-from zipp_assets.encoder.data import FORWARD, REVERSE  # noqa: E402
+from zipp_assets.encoder.data import FORWARD, REVERSE
 
 
 class EdgeGATv2Conv(nn.Module):

@@ -8,16 +8,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import dgl  # noqa: E402
+import dgl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dgl.dataloading import negative_sampler as dgl_negative  # noqa: E402
+from dgl.dataloading import negative_sampler as dgl_negative
 
-import zipp_assets.encoder  # noqa: F401
-from zipp_assets.encoder.data import FORWARD, REVERSE, GraphData  # noqa: E402
-from zipp_assets.encoder.losses import image_align, link_infonce  # noqa: E402
-from zipp_assets.encoder.model import PersonaEncoder  # noqa: E402
+from zipp_assets.encoder.data import FORWARD, REVERSE, GraphData
+from zipp_assets.encoder.losses import image_align, link_infonce
+from zipp_assets.encoder.model import PersonaEncoder
 
 log = logging.getLogger(__name__)
 REVERSE_ETYPES = {FORWARD[1]: REVERSE[1], REVERSE[1]: FORWARD[1]}
