@@ -26,12 +26,12 @@ GROUP = "encoder"
 
 
 class EncoderTrainingConfig(dg.Config):
-    hidden: int = 64
+    hidden: int = 128
     heads: int = 4
     use_edge_features: bool = True
     use_image_align: bool = True
     align_weight: float = 0.5
-    link_temperature: float = 0.1
+    link_temperature: float = 0.05
     fanouts: list[int] = [15, 10]
     batch_size: int = 512
     negatives: int = 8

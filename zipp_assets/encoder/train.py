@@ -24,13 +24,13 @@ REVERSE_ETYPES = {FORWARD[1]: REVERSE[1], REVERSE[1]: FORWARD[1]}
 
 @dataclass
 class TrainConfig:
-    hidden: int = 64
+    hidden: int = 128
     heads: int = 4
     conv: str = "gatv2"  # gatv2 | sage
     use_edge_features: bool = True
     use_image_align: bool = True
     align_weight: float = 0.5  # lambda in L_link + lambda * L_align
-    link_temperature: float = 0.1
+    link_temperature: float = 0.05
     fanouts: tuple[int, ...] = (15, 10)
     batch_size: int = 512
     negatives: int = 8  # popularity-sampled negatives per edge, on top of in-batch ones
@@ -157,11 +157,12 @@ def infer(model: PersonaEncoder, graph, data: GraphData, device: str = "cpu", ba
         if last and layer.conv == "gatv2":
             attention = torch.zeros(graph.num_edges(REVERSE), layer.to_user.heads, device=device)
         loader = dgl.dataloading.DataLoader(graph, all_nodes, sampler, batch_size=batch_size, shuffle=False, device=device)
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
         for input_nodes, output_nodes, blocks in loader:
             block = blocks[0]
-            result, block_attention = layer(block, {nt: h[nt][input_nodes[nt]] for nt in all_nodes})
-            for nt in all_nodes:
-                out[nt][output_nodes[nt]] = result[nt]
+            result, block_attention = layer(block, {nt: h[nt][input_nodes.get(nt, empty)] for nt in all_nodes})
+            for nt, ids in output_nodes.items():  # a batch may hold nodes of one type only
+                out[nt][ids] = result[nt]
             if attention is not None and block_attention is not None:
                 attention[block[REVERSE].edata[dgl.EID]] = block_attention
         h = out if last else {nt: F.elu(v) for nt, v in out.items()}

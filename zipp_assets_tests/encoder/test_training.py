@@ -121,3 +121,13 @@ def test_two_process_data_parallel_training(graph_data):
     assert len(result.history) == 2 and result.best_val_posting_accuracy > 0.5
     z, _ = infer(result.model, graph_data.message_graph(), graph_data)
     assert torch.isfinite(z["user"]).all()
+
+
+def test_chunked_inference_matches_one_chunk(graph_data):
+    result = train(graph_data, dataclasses.replace(FAST, epochs=1))
+    graph = graph_data.message_graph()
+    whole, attention_whole = infer(result.model, graph, graph_data, batch_size=100_000)
+    chunked, attention_chunked = infer(result.model, graph, graph_data, batch_size=37)
+    for nt in ("user", "subreddit"):
+        assert torch.allclose(whole[nt], chunked[nt], atol=1e-5)
+    assert torch.allclose(attention_whole, attention_chunked, atol=1e-6)
