@@ -26,7 +26,7 @@ help:
 	@echo "make demo   install, generate the demo world, materialize every asset, print where results are"
 	@echo "make test   install and run the test suite"
 	@echo "make ui     browse the same Dagster instance at http://$(UI_HOST):$(UI_PORT)"
-	@echo "make bench  ingestion benchmark against the reference approach (bench/README.md)"
+	@echo "make bench  ingestion and encoder benchmarks against their references (bench/README.md)"
 	@echo "make lock   re-resolve requirements.in into requirements.lock"
 
 $(UV):
@@ -61,6 +61,7 @@ ui: setup
 
 bench: setup
 	$(PY) bench/ingest.py
+	$(PY) bench/encoder.py
 
 lock: | $(UV)
 	$(UV) pip compile --quiet requirements.in --python-version $(PYTHON_VERSION) \
