@@ -37,6 +37,7 @@ class EncoderTrainingConfig(dg.Config):
     negatives: int = 8
     epochs: int = 30
     patience: int = 4
+    min_epochs: int = 10
     learning_rate: float = 3e-3
     seed: int = 0
     device: str = "cpu"  # or cuda
@@ -90,7 +91,8 @@ def persona_encoder(context: dg.AssetExecutionContext, config: EncoderTrainingCo
     version = data_version(settings.lake_dir, encoder_name)
     metrics = {"best_epoch": result.best_epoch, "best_val_posting_accuracy": result.best_val_posting_accuracy,
                "seconds": result.seconds, "seed_edges_per_second": result.seed_edges_per_second, "history": result.history}
-    folder = save_checkpoint(settings.models_dir, result.model, config_dict(train_config) | {"image_encoder": encoder_name}, metrics, version)
+    folder = save_checkpoint(settings.models_dir, result.model, config_dict(train_config) | {"image_encoder": encoder_name},
+                             metrics, version, data.subreddit_names)
     return dg.MaterializeResult(metadata={
         "checkpoint": dg.MetadataValue.path(str(folder)),
         "data_version": version,

@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from zipp_assets import lake
@@ -28,7 +29,8 @@ def data_version(lake_dir: Path, image_encoder_name: str | None) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_checkpoint(models_dir: Path, model: PersonaEncoder, config: dict, metrics: dict, version_of_data: str) -> Path:
+def save_checkpoint(models_dir: Path, model: PersonaEncoder, config: dict, metrics: dict, version_of_data: str,
+                    subreddit_names: list[str]) -> Path:
     version = time.strftime("%Y%m%dT%H%M%S") + "-" + version_of_data[:8]
     folder = Path(models_dir) / MODEL_NAME / version
     tmp = folder.with_name(f".{folder.name}.tmp")
@@ -37,6 +39,9 @@ def save_checkpoint(models_dir: Path, model: PersonaEncoder, config: dict, metri
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (tmp / "data_version.json").write_text(json.dumps({"data_version": version_of_data}, indent=2))
+    # Subreddit indices follow names in sorted order and shift when subreddits are added: keep the
+    # vocabulary so a later graph can be mapped onto the learned subreddit embeddings by name.
+    (tmp / "subreddits.json").write_text(json.dumps(subreddit_names))
     os.replace(tmp, folder)
     latest = folder.parent / "LATEST"
     latest.with_suffix(".tmp").write_text(version)
@@ -61,6 +66,16 @@ def load_checkpoint(folder: Path, data: GraphData) -> tuple[PersonaEncoder, dict
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     train_config = TrainConfig(**{k: v for k, v in config.items() if k in fields} | {"fanouts": tuple(config["fanouts"])})
     model = build_model(data, train_config)
-    model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
+    state = load_file(str(Path(folder) / "model.safetensors"))
+    trained_names = json.loads((Path(folder) / "subreddits.json").read_text())
+    state["subreddit_in.weight"] = remap_subreddit_embeddings(state["subreddit_in.weight"], trained_names, data.subreddit_names)
+    model.load_state_dict(state)
     model.eval()
     return model, config
+
+
+def remap_subreddit_embeddings(weights: torch.Tensor, trained: list[str], current: list[str]) -> torch.Tensor:
+    """Rows for the current subreddits, by name; subreddits new since training get the mean row."""
+    position = {name: i for i, name in enumerate(trained)}
+    mean = weights.mean(dim=0)
+    return torch.stack([weights[position[name]] if name in position else mean for name in current])

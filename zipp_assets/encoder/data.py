@@ -7,6 +7,7 @@ carry messages, so held-out links never leak into message passing.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class GraphData:
     profiles: torch.Tensor  # float32 [U, D] visual profiles (zero rows where none)
     has_profile: torch.Tensor  # bool [U]
     heldout_images: dict[int, list[str]]
+    subreddit_names: list[str] = dataclasses.field(default_factory=list)  # in index order
 
     @property
     def edge_feature_dim(self) -> int:
@@ -66,7 +68,8 @@ def _standardize(matrix: np.ndarray) -> np.ndarray:
 def load_graph_data(lake_dir: Path, image_encoder_name: str | None) -> GraphData:
     users = lake.read_table(lake_dir, "users").to_pydict()
     num_users = len(users["user_index"])
-    num_subreddits = lake.read_table(lake_dir, "subreddits", columns=["subreddit_index"]).num_rows
+    subreddit_names = lake.read_table(lake_dir, "subreddits", columns=["subreddit"])["subreddit"].to_pylist()
+    num_subreddits = len(subreddit_names)
     edges_table = lake.read_table(lake_dir, "graph_edges")
     split = np.asarray(edges_table["split"].to_pylist())
     pairs = np.stack([edges_table["user_index"].to_numpy(), edges_table["subreddit_index"].to_numpy()], axis=1)
@@ -109,4 +112,5 @@ def load_graph_data(lake_dir: Path, image_encoder_name: str | None) -> GraphData
         profiles=profiles,
         has_profile=has_profile,
         heldout_images=heldout,
+        subreddit_names=subreddit_names,
     )

@@ -36,7 +36,8 @@ class TrainConfig:
     negatives: int = 8  # popularity-sampled negatives per edge, on top of in-batch ones
     popularity_power: float = 0.75
     epochs: int = 30
-    patience: int = 4  # early stopping on validation posting accuracy
+    patience: int = 4  # early stopping on validation posting accuracy...
+    min_epochs: int = 10  # ...but never before this: link-only training can sit on a plateau at first
     learning_rate: float = 3e-3
     weight_decay: float = 1e-5
     seed: int = 0
@@ -261,7 +262,7 @@ def train(data: GraphData, config: TrainConfig, progress: Callable[[str], None] 
                 best_state, stale = copy.deepcopy(model.state_dict()), 0
             else:
                 stale += 1
-                if stale >= config.patience:
+                if stale >= config.patience and epoch + 1 >= config.min_epochs:
                     say(f"early stop: no better validation posting accuracy for {config.patience} epochs")
                     stop[0] = 1
         if world_size > 1:

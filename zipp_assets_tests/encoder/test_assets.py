@@ -4,7 +4,7 @@ from zipp_assets.encoder.assets import encoder_assets
 from zipp_assets.imaging.resources import ImageEncoderResource
 from zipp_assets.resources import ZippLake
 
-SMALL = {"hidden": 16, "heads": 2, "fanouts": [5, 5], "batch_size": 64, "epochs": 2, "patience": 1, "negatives": 4}
+SMALL = {"hidden": 16, "heads": 2, "fanouts": [5, 5], "batch_size": 64, "epochs": 2, "patience": 1, "min_epochs": 1, "negatives": 4}
 
 
 def test_encoder_assets_train_encode_and_evaluate(encoder_lake, tiny_world, tmp_path, monkeypatch):

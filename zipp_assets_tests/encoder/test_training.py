@@ -10,7 +10,7 @@ from zipp_assets.encoder.evaluate import link_metrics, popularity_scorer, tfidf_
 from zipp_assets.encoder.inference import attention_by_user, top_k_subreddits
 from zipp_assets.encoder.train import TrainConfig, config_dict, edge_dataloader, infer, train
 
-FAST = TrainConfig(hidden=16, heads=2, fanouts=(5, 5), batch_size=256, epochs=3, patience=2, negatives=4)
+FAST = TrainConfig(hidden=16, heads=2, fanouts=(5, 5), batch_size=256, epochs=3, patience=2, min_epochs=1, negatives=4)
 
 
 def _pairs(graph, etype):
@@ -103,7 +103,7 @@ def test_metrics_on_oracle_and_baselines(graph_data):
 def test_checkpoint_roundtrip(graph_data, encoder_lake, tmp_path):
     result = train(graph_data, dataclasses.replace(FAST, epochs=1))
     folder = save_checkpoint(tmp_path, result.model, config_dict(FAST) | {"image_encoder": "x"}, {"m": 1},
-                             data_version(encoder_lake, "x"))
+                             data_version(encoder_lake, "x"), graph_data.subreddit_names)
     assert latest_checkpoint(tmp_path) == folder
     model, config = load_checkpoint(folder, graph_data)
     for (name, a), b in zip(result.model.state_dict().items(), model.state_dict().values()):
@@ -111,6 +111,15 @@ def test_checkpoint_roundtrip(graph_data, encoder_lake, tmp_path):
     assert {"model.safetensors", "config.json", "metrics.json", "data_version.json"} <= {p.name for p in folder.iterdir()}
     with pytest.raises(FileNotFoundError, match="persona_encoder"):
         latest_checkpoint(tmp_path / "empty")
+    # Months later the graph has a new subreddit that sorts first: every index shifts by one.
+    names = ["000newsub", *graph_data.subreddit_names]
+    grown = dataclasses.replace(graph_data, num_subreddits=len(names), subreddit_names=names,
+                                subreddit_degree=torch.cat([torch.zeros(1), graph_data.subreddit_degree]),
+                                edges={k: v + torch.tensor([0, 1]) for k, v in graph_data.edges.items()})
+    moved, _ = load_checkpoint(folder, grown)
+    old = result.model.subreddit_in.weight
+    assert torch.equal(moved.subreddit_in.weight[1:], old)
+    assert torch.allclose(moved.subreddit_in.weight[0], old.mean(0))
 
 
 @pytest.mark.slow
