@@ -27,11 +27,11 @@ from pathlib import Path
 os.environ.setdefault("DGLBACKEND", "pytorch")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import dgl  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import dgl  # noqa: E402
 from zipp_assets.encoder.data import FORWARD, REVERSE, GraphData  # noqa: E402
 from zipp_assets.encoder.train import (  # noqa: E402
     REVERSE_ETYPES,

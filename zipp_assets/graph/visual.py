@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -130,10 +131,10 @@ def embed_images(
                 _append_file(embed_dir, pa.table({"url_key": keys, "embedding": pa.FixedSizeListArray.from_arrays(
                     pa.array(vectors.reshape(-1), pa.float32()), encoder.dim)}, schema=schema))
             if failures:
-                now = pa.scalar(int(time.time() * 1e6), pa.timestamp("us", tz="UTC"))
+                now = datetime.now(timezone.utc)
                 _append_file(lake.dataset_dir(lake_dir, FAILURES), pa.table({
                     "url_key": [f[0] for f in failures], "url": [f[1] for f in failures],
-                    "reason": [f[2] for f in failures], "attempted_utc": pa.array([now.value] * len(failures), FAILURES_SCHEMA.field("attempted_utc").type),
+                    "reason": [f[2] for f in failures], "attempted_utc": [now] * len(failures),
                 }, schema=FAILURES_SCHEMA))
                 for _, _, reason in failures:
                     head = reason.split(":")[0]

@@ -7,9 +7,9 @@ import logging
 import os
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -624,10 +624,3 @@ def generate_world(
             pq.write_table(table, Path(truth_dir) / f"{name}.parquet")
     return report
 
-
-def iter_months(months: Iterable[str]) -> list[str]:
-    return sorted(set(months))
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
