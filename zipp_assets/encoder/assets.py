@@ -4,6 +4,8 @@
 """
 
 
+import dataclasses
+
 import dagster as dg
 import numpy as np
 import pyarrow as pa
@@ -44,10 +46,9 @@ class EncoderTrainingConfig(dg.Config):
     processes: int = 1  # >1: data-parallel over torch.distributed (gloo on CPU, NCCL on GPUs)
 
     def train_config(self) -> TrainConfig:
-        values = self.model_dump()
-        values.pop("processes")
-        values["fanouts"] = tuple(values["fanouts"])
-        return TrainConfig(**values)
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        values = {k: v for k, v in self.model_dump().items() if k in fields}
+        return TrainConfig(**values | {"fanouts": tuple(values["fanouts"])})
 
 
 def _curves(history: list[dict]) -> dg.MetadataValue:
@@ -77,7 +78,7 @@ def _curves(history: list[dict]) -> dg.MetadataValue:
 def persona_encoder(context: dg.AssetExecutionContext, config: EncoderTrainingConfig, lake: ZippLake,
                     image_encoder: ImageEncoderResource):
     settings = lake.settings
-    encoder_name = image_encoder.build().name
+    encoder_name = image_encoder.encoder_name
     data = load_graph_data(settings.lake_dir, encoder_name)
     train_config = config.train_config()
     context.log.info(f"training on {len(data.edges['train']):,} edges, {data.num_users:,} users, "
@@ -118,7 +119,7 @@ def persona_encoder(context: dg.AssetExecutionContext, config: EncoderTrainingCo
 )
 def encode_users(context: dg.AssetExecutionContext, lake: ZippLake, image_encoder: ImageEncoderResource):
     settings = lake.settings
-    data = load_graph_data(settings.lake_dir, image_encoder.build().name)
+    data = load_graph_data(settings.lake_dir, image_encoder.encoder_name)
     folder = latest_checkpoint(settings.models_dir)
     model, config = load_checkpoint(folder, data)
     graph = data.message_graph()
@@ -155,9 +156,9 @@ class EvaluationConfig(EncoderTrainingConfig):
 def encoder_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, lake: ZippLake,
                        image_encoder: ImageEncoderResource):
     settings = lake.settings
-    encoder_name = image_encoder.build().name
+    encoder_name = image_encoder.encoder_name
     data = load_graph_data(settings.lake_dir, encoder_name)
-    base = EncoderTrainingConfig(**{k: v for k, v in config.model_dump().items() if k != "inductive_fraction"}).train_config()
+    base = config.train_config()
     table = lake_io.read_table(settings.lake_dir, IMAGE_EMBEDDINGS, [{"encoder": encoder_slug(encoder_name)}])
     image_embeddings = dict(zip(table["url_key"].to_pylist(), np.stack(table["embedding"].to_numpy(zero_copy_only=False))))
     truth = load_planted_truth(settings.truth_dir, settings.lake_dir, pseudonym_key(settings.profile))

@@ -149,7 +149,7 @@ def image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingsC
 )
 def user_visual_profiles(context: dg.AssetExecutionContext, lake: ZippLake, image_encoder: ImageEncoderResource):
     settings = lake.settings
-    encoder_name = image_encoder.build().name
+    encoder_name = image_encoder.encoder_name
     report = build_visual_profiles(settings.lake_dir, encoder_name, pseudonym_key(settings.profile))
     context.log.info(f"{report.users:,} visual profiles from {report.train_images:,} images, {report.heldout_images:,} held out")
     counts = lake_io.read_table(settings.lake_dir, PROFILES, columns=["n_train_images"])["n_train_images"].to_numpy()

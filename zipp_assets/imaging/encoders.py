@@ -80,8 +80,12 @@ class OpenClipEncoder:
             model_name, pretrained=pretrained or None, device=device, precision=precision, cache_dir=cache_dir
         )
         self.model.eval()
-        self.name = f"open_clip:{model_name}:{pretrained or 'random-init'}"
+        self.name = self.name_for(model_name, pretrained)
         self.dim = int(self.model.visual.output_dim)
+
+    @staticmethod
+    def name_for(model_name: str, pretrained: str | None) -> str:
+        return f"open_clip:{model_name}:{pretrained or 'random-init'}"
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         import torch

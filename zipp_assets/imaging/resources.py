@@ -19,6 +19,13 @@ class ImageEncoderResource(dg.ConfigurableResource):
     def for_profile(cls, profile: str) -> "ImageEncoderResource":
         return cls(backend="open_clip") if profile == "production" else cls()
 
+    @property
+    def encoder_name(self) -> str:
+        """The name `build()` would give, without loading any weights."""
+        if self.backend == "open_clip":
+            return OpenClipEncoder.name_for(self.model_name, self.pretrained)
+        return self.build().name
+
     def build(self) -> ImageEncoder:
         if self.backend == "pixel_stats":
             return PixelStatsEncoder()

@@ -62,3 +62,11 @@ def test_encoder_resource_rejects_bad_settings(tiny_clip):
         OpenClipEncoder("zipp-tiny-test", str(tiny_clip), device="cuda")
     assert ImageEncoderResource.for_profile("production").backend == "open_clip"
     assert isinstance(ImageEncoderResource.for_profile("demo").build(), PixelStatsEncoder)
+
+
+def test_encoder_name_is_known_without_loading_weights(tiny_clip):
+    resource = ImageEncoderResource(backend="open_clip", model_name="zipp-tiny-test", pretrained=str(tiny_clip))
+    assert resource.encoder_name == resource.build().name
+    assert ImageEncoderResource().encoder_name == PixelStatsEncoder.name
+    # A production name never needs the (absent) weights just to be named.
+    assert ImageEncoderResource.for_profile("production").encoder_name == "open_clip:ViT-L-14-336:openai"
