@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,8 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], max_rows: int = 20, max_ch
     columns = list(rows[0].keys())
 
     def cell(value: Any) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
         text = f"{value:,.4g}" if isinstance(value, float) else str(value)
         text = text.replace("|", "\\|").replace("\n", " ").replace("`", "'")
         return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
