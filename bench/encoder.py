@@ -5,8 +5,8 @@
 One generated community-structured user-subreddit graph (>= 1M edges); every side uses the same
 hidden size (64), heads (4), fan-outs (15, 10), batch size and number of negatives (8).
 (a) project: the project's training step (zipp_assets.encoder.train: its edge data loader with
-    popularity negatives, and TrainingObjective: edge-aware GATv2 encoder, InfoNCE link loss +
-    ImageAlign);
+    popularity negatives and `optimization_step` over TrainingObjective, the function train()
+    runs per batch: edge-aware GATv2 encoder, InfoNCE link loss + ImageAlign);
 (b) plain loop: the loop of DGL's documented link-prediction-with-neighbour-sampling example
     (NeighborSampler + as_edge_prediction_sampler, reverse edges excluded), written out by hand
     around the same encoder and loss: the ratio a/b is the pipeline's overhead (target >= 0.9);
@@ -41,6 +41,7 @@ from zipp_assets.encoder.train import (  # noqa: E402
     build_model,
     edge_dataloader,
     infer,
+    optimization_step,
 )
 
 
@@ -137,11 +138,8 @@ def main() -> int:
     objective = TrainingObjective(model, data, config).to(args.device)
     optimizer = torch.optim.AdamW(objective.parameters(), lr=config.learning_rate)
 
-    def project_step(input_nodes, pos_graph, neg_graph, blocks):
-        loss, _, _ = objective(input_nodes, pos_graph, neg_graph, blocks)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    def project_step(*batch):  # the training loop's own step function, as train() calls it
+        optimization_step(objective, optimizer, batch)
 
     reference = ReferenceModel(data.num_users, data.num_subreddits, data.user_features.shape[1], 64, 4).to(args.device)
     reference_optimizer = torch.optim.Adam(reference.parameters(), lr=config.learning_rate)
@@ -175,7 +173,7 @@ def main() -> int:
     plain_objective = TrainingObjective(plain_model, data, config).to(args.device)
     plain_optimizer = torch.optim.AdamW(plain_objective.parameters(), lr=config.learning_rate)
 
-    def plain_step(input_nodes, pos_graph, neg_graph, blocks):
+    def plain_step(input_nodes, pos_graph, neg_graph, blocks):  # written out as in DGL's example
         loss, _, _ = plain_objective(input_nodes, pos_graph, neg_graph, blocks)
         plain_optimizer.zero_grad()
         loss.backward()

@@ -139,6 +139,18 @@ class TrainingObjective(torch.nn.Module):
         return link + config.align_weight * align, link, align
 
 
+def optimization_step(step: torch.nn.Module, optimizer: torch.optim.Optimizer, batch) -> tuple[float, float, float]:
+    """One update on one sampled batch (input nodes, positive graph, negative graph, blocks).
+
+    Returns (loss, link loss, align loss). `step` is the TrainingObjective, or its DDP wrapper.
+    """
+    loss, link, align = step(*batch)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return float(loss), float(link), float(align)
+
+
 @torch.no_grad()
 def infer(model: PersonaEncoder, graph, data: GraphData, device: str = "cpu", batch_size: int = 4096):
     """Every node's representation, computed layer by layer over full neighbourhoods in chunks.
@@ -235,16 +247,12 @@ def train(data: GraphData, config: TrainConfig, progress: Callable[[str], None] 
         epoch_start = time.perf_counter()
         totals = {"loss": 0.0, "link_loss": 0.0, "align_loss": 0.0}
         batches = 0
-        for input_nodes, pos_graph, neg_graph, blocks in loader:
-            loss, link, align = step(input_nodes, pos_graph, neg_graph, blocks)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            totals["loss"] += float(loss)
-            totals["link_loss"] += float(link)
-            totals["align_loss"] += float(align)
+        for batch in loader:
+            losses = optimization_step(step, optimizer, batch)
+            for key, value in zip(totals, losses):
+                totals[key] += value
             batches += 1
-            seen += pos_graph.num_edges(FORWARD)
+            seen += batch[1].num_edges(FORWARD)
             if config.max_batches_per_epoch and batches >= config.max_batches_per_epoch:
                 break
         train_seconds += time.perf_counter() - epoch_start
