@@ -97,3 +97,23 @@ def test_sensor_requests_complete_settled_months_once(tmp_path):
     os.utime(reddit / "RC_2019-01.zst", (old, old))
     again = new_reddit_dumps(dg.build_sensor_context(cursor=context.cursor, resources={"lake": ZippLake(data_dir=str(tmp_path))}))
     assert [r.partition_key for r in again] == ["2019-01"]
+
+
+def test_a_range_run_that_fails_records_the_months_it_wrote(data_dir):
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        reddit_assets,
+        selection=["reddit_comments", "reddit_comments_quarantine"],
+        resources={"lake": ZippLake(data_dir=str(data_dir), quarantine_max_fraction=0.01)},
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: "2017-12", ASSET_PARTITION_RANGE_END_TAG: "2018-02"},  # no 2018-02 dump
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert "RC_2018-02.zst" in str(failure.event_specific_data.error.message) + str(failure.event_specific_data.user_failure_data)
+    # The months written before the failure are in the lake and known to Dagster as materialized.
+    assert instance.get_materialized_partitions(dg.AssetKey("reddit_comments")) == {"2017-12", "2018-01"}
+    assert sorted(p.name for p in (data_dir / "lake" / "reddit_comments").iterdir()) == ["month=2017-12", "month=2018-01"]
