@@ -18,9 +18,13 @@ DEMO_MONTHS ?= 2019-01:2019-03
 DEMO_USERS ?= 2000
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
+# DGL's CUDA build for the locked torch 2.2.1 (CUDA 12.1), from DGL's own wheel index: the registry's dgl 2.1.0 is
+# a CPU-only build. Pinned by exact version only (no hash: the index cannot be reached where the lock is made).
+DGL_CUDA_VERSION ?= 2.1.0+cu121
+DGL_CUDA_WHEELS ?= https://data.dgl.ai/wheels/torch-2.2/cu121/repo.html
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test ui lock bench clean-data
+.PHONY: help setup setup-gpu demo test ui lock bench bench-gpu clean-data
 
 help:
 	@echo "make demo   install, generate the demo world, materialize every asset, print where results are"
@@ -28,6 +32,8 @@ help:
 	@echo "make ui     browse the same Dagster instance at http://$(UI_HOST):$(UI_PORT)"
 	@echo "make bench  ingestion and encoder benchmarks against their references (bench/README.md)"
 	@echo "make lock   re-resolve requirements.in into requirements.lock"
+	@echo "make setup-gpu  on a GPU machine: the same .venv plus DGL's CUDA build (README, 'Running on a GPU machine')"
+	@echo "make bench-gpu  on a GPU machine: image embedding, diffusion and encoder throughput (bench/README.md)"
 
 $(UV):
 	python$(PYTHON_VERSION) -m venv $(TOOLS)
@@ -50,6 +56,13 @@ $(DAGSTER_HOME)/.pools: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
 
 setup: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml $(DAGSTER_HOME)/.pools
 
+# Only dgl changes: --no-deps keeps every other package as locked, --no-index takes dgl from DGL's index alone.
+# A re-sync after the lock changes may put the CPU build back; run this again then.
+setup-gpu: setup
+	$(UV) pip install --python $(PY) --no-deps --no-index --find-links $(DGL_CUDA_WHEELS) "dgl==$(DGL_CUDA_VERSION)"
+	$(PY) -c "import sys, torch; from zipp_assets.devices import dgl_has_cuda; ok = dgl_has_cuda(); \
+		print(f'DGL CUDA build: {ok}; GPUs torch sees: {torch.cuda.device_count()}'); sys.exit(0 if ok else 1)"
+
 demo: setup
 	$(PY) -m zipp_assets.demo --months $(DEMO_MONTHS) --users $(DEMO_USERS)
 
@@ -62,6 +75,9 @@ ui: setup
 bench: setup
 	$(PY) bench/ingest.py
 	$(PY) bench/encoder.py
+
+bench-gpu: setup-gpu
+	$(PY) bench/gpu.py --out bench/out/gpu.json
 
 lock: | $(UV)
 	$(UV) pip compile --quiet requirements.in --python-version $(PYTHON_VERSION) \

@@ -17,7 +17,7 @@ import sys
 import pyarrow.parquet as pq
 
 from zipp_assets.settings import load_settings
-from zipp_assets.simworld.world import WorldConfig, generate_world, parse_month_range
+from zipp_assets.simworld.world import WORLD_VERSION, WorldConfig, generate_world, parse_month_range
 
 # Asset groups in dependency order: monthly ones are materialized over the demo's months.
 MONTHLY_GROUPS = ["reddit"]
@@ -27,7 +27,7 @@ GLOBAL_GROUPS = ["graph", "encoder"]
 def ensure_world(months: tuple[str, ...], users: int, seed: int) -> None:
     settings = load_settings()
     stamp = settings.raw_dir / "simworld.json"
-    wanted = {"months": list(months), "users": users, "seed": seed}
+    wanted = {"months": list(months), "users": users, "seed": seed, "world_version": WORLD_VERSION}
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         print(f"synthetic world already in {settings.raw_dir} ({users} users, {months[0]}..{months[-1]})")
         return

@@ -5,18 +5,32 @@
 
 
 import dataclasses
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pyarrow as pa
 
 from zipp_assets import lake as lake_io
+from zipp_assets.devices import require_device
 from zipp_assets.encoder.ablations import OURS, evaluate_all, load_planted_truth
-from zipp_assets.encoder.checkpoint import data_version, latest_checkpoint, load_checkpoint, save_checkpoint
+from zipp_assets.encoder.checkpoint import (
+    MODEL_NAME,
+    check_data_version,
+    data_version,
+    encoder_for_graph,
+    latest_checkpoint,
+    load_encoder,
+    save_checkpoint,
+)
 from zipp_assets.encoder.data import load_graph_data
 from zipp_assets.encoder.distributed import train_distributed
-from zipp_assets.encoder.inference import top_k_subreddits, write_user_outputs
-from zipp_assets.encoder.train import TrainConfig, config_dict, infer
+from zipp_assets.encoder.inference import embed_users_to_lake
+from zipp_assets.encoder.train import TrainConfig, config_dict, train
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.visual import EMBEDDINGS as IMAGE_EMBEDDINGS
 from zipp_assets.graph.visual import encoder_slug
@@ -66,6 +80,10 @@ def _curves(history: list[dict]) -> dg.MetadataValue:
     return png_markdown(figure)
 
 
+def _resume_dir(models_dir, fingerprint: str):
+    return models_dir / MODEL_NAME / ".training" / hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+
+
 @dg.asset(
     name="persona_encoder",
     deps=["users", "subreddits", "graph_edges", "user_visual_profiles"],
@@ -73,30 +91,38 @@ def _curves(history: list[dict]) -> dg.MetadataValue:
     kinds={"pytorch", "dgl"},
     pool="gpu",
     description="The 2-layer edge-aware GATv2 encoder trained with neighbour sampling on link prediction + "
-                "ImageAlign; checkpoint (weights, config, metrics, data version) under models/persona_encoder/.",
+                "ImageAlign; a self-contained checkpoint (weights, constructor arguments, input normalisation, "
+                "subreddit vocabulary, metrics, data version) under models/persona_encoder/. A killed run "
+                "resumes from its last finished epoch.",
 )
 def persona_encoder(context: dg.AssetExecutionContext, config: EncoderTrainingConfig, lake: ZippLake,
                     image_encoder: ImageEncoderResource):
     settings = lake.settings
     encoder_name = image_encoder.encoder_name
+    train_config = config.train_config()  # checks the device before any data is loaded
     data = load_graph_data(settings.lake_dir, encoder_name)
-    train_config = config.train_config()
-    context.log.info(f"training on {len(data.edges['train']):,} edges, {data.num_users:,} users, "
-                     f"{int(data.has_profile.sum()):,} with a visual profile, device {train_config.device}")
-    if config.processes > 1:
-        result = train_distributed(data, train_config, config.processes)
-    else:
-        from zipp_assets.encoder.train import train
-
-        result = train(data, train_config, progress=context.log.info)
     version = data_version(settings.lake_dir, encoder_name)
+    context.log.info(f"training on {len(data.edges['train']):,} edges, {data.num_users:,} users, "
+                     f"{int(data.has_profile.sum()):,} with a visual profile, device {train_config.device}, "
+                     f"data version {version}")
+    fingerprint = json.dumps({"config": config_dict(train_config), "data_version": version,
+                              "processes": config.processes}, sort_keys=True)
+    resume_dir = _resume_dir(settings.models_dir, fingerprint)
+    if config.processes > 1:
+        result = train_distributed(data, train_config, config.processes, resume_dir=resume_dir, fingerprint=fingerprint)
+    else:
+        result = train(data, train_config, progress=context.log.info, resume_dir=resume_dir, fingerprint=fingerprint)
     metrics = {"best_epoch": result.best_epoch, "best_val_posting_accuracy": result.best_val_posting_accuracy,
-               "seconds": result.seconds, "seed_edges_per_second": result.seed_edges_per_second, "history": result.history}
-    folder = save_checkpoint(settings.models_dir, result.model, config_dict(train_config) | {"image_encoder": encoder_name},
-                             metrics, version, data.subreddit_names)
+               "seconds": result.seconds, "seed_edges_per_second": result.seed_edges_per_second, "history": result.history,
+               "image_align_active": result.image_align_active}
+    folder = save_checkpoint(settings.models_dir, result.model, config_dict(train_config), metrics, version,
+                             data.subreddit_names, data.normalization, encoder_name)
+    shutil.rmtree(resume_dir, ignore_errors=True)
     return dg.MaterializeResult(metadata={
         "checkpoint": dg.MetadataValue.path(str(folder)),
         "data_version": version,
+        "image_align_active": result.image_align_active,
+        "resumed_from_epoch": result.resumed_from_epoch if result.resumed_from_epoch is not None else "-",
         "best_epoch": result.best_epoch,
         "best_val_posting_accuracy": round(result.best_val_posting_accuracy, 4),
         "epochs_run": len(result.history),
@@ -105,6 +131,14 @@ def persona_encoder(context: dg.AssetExecutionContext, config: EncoderTrainingCo
         "processes": config.processes,
         "curves": _curves(result.history),
     })
+
+
+class EncodeUsersConfig(dg.Config):
+    device: str = "cpu"
+    # A checkpoint trained on other data still embeds every user inductively; "warn" allows it
+    # (scheduled re-mining), "error" refuses.
+    on_data_version_mismatch: str = "error"
+    top_k: int = 10
 
 
 @dg.multi_asset(
@@ -117,65 +151,112 @@ def persona_encoder(context: dg.AssetExecutionContext, config: EncoderTrainingCo
                      description="Per user, the subreddits the last layer attends to most (mean over heads)."),
     ],
 )
-def encode_users(context: dg.AssetExecutionContext, lake: ZippLake, image_encoder: ImageEncoderResource):
+def encode_users(context: dg.AssetExecutionContext, config: EncodeUsersConfig, lake: ZippLake,
+                 image_encoder: ImageEncoderResource):
     settings = lake.settings
-    data = load_graph_data(settings.lake_dir, image_encoder.encoder_name)
-    folder = latest_checkpoint(settings.models_dir)
-    model, config = load_checkpoint(folder, data)
-    graph = data.message_graph()
-    z, attention = infer(model, graph, data, "cpu")
-    projected = model.project_image(z["user"]).detach() if model.image_projection is not None else None
-    top = top_k_subreddits(graph, attention, k=10) if attention is not None else {}
-    counts = write_user_outputs(settings.lake_dir, z["user"].detach(), projected, top)
+    require_device(config.device, needs_dgl=True)
+    checkpoint = load_encoder(latest_checkpoint(settings.models_dir))
+    if checkpoint.config["image_align_active"] and checkpoint.config["image_encoder"] != image_encoder.encoder_name:
+        raise ValueError(f"checkpoint {checkpoint.folder.name} aligned users with {checkpoint.config['image_encoder']!r} "
+                         f"images, but the image encoder is now {image_encoder.encoder_name!r}: retrain persona_encoder")
+    version = data_version(settings.lake_dir, image_encoder.encoder_name)
+    mismatch = check_data_version(checkpoint, version, config.on_data_version_mismatch)
+    if mismatch:
+        context.log.warning(mismatch)
+    data = load_graph_data(settings.lake_dir, image_encoder.encoder_name, normalization=checkpoint.normalization)
+    model = encoder_for_graph(checkpoint, data.subreddit_names).to(config.device)
+    with tempfile.TemporaryDirectory(prefix=".encode-users-", dir=settings.data_dir) as scratch:
+        counts = embed_users_to_lake(model, data.message_graph(), data, settings.lake_dir, config.device,
+                                     top_k=config.top_k, scratch_dir=Path(scratch))
     preview = lake_io.read_table(settings.lake_dir, "user_top_subreddits").slice(0, 10).to_pylist()
-    top_weights = np.array([ranked[0][1] for ranked in top.values()]) if top else np.zeros(0)
+    top_weights = counts["top_weights"]
     figure, axes = new_figure(6, 3)
     axes.hist(top_weights, bins=30, color="#47a")
     axes.set_xlabel("attention weight of each user's top subreddit")
     axes.set_ylabel("users")
+    common = {"checkpoint": str(checkpoint.folder), "checkpoint_data_version": checkpoint.data_version,
+              "data_version": version, "data_version_matches": mismatch is None}
     yield dg.MaterializeResult(asset_key="user_embeddings", metadata={
-        "users": counts["users"], "dimension": int(z["user"].shape[1]), "checkpoint": str(folder)})
+        **common, "users": counts["users"], "dimension": model.hidden})
     yield dg.MaterializeResult(asset_key="user_top_subreddits", metadata={
-        "rows": counts["attention_rows"], "preview": dg.MetadataValue.md(markdown_table(preview)),
+        **common, "rows": counts["attention_rows"], "preview": dg.MetadataValue.md(markdown_table(preview)),
         "top_weight_histogram": png_markdown(figure)})
 
 
-class EvaluationConfig(EncoderTrainingConfig):
+class EvaluationConfig(dg.Config):
     inductive_fraction: float = 0.1
+    device: str = "cpu"  # the variants train with the checkpoint's training config on this device
+
+
+def _with_interval(row: dict, metric: str) -> str:
+    value = row.get(metric)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:.3f} [{row[metric + '_low']:.3f}, {row[metric + '_high']:.3f}]"
+
+
+def evaluation_markdown(rows: list[dict]) -> str:
+    shown = []
+    for r in rows:
+        verdict = r.get("ours_vs_this_posting_accuracy")
+        shown.append({
+            "model": r["model"],
+            "posting accuracy": _with_interval(r, "posting_accuracy"),
+            "ours minus this": _with_interval(r, "ours_minus_this_posting_accuracy") + (f" ({verdict})" if verdict else ""),
+            "recall@10": _with_interval(r, "recall_at_10"),
+            "MRR": _with_interval(r, "mrr"),
+            "visual R@10": _with_interval(r, "visual_recall@10"),
+            "community NMI": _with_interval(r, "community_nmi"),
+            "attention prec.@3 (chance)": _with_interval(r, "attention_precision@3")
+            + (f" ({r['chance_precision@3']:.3f})" if "chance_precision@3" in r else ""),
+        })
+    return markdown_table(shown, max_rows=20)
 
 
 @dg.asset(
     name="encoder_evaluation",
-    deps=["users", "subreddits", "graph_edges", "user_visual_profiles", "image_embeddings"],
+    deps=["persona_encoder", "users", "subreddits", "graph_edges", "user_visual_profiles", "image_embeddings"],
     group_name=GROUP,
     kinds={"pytorch", "parquet"},
     pool="gpu",
-    description="Our encoder, its ablations (no ImageAlign, no edge features), GraphSAGE with and without "
-                "ImageAlign, popularity and TF-IDF baselines and the inductive case, all on the same held-out links.",
+    description="The persona_encoder checkpoint against its ablations (no ImageAlign, no edge features), GraphSAGE "
+                "with and without ImageAlign, popularity and TF-IDF, and the inductive case, all on the same held-out "
+                "links; every metric with a bootstrap interval over users, every row with a paired difference "
+                "against ours. Finished variants are kept, so a killed run resumes.",
 )
 def encoder_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, lake: ZippLake,
                        image_encoder: ImageEncoderResource):
     settings = lake.settings
     encoder_name = image_encoder.encoder_name
-    data = load_graph_data(settings.lake_dir, encoder_name)
-    base = config.train_config()
+    require_device(config.device, needs_dgl=True)
+    checkpoint = load_encoder(latest_checkpoint(settings.models_dir))
+    version = data_version(settings.lake_dir, encoder_name)
+    check_data_version(checkpoint, version, "error")  # "ours" must be scored on the data it was trained on
+    training = checkpoint.config["training"]
+    base = TrainConfig(**(training | {"fanouts": tuple(training["fanouts"]), "device": config.device}))
+    data = load_graph_data(settings.lake_dir, encoder_name, normalization=checkpoint.normalization)
     table = lake_io.read_table(settings.lake_dir, IMAGE_EMBEDDINGS, [{"encoder": encoder_slug(encoder_name)}])
     image_embeddings = dict(zip(table["url_key"].to_pylist(), np.stack(table["embedding"].to_numpy(zero_copy_only=False))))
     truth = load_planted_truth(settings.truth_dir, settings.lake_dir, pseudonym_key(settings.profile))
-    rows = evaluate_all(data, base, image_embeddings, truth, config.inductive_fraction, progress=context.log.info)
+    work_dir = settings.models_dir / "encoder_evaluation" / ".work" / f"{checkpoint.folder.name}-{config.inductive_fraction}"
+    rows = evaluate_all(data, base, checkpoint.model.to(config.device), image_embeddings, truth, config.inductive_fraction,
+                        progress=context.log.info, work_dir=work_dir)
     columns = sorted({k for r in rows for k in r}, key=lambda k: (k != "model", k))
     with lake_io.atomic_partition(settings.lake_dir, "encoder_evaluation") as folder:
         lake_io.write_table(folder, pa.table({c: [r.get(c) for r in rows] for c in columns}))
-    shown = ["model", "posting_accuracy", "paper_posting_accuracy", "recall_at_10", "mrr", "visual_recall@1",
-             "visual_recall@10", "community_nmi", "attention_precision@3", "chance_precision@3"]
-    figure, axes = new_figure(7, 3.2)
+    figure, axes = new_figure(7, 3.4)
     names = [r["model"] for r in rows]
-    axes.barh(names, [r["posting_accuracy"] for r in rows], color=["#c44" if n == OURS else "#789" for n in names])
-    axes.set_xlim(0.5, 1.0)
-    axes.set_xlabel("posting accuracy (held-out test links)")
+    values = np.array([r["posting_accuracy"] for r in rows])
+    errors = np.array([[r["posting_accuracy"] - r["posting_accuracy_low"], r["posting_accuracy_high"] - r["posting_accuracy"]]
+                       for r in rows]).T
+    axes.barh(names, values, xerr=errors, color=["#c44" if n == OURS else "#789" for n in names], capsize=2)
+    axes.set_xlim(max(0.0, float(np.nanmin(values)) - 0.1), 1.0)
+    axes.set_xlabel("posting accuracy (exact AUC on held-out test links, 95% bootstrap interval)")
     ours = next(r for r in rows if r["model"] == OURS)
     return dg.MaterializeResult(metadata={
-        "table": dg.MetadataValue.md(markdown_table([{c: r.get(c, "") for c in shown} for r in rows], max_rows=20)),
+        "table": dg.MetadataValue.md(evaluation_markdown(rows)),
+        "checkpoint": str(checkpoint.folder),
+        "data_version": version,
         "ours_posting_accuracy": round(ours["posting_accuracy"], 4),
         "test_edges": ours["edges"],
         "planted_truth": truth is not None,

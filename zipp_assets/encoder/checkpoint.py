@@ -1,42 +1,74 @@
-"""Checkpoints under models/<name>/<version>/: weights, config, metrics and the data version."""
+"""Checkpoints under models/<name>/<version>/, self-contained like a `save_pretrained` folder.
+
+    model.safetensors      weights
+    config.json            {"model": every PersonaEncoder constructor argument,
+                            "training": the TrainConfig, "image_encoder": ..., "image_align_active": ...}
+    normalization.json     the input standardisation statistics (FeatureNormalization)
+    subreddits.json        the subreddit vocabulary in index order
+    metrics.json, data_version.json
+
+A checkpoint loads without today's graph (`load_encoder`), and embeds users of a later graph after
+its subreddit embeddings are mapped onto that graph's vocabulary by name (`encoder_for_graph`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from zipp_assets import lake
-from zipp_assets.encoder.data import GraphData
+from zipp_assets.encoder.data import FeatureNormalization
 from zipp_assets.encoder.model import PersonaEncoder
 
 MODEL_NAME = "persona_encoder"
+log = logging.getLogger(__name__)
 
 
 def data_version(lake_dir: Path, image_encoder_name: str | None) -> str:
-    """A fingerprint of the inputs: the graph tables' files and the visual encoder."""
+    """A fingerprint of the inputs: the graph tables' and visual profiles' files and the visual encoder."""
     digest = hashlib.sha256((image_encoder_name or "").encode())
-    for dataset in ("users", "subreddits", "graph_edges"):
+    for dataset in ("users", "subreddits", "graph_edges", "user_visual_profiles"):
+        if not lake.dataset_dir(lake_dir, dataset).is_dir():
+            continue
         for path in lake.parquet_files(lake_dir, dataset):
             stat = path.stat()
-            digest.update(f"{dataset}/{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            digest.update(f"{dataset}/{path.parent.name}/{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
 
 
-def save_checkpoint(models_dir: Path, model: PersonaEncoder, config: dict, metrics: dict, version_of_data: str,
-                    subreddit_names: list[str]) -> Path:
+@dataclass
+class Checkpoint:
+    folder: Path
+    model: PersonaEncoder  # with the subreddit vocabulary it was trained on
+    config: dict
+    normalization: FeatureNormalization
+    subreddit_names: list[str]
+    data_version: str
+    metrics: dict
+
+
+def save_checkpoint(models_dir: Path, model: PersonaEncoder, training_config: dict, metrics: dict, version_of_data: str,
+                    subreddit_names: list[str], normalization: FeatureNormalization, image_encoder: str | None) -> Path:
+    if len(subreddit_names) != model.config["num_subreddits"]:
+        raise ValueError(f"{len(subreddit_names)} subreddit names for a model of {model.config['num_subreddits']}")
     version = time.strftime("%Y%m%dT%H%M%S") + "-" + version_of_data[:8]
     folder = Path(models_dir) / MODEL_NAME / version
     tmp = folder.with_name(f".{folder.name}.tmp")
     tmp.mkdir(parents=True)
     save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    config = {"model": model.config, "training": training_config, "image_encoder": image_encoder,
+              "image_align_active": model.image_projection is not None}
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    (tmp / "normalization.json").write_text(json.dumps(dataclasses.asdict(normalization), indent=2))
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (tmp / "data_version.json").write_text(json.dumps({"data_version": version_of_data}, indent=2))
     # Subreddit indices follow names in sorted order and shift when subreddits are added: keep the
@@ -59,19 +91,37 @@ def latest_checkpoint(models_dir: Path) -> Path:
     return latest.parent / version
 
 
-def load_checkpoint(folder: Path, data: GraphData) -> tuple[PersonaEncoder, dict]:
-    from zipp_assets.encoder.train import TrainConfig, build_model
+def load_encoder(folder: Path) -> Checkpoint:
+    """The checkpoint as saved: nothing from the current lake is needed to rebuild it."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    if "model" not in config:
+        raise ValueError(f"{folder} predates self-contained checkpoints (no model arguments in config.json); retrain")
+    model = PersonaEncoder(**config["model"])
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    model.eval()
+    return Checkpoint(
+        folder=folder,
+        model=model,
+        config=config,
+        normalization=FeatureNormalization(**json.loads((folder / "normalization.json").read_text())),
+        subreddit_names=json.loads((folder / "subreddits.json").read_text()),
+        data_version=json.loads((folder / "data_version.json").read_text())["data_version"],
+        metrics=json.loads((folder / "metrics.json").read_text()),
+    )
 
-    config = json.loads((Path(folder) / "config.json").read_text())
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    train_config = TrainConfig(**{k: v for k, v in config.items() if k in fields} | {"fanouts": tuple(config["fanouts"])})
-    model = build_model(data, train_config)
-    state = load_file(str(Path(folder) / "model.safetensors"))
-    trained_names = json.loads((Path(folder) / "subreddits.json").read_text())
-    state["subreddit_in.weight"] = remap_subreddit_embeddings(state["subreddit_in.weight"], trained_names, data.subreddit_names)
+
+def encoder_for_graph(checkpoint: Checkpoint, subreddit_names: list[str]) -> PersonaEncoder:
+    """The checkpoint's model over another subreddit vocabulary (rows mapped by name; new ones get the mean)."""
+    if subreddit_names == checkpoint.subreddit_names:
+        return checkpoint.model
+    model = PersonaEncoder(**(checkpoint.model.config | {"num_subreddits": len(subreddit_names)}))
+    state = dict(checkpoint.model.state_dict())
+    state["subreddit_in.weight"] = remap_subreddit_embeddings(state["subreddit_in.weight"], checkpoint.subreddit_names,
+                                                              subreddit_names)
     model.load_state_dict(state)
     model.eval()
-    return model, config
+    return model
 
 
 def remap_subreddit_embeddings(weights: torch.Tensor, trained: list[str], current: list[str]) -> torch.Tensor:
@@ -79,3 +129,21 @@ def remap_subreddit_embeddings(weights: torch.Tensor, trained: list[str], curren
     position = {name: i for i, name in enumerate(trained)}
     mean = weights.mean(dim=0)
     return torch.stack([weights[position[name]] if name in position else mean for name in current])
+
+
+class DataVersionMismatch(RuntimeError):
+    pass
+
+
+def check_data_version(checkpoint: Checkpoint, current: str, on_mismatch: str = "error") -> str | None:
+    """None when the checkpoint was trained on `current`; else a message, raised (`error`) or logged (`warn`)."""
+    if on_mismatch not in ("error", "warn"):
+        raise ValueError(f"on_mismatch must be 'error' or 'warn', got {on_mismatch!r}")
+    if checkpoint.data_version == current:
+        return None
+    message = (f"checkpoint {checkpoint.folder.name} was trained on data version {checkpoint.data_version}, but the "
+               f"lake is now at {current}: its embeddings of users whose edges changed come from the inductive path")
+    if on_mismatch == "error":
+        raise DataVersionMismatch(message + " (retrain persona_encoder, or set on_data_version_mismatch='warn')")
+    log.warning(message)
+    return message

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dgl
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
 from zipp_assets import lake
@@ -35,10 +36,17 @@ class GraphData:
     has_profile: torch.Tensor  # bool [U]
     heldout_images: dict[int, list[str]]
     subreddit_names: list[str] = dataclasses.field(default_factory=list)  # in index order
+    normalization: FeatureNormalization | None = None
 
     @property
     def edge_feature_dim(self) -> int:
         return self.edge_features["train"].shape[1]
+
+    def training_memberships(self) -> torch.Tensor:
+        """Sorted keys user * S + subreddit of the training links: membership tests by binary search,
+        without a dense users x subreddits matrix."""
+        pairs = self.edges["train"]
+        return torch.sort(pairs[:, 0] * self.num_subreddits + pairs[:, 1]).values
 
     def message_graph(self, exclude_users: torch.Tensor | None = None) -> dgl.DGLHeteroGraph:
         """Training edges in both directions, optionally without some users' edges (inductive tests)."""
@@ -60,35 +68,77 @@ def build_heterograph(pairs: torch.Tensor, features: torch.Tensor, num_users: in
     return graph
 
 
-def _standardize(matrix: np.ndarray) -> np.ndarray:
-    mean, std = matrix.mean(axis=0), matrix.std(axis=0)
-    return ((matrix - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+@dataclass
+class FeatureNormalization:
+    """Means and standard deviations the encoder's inputs were standardised with. Saved with a
+    checkpoint, so users embedded later go through the same transform as at training time."""
+
+    user_mean: list[float]
+    user_std: list[float]
+    edge_mean: list[float]
+    edge_std: list[float]
+
+    @staticmethod
+    def fit(user_matrix: np.ndarray, edge_matrix: np.ndarray) -> FeatureNormalization:
+        def stats(matrix: np.ndarray) -> tuple[list[float], list[float]]:
+            mean = matrix.mean(axis=0) if len(matrix) else np.zeros(matrix.shape[1])
+            std = matrix.std(axis=0) if len(matrix) else np.ones(matrix.shape[1])
+            return mean.tolist(), np.where(std > 0, std, 1.0).tolist()
+
+        return FeatureNormalization(*stats(user_matrix), *stats(edge_matrix))
+
+    @staticmethod
+    def apply(matrix: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
+        if matrix.shape[1] != len(mean):
+            raise ValueError(f"{matrix.shape[1]} features but normalisation statistics for {len(mean)}")
+        return ((matrix - np.asarray(mean)) / np.asarray(std)).astype(np.float32)
 
 
-def load_graph_data(lake_dir: Path, image_encoder_name: str | None) -> GraphData:
-    users = lake.read_table(lake_dir, "users").to_pydict()
-    num_users = len(users["user_index"])
-    subreddit_names = lake.read_table(lake_dir, "subreddits", columns=["subreddit"])["subreddit"].to_pylist()
-    num_subreddits = len(subreddit_names)
-    edges_table = lake.read_table(lake_dir, "graph_edges")
-    split = np.asarray(edges_table["split"].to_pylist())
-    pairs = np.stack([edges_table["user_index"].to_numpy(), edges_table["subreddit_index"].to_numpy()], axis=1)
-    features = _standardize(np.stack([edges_table[c].to_numpy() for c in EDGE_FEATURES], axis=1).astype(np.float32))
-    edges = {s: torch.from_numpy(pairs[split == s].astype(np.int64)) for s in ("train", "val", "test")}
-    edge_features = {s: torch.from_numpy(features[split == s]) for s in ("train", "val", "test")}
-    train_degree = np.bincount(pairs[split == "train"][:, 0], minlength=num_users)
-    score = np.asarray(users["score_sum"], dtype=np.float64)
-    user_matrix = np.stack(
+def user_activity_features(pairs: np.ndarray, edges_table, train: np.ndarray, num_users: int) -> np.ndarray:
+    """[U, len(USER_FEATURES)] from training edges only: a held-out link's comments, posts and score
+    must not reach the model through its input features either."""
+    users = pairs[train, 0]
+
+    def per_user(column: str) -> np.ndarray:
+        return np.bincount(users, weights=edges_table[column].to_numpy()[train].astype(np.float64), minlength=num_users)
+
+    score = per_user("score_sum")
+    # Distinct active months over training links only are not in graph_edges; the busiest training
+    # link's month count is the nearest lower bound it holds.
+    months = np.zeros(num_users)
+    np.maximum.at(months, users, edges_table["active_months"].to_numpy()[train].astype(np.float64))
+    return np.stack(
         [
-            np.log1p(np.asarray(users["comment_count"], dtype=np.float64)),
-            np.log1p(np.asarray(users["submission_count"], dtype=np.float64)),
-            np.log1p(train_degree),
-            np.asarray(users["active_months"], dtype=np.float64),
+            np.log1p(per_user("comment_count")),
+            np.log1p(per_user("submission_count")),
+            np.log1p(np.bincount(users, minlength=num_users)),
+            months,
             np.sign(score) * np.log1p(np.abs(score)),
         ],
         axis=1,
     )
-    subreddit_degree = np.bincount(pairs[split == "train"][:, 1], minlength=num_subreddits)
+
+
+def load_graph_data(lake_dir: Path, image_encoder_name: str | None,
+                    normalization: FeatureNormalization | None = None) -> GraphData:
+    """The graph tables as tensors. `normalization` (from a checkpoint) standardises the inputs as at
+    training time; without it, statistics are fitted on this graph's training edges."""
+    num_users = lake.read_table(lake_dir, "users", columns=["user_index"]).num_rows
+    subreddit_names = lake.read_table(lake_dir, "subreddits", columns=["subreddit"])["subreddit"].to_pylist()
+    num_subreddits = len(subreddit_names)
+    edges_table = lake.read_table(lake_dir, "graph_edges")
+    split = edges_table["split"]
+    masks = {s: pc.equal(split, s).to_numpy(zero_copy_only=False) for s in ("train", "val", "test")}
+    train = masks["train"]
+    pairs = np.stack([edges_table["user_index"].to_numpy(), edges_table["subreddit_index"].to_numpy()], axis=1)
+    edge_matrix = np.stack([edges_table[c].to_numpy() for c in EDGE_FEATURES], axis=1).astype(np.float64)
+    user_matrix = user_activity_features(pairs, edges_table, train, num_users)
+    if normalization is None:
+        normalization = FeatureNormalization.fit(user_matrix, edge_matrix[train])
+    features = FeatureNormalization.apply(edge_matrix, normalization.edge_mean, normalization.edge_std)
+    edges = {s: torch.from_numpy(pairs[m].astype(np.int64)) for s, m in masks.items()}
+    edge_features = {s: torch.from_numpy(features[m]) for s, m in masks.items()}
+    subreddit_degree = np.bincount(pairs[train][:, 1], minlength=num_subreddits)
     profiles = torch.zeros((num_users, 1))
     has_profile = torch.zeros(num_users, dtype=torch.bool)
     heldout: dict[int, list[str]] = {}
@@ -100,12 +150,12 @@ def load_graph_data(lake_dir: Path, image_encoder_name: str | None) -> GraphData
             matrix = np.stack(table["profile"].to_numpy(zero_copy_only=False)).astype(np.float32)
             profiles = torch.zeros((num_users, matrix.shape[1]))
             profiles[index] = torch.from_numpy(matrix)
-            has_profile[index] = True
+            has_profile[index] = torch.from_numpy(table["n_train_images"].to_numpy() > 0)
             heldout = {int(u): keys for u, keys in zip(index.tolist(), table["heldout_url_keys"].to_pylist()) if keys}
     return GraphData(
         num_users=num_users,
         num_subreddits=num_subreddits,
-        user_features=torch.from_numpy(_standardize(user_matrix)),
+        user_features=torch.from_numpy(FeatureNormalization.apply(user_matrix, normalization.user_mean, normalization.user_std)),
         subreddit_degree=torch.from_numpy(subreddit_degree.astype(np.float32)),
         edges=edges,
         edge_features=edge_features,
@@ -113,4 +163,5 @@ def load_graph_data(lake_dir: Path, image_encoder_name: str | None) -> GraphData
         has_profile=has_profile,
         heldout_images=heldout,
         subreddit_names=subreddit_names,
+        normalization=normalization,
     )

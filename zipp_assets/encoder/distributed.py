@@ -28,7 +28,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, data: GraphData, config: TrainConfig, out_dir: str) -> None:
+def _worker(rank: int, world_size: int, port: int, data: GraphData, config: TrainConfig, out_dir: str,
+            resume_dir: Path | None, fingerprint: str) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     backend = "nccl" if config.device.startswith("cuda") else "gloo"
@@ -38,7 +39,8 @@ def _worker(rank: int, world_size: int, port: int, data: GraphData, config: Trai
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     dist.init_process_group(backend, rank=rank, world_size=world_size)
     try:
-        result = train(data, config, progress=print if rank == 0 else (lambda _m: None), rank=rank, world_size=world_size)
+        result = train(data, config, progress=print if rank == 0 else (lambda _m: None), rank=rank, world_size=world_size,
+                       resume_dir=resume_dir, fingerprint=fingerprint)
         if rank == 0:
             torch.save(result.model.state_dict(), Path(out_dir) / "model.pt")
             (Path(out_dir) / "result.json").write_text(json.dumps({
@@ -51,13 +53,14 @@ def _worker(rank: int, world_size: int, port: int, data: GraphData, config: Trai
         dist.destroy_process_group()
 
 
-def train_distributed(data: GraphData, config: TrainConfig, world_size: int) -> TrainResult:
+def train_distributed(data: GraphData, config: TrainConfig, world_size: int, resume_dir: Path | None = None,
+                      fingerprint: str = "") -> TrainResult:
     if world_size < 2:
-        return train(data, config)
+        return train(data, config, resume_dir=resume_dir, fingerprint=fingerprint)
     if config.device.startswith("cuda") and torch.cuda.device_count() < world_size:
         raise RuntimeError(f"{world_size} processes need {world_size} GPUs; {torch.cuda.device_count()} visible")
     with tempfile.TemporaryDirectory(prefix="zipp-ddp-") as out_dir:
-        mp.spawn(_worker, args=(world_size, _free_port(), data, config, out_dir), nprocs=world_size, join=True)
+        mp.spawn(_worker, args=(world_size, _free_port(), data, config, out_dir, resume_dir, fingerprint), nprocs=world_size, join=True)
         summary = json.loads((Path(out_dir) / "result.json").read_text())
         model = build_model(data, config)
         model.load_state_dict(torch.load(Path(out_dir) / "model.pt", weights_only=True))

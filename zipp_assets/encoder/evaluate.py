@@ -1,7 +1,8 @@
 """Scoring encoders and baselines on the stored held-out links, plus planted-truth agreement.
 
-Every model and baseline is scored on the same test edges from `graph_edges`, against the same
-random non-member subreddits (seeded), so rows of the evaluation table compare like with like.
+Every model and baseline is scored on the same test edges from `graph_edges`, each against every
+subreddit its user has no link with, so rows of the evaluation table compare like with like; as
+OGB's evaluators do, scores are computed blockwise and no users x subreddits matrix is ever built.
 """
 
 from __future__ import annotations
@@ -10,47 +11,97 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
 from zipp_assets.encoder.data import GraphData
+from zipp_assets.stats import NAN_INTERVAL, Interval, bootstrap_mean, bootstrap_statistic
 
 ScoreFunction = Callable[[torch.Tensor], torch.Tensor]  # user indices [n] -> scores [n, S]
 
 
+class KnownLinks:
+    """Every known (user, subreddit) link of all splits, as CSR rows per user: the candidates a
+    held-out link is ranked against are the subreddits outside these rows (OGB's filtered setting)."""
+
+    def __init__(self, data: GraphData):
+        pairs = torch.cat([data.edges[split] for split in ("train", "val", "test")])
+        order = torch.argsort(pairs[:, 0] * data.num_subreddits + pairs[:, 1])
+        self.indices = pairs[order, 1]
+        counts = torch.bincount(pairs[:, 0], minlength=data.num_users)
+        self.indptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
+        self.num_subreddits = data.num_subreddits
+
+    def mask(self, users: torch.Tensor) -> torch.Tensor:
+        """bool [len(users), S]: True where the user has a link (any split)."""
+        starts, counts = self.indptr[users], self.indptr[users + 1] - self.indptr[users]
+        total = int(counts.sum())
+        rows = torch.repeat_interleave(torch.arange(len(users)), counts)
+        offsets = torch.arange(total) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        mask = torch.zeros((len(users), self.num_subreddits), dtype=torch.bool)
+        mask[rows, self.indices[torch.repeat_interleave(starts, counts) + offsets]] = True
+        return mask
+
+
 @dataclass
-class LinkMetrics:
-    posting_accuracy: float
-    recall_at_10: float
-    mrr: float
-    edges: int
+class LinkScores:
+    """Per held-out link, scored against every subreddit the user has no link with.
+
+    auc: the share of those non-members scored below the link, ties counting half (the paper's
+    posting accuracy, exactly, not against one random negative). recall_at_10 and reciprocal_rank:
+    their expected values when tied candidates are ordered at random (a tie counts half in
+    expectation). A model is summarised per user (mean over the user's links), then over users.
+    """
+
+    users: np.ndarray
+    auc: np.ndarray
+    recall_at_10: np.ndarray
+    reciprocal_rank: np.ndarray
+
+    METRICS = ("auc", "recall_at_10", "reciprocal_rank")
+
+    @property
+    def edges(self) -> int:
+        return len(self.users)
+
+    def per_user(self, metric: str) -> dict[int, float]:
+        values = getattr(self, metric)
+        if len(values) == 0:
+            return {}
+        users, inverse = np.unique(self.users, return_inverse=True)
+        means = np.bincount(inverse, weights=values) / np.bincount(inverse)
+        return dict(zip(users.tolist(), means.tolist()))
+
+    def intervals(self, seed: int = 0) -> dict[str, Interval]:
+        names = {"auc": "posting_accuracy", "recall_at_10": "recall_at_10", "reciprocal_rank": "mrr"}
+        return {names[m]: bootstrap_mean(np.array(list(self.per_user(m).values())), seed=seed) for m in self.METRICS}
 
 
-def link_metrics(score: ScoreFunction, data: GraphData, pairs: torch.Tensor, seed: int = 0, chunk: int = 2048) -> LinkMetrics:
-    """Posting accuracy (vs a random non-member), recall@10 and MRR among non-training subreddits."""
-    if len(pairs) == 0:
-        return LinkMetrics(float("nan"), float("nan"), float("nan"), 0)
-    known = torch.zeros((data.num_users, data.num_subreddits), dtype=torch.bool)
-    for split in ("train", "val", "test"):
-        known[data.edges[split][:, 0], data.edges[split][:, 1]] = True
-    generator = torch.Generator().manual_seed(seed)
-    wins, ranks = [], []
+def link_scores(score: ScoreFunction, data: GraphData, pairs: torch.Tensor, known: KnownLinks | None = None,
+                chunk: int = 1024) -> LinkScores:
+    """Score held-out `pairs` [E, 2] blockwise: `chunk` links at a time against all S subreddits,
+    so memory is chunk x S whatever the number of users (no users x subreddits matrix)."""
+    known = known or KnownLinks(data)
+    out: dict[str, list[torch.Tensor]] = {"auc": [], "recall_at_10": [], "reciprocal_rank": []}
     for start in range(0, len(pairs), chunk):
         batch = pairs[start : start + chunk]
         users, positives = batch[:, 0], batch[:, 1]
         scores = score(users).float()
-        positive_scores = scores.gather(1, positives[:, None])
-        # A random subreddit the user never interacted with, per edge.
-        candidates = (~known[users]).float() + 1e-9
-        negatives = torch.multinomial(candidates, 1, generator=generator)
-        negative_scores = scores.gather(1, negatives)
-        wins.append((positive_scores > negative_scores).float() + 0.5 * (positive_scores == negative_scores).float())
-        # Rank among subreddits that are not already known links of the user (the positive itself stays).
-        masked = scores.masked_fill(known[users], float("-inf"))
-        masked.scatter_(1, positives[:, None], positive_scores)
-        ranks.append(1 + (masked > positive_scores).sum(1))
-    wins_t, ranks_t = torch.cat(wins).squeeze(1), torch.cat(ranks).float()
-    return LinkMetrics(float(wins_t.mean()), float((ranks_t <= 10).float().mean()), float((1 / ranks_t).mean()), len(pairs))
+        positive = scores.gather(1, positives[:, None])
+        candidate = ~known.mask(users)  # the positive itself is a known link, so never its own rival
+        greater = ((scores > positive) & candidate).sum(1).double()
+        equal = ((scores == positive) & candidate).sum(1).double()
+        negatives = candidate.sum(1).double().clamp(min=1)
+        out["auc"].append((negatives - greater - 0.5 * equal) / negatives)
+        out["recall_at_10"].append(((10 - greater) / (equal + 1)).clamp(0, 1))
+        # E[1 / rank] with the positive placed uniformly among its ties: (H(g+e+1) - H(g)) / (e+1).
+        out["reciprocal_rank"].append((torch.digamma(greater + equal + 2) - torch.digamma(greater + 1)) / (equal + 1))
+    empty = np.zeros(0)
+    return LinkScores(
+        users=pairs[:, 0].numpy().copy(),
+        **{k: torch.cat(v).numpy() if v else empty for k, v in out.items()},
+    )
 
 
 def embedding_scorer(users: torch.Tensor, subreddits: torch.Tensor) -> ScoreFunction:
@@ -63,31 +114,63 @@ def popularity_scorer(data: GraphData) -> ScoreFunction:
     return lambda idx: degree.expand(len(idx), -1)
 
 
-def tfidf_scorer(data: GraphData) -> ScoreFunction:
-    """Item-based TF-IDF: subreddits as TF-IDF vectors over users; a user scores a subreddit by its
-    similarity to the subreddits the user is in."""
-    train = data.edges["train"]
-    matrix = torch.zeros((data.num_users, data.num_subreddits))
-    matrix[train[:, 0], train[:, 1]] = 1.0
-    idf = torch.log((1 + data.num_subreddits) / (1 + matrix.sum(1, keepdim=True))) + 1  # users active everywhere weigh less
-    subreddit_vectors = F.normalize((matrix * idf).T, dim=-1)  # [S, U]
-    similarity = subreddit_vectors @ subreddit_vectors.T  # [S, S]
-    return lambda idx: matrix[idx] @ similarity
+def tfidf_scorer(data: GraphData, exclude_users: torch.Tensor | None = None, neighbours: int = 256,
+                 dense_up_to: int = 10_000) -> ScoreFunction:
+    """Item-based TF-IDF: subreddits as TF-IDF vectors over users (users active everywhere weigh
+    less); a user scores a subreddit by its similarity to the subreddits the user is in.
+
+    Sparse throughout. The subreddit x subreddit similarity is kept dense up to `dense_up_to`
+    subreddits, above that as each subreddit's `neighbours` most similar (item-kNN's usual pruning).
+    With `exclude_users`, their links do not shape the similarity (the inductive comparison), but
+    they are still scored from their own training links, as any new user would be.
+    """
+    train = data.edges["train"].numpy()
+    ones = np.ones(len(train), dtype=np.float32)
+    user_rows = sp.csr_matrix((ones, (train[:, 0], train[:, 1])), shape=(data.num_users, data.num_subreddits))
+    fit = train if exclude_users is None else train[~np.isin(train[:, 0], exclude_users.numpy())]
+    matrix = sp.csr_matrix((np.ones(len(fit), np.float32), (fit[:, 0], fit[:, 1])),
+                           shape=(data.num_users, data.num_subreddits))
+    degree = np.asarray(matrix.sum(axis=1)).ravel()
+    idf = (np.log((1 + data.num_subreddits) / (1 + degree)) + 1).astype(np.float32)
+    vectors = sp.csr_matrix(matrix.multiply(idf[:, None]).T)  # [S, U]
+    norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
+    vectors = sp.diags(1 / np.where(norms > 0, norms, 1)).dot(vectors).tocsr()
+    if data.num_subreddits <= dense_up_to:
+        similarity = torch.from_numpy(np.asarray((vectors @ vectors.T).todense(), dtype=np.float32))
+        return lambda idx: torch.from_numpy(np.asarray(user_rows[idx.numpy()].todense(), dtype=np.float32)) @ similarity
+    rows, cols, values = [], [], []
+    for start in range(0, data.num_subreddits, 1024):
+        block = np.asarray((vectors[start : start + 1024] @ vectors.T).todense(), dtype=np.float32)
+        keep = min(neighbours, block.shape[1])
+        top = np.argpartition(-block, keep - 1, axis=1)[:, :keep]
+        rows.append(np.repeat(np.arange(start, start + len(block)), keep))
+        cols.append(top.ravel())
+        values.append(np.take_along_axis(block, top, axis=1).ravel())
+    pruned = sp.csr_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+                           shape=(data.num_subreddits, data.num_subreddits))
+    return lambda idx: torch.from_numpy(np.asarray((user_rows[idx.numpy()] @ pruned).todense(), dtype=np.float32))
 
 
-def visual_retrieval(projected_users: torch.Tensor, data: GraphData, heldout_embeddings: dict[int, np.ndarray],
-                     ks: tuple[int, ...] = (1, 10)) -> dict[str, float]:
-    """Each user's projected embedding queries the mean of every user's held-out images; recall@k
-    is how often its own held-out images rank in the top k."""
-    users = sorted(heldout_embeddings)
+def visual_retrieval(projected_users: torch.Tensor, heldout_embeddings: dict[int, np.ndarray],
+                     ks: tuple[int, ...] = (1, 10), max_users: int = 20_000, seed: int = 0,
+                     chunk: int = 2048) -> dict[str, dict[int, float]]:
+    """Each user's projected embedding queries the mean of every user's held-out images; a hit at k
+    is its own held-out images ranking in the top k. Per user, over at most `max_users` users (a
+    seeded sample: the gallery is every sampled user, so cost grows with its square)."""
+    users = np.array(sorted(heldout_embeddings))
+    if len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
     if len(users) < 2:
-        return {f"visual_recall@{k}": float("nan") for k in ks}
+        return {f"visual_recall@{k}": {} for k in ks}
     gallery = F.normalize(torch.from_numpy(np.stack([heldout_embeddings[u] for u in users])).float(), dim=-1)
-    queries = F.normalize(projected_users[torch.tensor(users)], dim=-1)
-    scores = queries @ gallery.T
-    own = scores.diagonal()[:, None]
-    ranks = 1 + (scores > own).sum(1)
-    return {f"visual_recall@{k}": float((ranks <= k).float().mean()) for k in ks} | {"visual_users": len(users)}
+    queries = F.normalize(projected_users[torch.from_numpy(users)].float(), dim=-1)
+    ranks = []
+    for start in range(0, len(users), chunk):
+        scores = queries[start : start + chunk] @ gallery.T
+        own = scores[torch.arange(len(scores)), torch.arange(start, start + len(scores))][:, None]
+        ranks.append(1 + (scores > own).sum(1))
+    rank = torch.cat(ranks).numpy()
+    return {f"visual_recall@{k}": dict(zip(users.tolist(), (rank <= k).astype(float).tolist())) for k in ks}
 
 
 def ridge_projection(features: torch.Tensor, data: GraphData, alpha: float = 1.0) -> torch.Tensor:
@@ -101,31 +184,32 @@ def ridge_projection(features: torch.Tensor, data: GraphData, alpha: float = 1.0
     return ((features.double() - x_mean) @ weights + y_mean).float()
 
 
-def community_nmi(user_embeddings: torch.Tensor, labels: dict[int, int], seed: int = 0) -> float:
-    """NMI between k-means clusters of user embeddings and planted primary communities."""
+def community_nmi(user_embeddings: torch.Tensor, labels: dict[int, int], seed: int = 0) -> Interval:
+    """NMI between k-means clusters of user embeddings and planted primary communities; the interval
+    resamples users with the clustering held fixed."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score
 
     users = sorted(labels)
     if len(users) < 10:
-        return float("nan")
+        return NAN_INTERVAL
     x = F.normalize(user_embeddings[torch.tensor(users)], dim=-1).numpy()
     y = np.array([labels[u] for u in users])
     clusters = KMeans(n_clusters=len(set(y)), n_init=4, random_state=seed).fit_predict(x)
-    return float(normalized_mutual_info_score(y, clusters))
+    low, high = bootstrap_statistic(len(users), lambda i: normalized_mutual_info_score(y[i], clusters[i]), seed=seed)
+    return Interval(float(normalized_mutual_info_score(y, clusters)), low, high, len(users))
 
 
 def attention_precision(top_subreddits: dict[int, list[int]], community_subreddits: dict[int, set[int]],
-                        train_subreddits: dict[int, list[int]], k: int = 3) -> dict[str, float]:
-    """How often the k most-attended subreddits of a user lie in its planted communities, against the
-    share of all its training subreddits that do (what attention would score by chance)."""
-    hits, chance = [], []
+                        train_subreddits: dict[int, list[int]], k: int = 3) -> tuple[dict[int, float], dict[int, float]]:
+    """Per user: the share of its k most-attended subreddits that lie in its planted communities,
+    and the share of all its training subreddits that do (what attention would score by chance)."""
+    hits, chance = {}, {}
     for user, ranked in top_subreddits.items():
         planted = community_subreddits.get(user)
         mine = train_subreddits.get(user, [])
         if not planted or len(mine) <= k:
             continue
-        hits.append(np.mean([s in planted for s in ranked[:k]]))
-        chance.append(np.mean([s in planted for s in mine]))
-    return {f"attention_precision@{k}": float(np.mean(hits)) if hits else float("nan"),
-            f"chance_precision@{k}": float(np.mean(chance)) if chance else float("nan"), "attention_users": len(hits)}
+        hits[user] = float(np.mean([s in planted for s in ranked[:k]]))
+        chance[user] = float(np.mean([s in planted for s in mine]))
+    return hits, chance

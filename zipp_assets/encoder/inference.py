@@ -1,18 +1,111 @@
-"""Embeddings and attention for every user, written to the lake."""
+"""Embeddings and attention for every user, written to the lake.
+
+`embed_users_to_lake` is the path that scales: the last layer's output goes to the lake chunk by
+chunk, and between layers the users' hidden states live in a memory-mapped scratch file, so
+memory does not grow with the number of users beyond the graph itself.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import dgl
 import numpy as np
 import pyarrow as pa
 import torch
+import torch.nn.functional as F
 
 from zipp_assets import lake
-from zipp_assets.encoder.data import REVERSE
+from zipp_assets.encoder.data import REVERSE, GraphData
+from zipp_assets.encoder.model import PersonaEncoder
+from zipp_assets.encoder.train import input_rows, layer_chunks
 
 EMBEDDINGS = "user_embeddings"
 TOP_SUBREDDITS = "user_top_subreddits"
+TOP_SCHEMA = pa.schema([("user_index", pa.int64()), ("user_id", pa.string()), ("rank", pa.int32()),
+                        ("subreddit_index", pa.int64()), ("subreddit", pa.string()), ("weight", pa.float32())])
+
+
+def _embeddings_schema(dim: int, visual_dim: int | None) -> pa.Schema:
+    fields = [("user_index", pa.int64()), ("user_id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))]
+    if visual_dim:
+        fields.append(("visual_embedding", pa.list_(pa.float32(), visual_dim)))
+    return pa.schema(fields)
+
+
+def _vectors(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.astype(np.float32).reshape(-1)), matrix.shape[1])
+
+
+def _top_rows(top: dict[str, np.ndarray], ids: pa.Array, names: pa.Array) -> pa.Table:
+    # users are indexed 0..U-1 in user_index order (and subreddits likewise), so an index is a row position
+    return pa.table({
+        "user_index": pa.array(top["user_index"], pa.int64()),
+        "user_id": ids.take(pa.array(top["user_index"])),
+        "rank": pa.array(top["rank"], pa.int32()),
+        "subreddit_index": pa.array(top["subreddit_index"], pa.int64()),
+        "subreddit": names.take(pa.array(top["subreddit_index"])),
+        "weight": pa.array(top["weight"], pa.float32()),
+    }, schema=TOP_SCHEMA)
+
+
+@torch.no_grad()
+def embed_users_to_lake(model: PersonaEncoder, graph, data: GraphData, lake_dir: Path, device: str = "cpu",
+                        batch_size: int = 4096, top_k: int = 10, scratch_dir: Path | None = None) -> dict:
+    """Every user's embedding (and ImageAlign projection) and its top-k attended subreddits, written
+    to `user_embeddings` and `user_top_subreddits` as the last layer produces them. Returns counts
+    and the top-1 attention weights (for a histogram)."""
+    model.eval()
+    graph = graph.to(device)
+    ids = lake.read_table(lake_dir, "users", columns=["user_id"])["user_id"].combine_chunks()
+    names = lake.read_table(lake_dir, "subreddits", columns=["subreddit"])["subreddit"].combine_chunks()
+    num_users, num_subreddits, hidden = graph.num_nodes("user"), graph.num_nodes("subreddit"), model.hidden
+    inputs = input_rows(model, data, device)
+    for depth, layer in enumerate(model.layers[:-1]):
+        if scratch_dir is not None:
+            users_h = np.lib.format.open_memmap(Path(scratch_dir) / f"layer{depth}_users.npy", mode="w+",
+                                                dtype=np.float32, shape=(num_users, hidden))
+        else:
+            users_h = np.zeros((num_users, hidden), np.float32)
+        subreddits_h = torch.zeros(num_subreddits, hidden, device=device)
+        for output_nodes, result, _, _ in layer_chunks(layer, graph, inputs, device, batch_size):
+            if len(output_nodes.get("user", ())):
+                users_h[output_nodes["user"].cpu().numpy()] = F.elu(result["user"]).cpu().numpy()
+            if len(output_nodes.get("subreddit", ())):
+                subreddits_h[output_nodes["subreddit"]] = F.elu(result["subreddit"])
+        inputs = (lambda users_h, subreddits_h: lambda nodes: {
+            "user": torch.from_numpy(np.ascontiguousarray(users_h[nodes["user"].cpu().numpy()])).to(device),
+            "subreddit": subreddits_h[nodes["subreddit"]],
+        })(users_h, subreddits_h)
+    visual_dim = model.config["visual_dim"] if model.image_projection is not None else None
+    schema = _embeddings_schema(hidden, visual_dim)
+    top_weights, users_written = [], 0
+    with lake.atomic_partition(lake_dir, EMBEDDINGS) as embeddings_folder, \
+            lake.atomic_partition(lake_dir, TOP_SUBREDDITS) as top_folder:
+        with lake.RotatingParquetWriter(embeddings_folder, schema) as embeddings, \
+                lake.RotatingParquetWriter(top_folder, TOP_SCHEMA) as tops:
+            for output_nodes, result, block, attention in layer_chunks(model.layers[-1], graph, inputs, device, batch_size):
+                users = output_nodes.get("user")
+                if users is None or len(users) == 0:
+                    continue
+                z = result["user"]
+                index = users.cpu().numpy()
+                columns = {"user_index": pa.array(index, pa.int64()), "user_id": ids.take(pa.array(index)),
+                           "embedding": _vectors(z.cpu().numpy())}
+                if visual_dim:
+                    columns["visual_embedding"] = _vectors(model.project_image(z).cpu().numpy())
+                embeddings.write(pa.table(columns, schema=schema))
+                users_written += len(index)
+                if attention is not None:
+                    reverse = block[REVERSE]
+                    src, dst = reverse.edges()
+                    top = rank_within_users(block.dstnodes["user"].data[dgl.NID][dst].cpu().numpy(),
+                                            block.srcnodes["subreddit"].data[dgl.NID][src].cpu().numpy(),
+                                            attention.mean(dim=1).cpu().numpy(), top_k)
+                    tops.write(_top_rows(top, ids, names))
+                    top_weights.append(top["weight"][top["rank"] == 1])
+    return {"users": users_written, "attention_rows": tops.rows_written,
+            "top_weights": np.concatenate(top_weights) if top_weights else np.zeros(0, np.float32)}
 
 
 def attention_by_user(graph, attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -21,45 +114,26 @@ def attention_by_user(graph, attention: torch.Tensor) -> tuple[torch.Tensor, tor
     return users, subreddits, attention.mean(dim=1)
 
 
+def top_k_attention(graph, attention: torch.Tensor, k: int) -> dict[str, np.ndarray]:
+    """Each user's k most-attended subreddits (rank 1 = highest), vectorised: one sort over all edges."""
+    return rank_within_users(*(t.numpy() for t in attention_by_user(graph, attention)), k)
+
+
+def rank_within_users(users: np.ndarray, subreddits: np.ndarray, weights: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    order = np.lexsort((-weights, users))  # by user, then by weight, highest first
+    users, subreddits, weights = users[order], subreddits[order], weights[order]
+    group_start = np.r_[0, np.flatnonzero(np.diff(users)) + 1] if len(users) else np.zeros(0, np.int64)
+    first = np.repeat(group_start, np.diff(np.r_[group_start, len(users)]))
+    rank = np.arange(len(users)) - first + 1
+    keep = rank <= k
+    return {"user_index": users[keep], "subreddit_index": subreddits[keep], "weight": weights[keep],
+            "rank": rank[keep]}
+
+
 def top_k_subreddits(graph, attention: torch.Tensor, k: int) -> dict[int, list[tuple[int, float]]]:
-    users, subreddits, weights = attention_by_user(graph, attention)
-    order = np.lexsort((-weights.numpy(), users.numpy()))  # by user, then by weight, highest first
+    """The same as a dict user -> [(subreddit, weight), ...] (for evaluation on small graphs)."""
+    top = top_k_attention(graph, attention, k)
     ranked: dict[int, list[tuple[int, float]]] = {}
-    for u, s, w in zip(users.numpy()[order].tolist(), subreddits.numpy()[order].tolist(), weights.numpy()[order].tolist()):
-        bucket = ranked.setdefault(u, [])
-        if len(bucket) < k:
-            bucket.append((s, w))
+    for u, s, w in zip(top["user_index"].tolist(), top["subreddit_index"].tolist(), top["weight"].tolist()):
+        ranked.setdefault(u, []).append((s, w))
     return ranked
-
-
-def write_user_outputs(lake_dir: Path, user_embeddings: torch.Tensor, projected: torch.Tensor | None,
-                       top: dict[int, list[tuple[int, float]]]) -> dict[str, int]:
-    users = lake.read_table(lake_dir, "users", columns=["user_index", "user_id"])
-    subreddit_names = lake.read_table(lake_dir, "subreddits", columns=["subreddit"])["subreddit"].to_pylist()
-    dim = user_embeddings.shape[1]
-    columns = {
-        "user_index": users["user_index"],
-        "user_id": users["user_id"],
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(user_embeddings.numpy().astype(np.float32).reshape(-1)), dim),
-    }
-    if projected is not None:
-        columns["visual_embedding"] = pa.FixedSizeListArray.from_arrays(
-            pa.array(projected.numpy().astype(np.float32).reshape(-1)), projected.shape[1]
-        )
-    with lake.atomic_partition(lake_dir, EMBEDDINGS) as folder:
-        lake.write_table(folder, pa.table(columns))
-    ids = users["user_id"].to_pylist()
-    rows = {"user_index": [], "user_id": [], "rank": [], "subreddit_index": [], "subreddit": [], "weight": []}
-    for user, ranked in sorted(top.items()):
-        for rank, (subreddit, weight) in enumerate(ranked, start=1):
-            rows["user_index"].append(user)
-            rows["user_id"].append(ids[user])
-            rows["rank"].append(rank)
-            rows["subreddit_index"].append(subreddit)
-            rows["subreddit"].append(subreddit_names[subreddit])
-            rows["weight"].append(weight)
-    schema = pa.schema([("user_index", pa.int64()), ("user_id", pa.string()), ("rank", pa.int32()),
-                        ("subreddit_index", pa.int64()), ("subreddit", pa.string()), ("weight", pa.float32())])
-    with lake.atomic_partition(lake_dir, TOP_SUBREDDITS) as folder:
-        lake.write_table(folder, pa.table(rows, schema=schema), schema)
-    return {"users": users.num_rows, "attention_rows": len(rows["user_index"])}

@@ -94,6 +94,11 @@ class PersonaEncoder(nn.Module):
                  hidden: int = 64, heads: int = 4, conv: str = "gatv2", use_edge_features: bool = True,
                  layers: int = 2, attention_dropout: float = 0.0):
         super().__init__()
+        # Every constructor argument: a checkpoint's config.json rebuilds the model from it alone.
+        self.config = {"user_feature_dim": user_feature_dim, "num_subreddits": num_subreddits, "edge_dim": edge_dim,
+                       "visual_dim": visual_dim, "hidden": hidden, "heads": heads, "conv": conv,
+                       "use_edge_features": use_edge_features, "layers": layers,
+                       "attention_dropout": attention_dropout}
         self.hidden = hidden
         self.user_in = nn.Sequential(nn.Linear(user_feature_dim, hidden), nn.ELU(), nn.Linear(hidden, hidden))
         self.subreddit_in = nn.Embedding(num_subreddits, hidden)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import dgl
 import numpy as np
@@ -14,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from dgl.dataloading import negative_sampler as dgl_negative
 
+from zipp_assets.devices import require_device
 from zipp_assets.encoder.data import FORWARD, REVERSE, GraphData
-from zipp_assets.encoder.losses import image_align, link_infonce
+from zipp_assets.encoder.losses import image_align, is_member, link_infonce
 from zipp_assets.encoder.model import PersonaEncoder
 
 log = logging.getLogger(__name__)
@@ -50,8 +54,7 @@ class TrainConfig:
             raise ValueError(f"conv must be gatv2 or sage, got {self.conv!r}")
         if len(self.fanouts) != 2:
             raise ValueError("the encoder has 2 layers: give 2 fan-outs")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"device {self.device!r} requested but CUDA is not available")
+        require_device(self.device, needs_dgl=True)  # sampling and message passing run in DGL on the device
 
 
 class PopularityNegativeSampler(dgl_negative._BaseNegativeSampler):
@@ -77,10 +80,25 @@ class TrainResult:
     best_val_posting_accuracy: float = 0.0
     seconds: float = 0.0
     seed_edges_per_second: float = 0.0
+    resumed_from_epoch: int | None = None
+
+    @property
+    def image_align_active(self) -> bool:
+        return self.model.image_projection is not None
+
+
+class NoVisualProfilesError(ValueError):
+    pass
 
 
 def build_model(data: GraphData, config: TrainConfig) -> PersonaEncoder:
-    visual_dim = data.profiles.shape[1] if config.use_image_align and bool(data.has_profile.any()) else 0
+    if config.use_image_align and not bool(data.has_profile.any()):
+        # Never train link prediction alone under the name "GAT + ImageAlign".
+        raise NoVisualProfilesError(
+            "ImageAlign was asked for (use_image_align=True) but no user has a visual profile: materialize "
+            "image_embeddings and user_visual_profiles with the configured image encoder first, or set "
+            "use_image_align=False to train link prediction only")
+    visual_dim = data.profiles.shape[1] if config.use_image_align else 0
     return PersonaEncoder(
         user_feature_dim=data.user_features.shape[1], num_subreddits=data.num_subreddits,
         edge_dim=data.edge_feature_dim, visual_dim=visual_dim, hidden=config.hidden, heads=config.heads,
@@ -113,6 +131,8 @@ class TrainingObjective(torch.nn.Module):
         self.register_buffer("user_features", data.user_features, persistent=False)
         self.register_buffer("profiles", data.profiles, persistent=False)
         self.register_buffer("has_profile", data.has_profile, persistent=False)
+        self.register_buffer("memberships", data.training_memberships(), persistent=False)
+        self.num_subreddits = data.num_subreddits
 
     def forward(self, input_nodes, pos_graph, neg_graph, blocks):
         encoder, config = self.encoder, self.config
@@ -124,9 +144,11 @@ class TrainingObjective(torch.nn.Module):
         _, neg_s = neg_graph.edges(etype=FORWARD)
         k = len(neg_s) // max(len(pos_s), 1)
         subreddit_ids = pos_graph.nodes["subreddit"].data[dgl.NID]
+        user_ids = pos_graph.nodes["user"].data[dgl.NID]
         link = link_infonce(
             users[pos_u], subreddits[pos_s], subreddits[neg_s].view(len(pos_s), k, -1),
             subreddit_ids[pos_s], subreddit_ids[neg_s].view(len(pos_s), k), config.link_temperature,
+            user_ids=user_ids[pos_u], memberships=self.memberships, num_subreddits=self.num_subreddits,
         )
         align = link * 0.0
         if encoder.image_projection is not None and config.use_image_align:
@@ -151,79 +173,128 @@ def optimization_step(step: torch.nn.Module, optimizer: torch.optim.Optimizer, b
     return float(loss), float(link), float(align)
 
 
+def layer_chunks(layer, graph, inputs: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]], device: str,
+                 batch_size: int):
+    """One layer over full neighbourhoods, `batch_size` destination nodes at a time: yields
+    (output_nodes, result, block, attention or None). `inputs(input_nodes)` gives the layer's input
+    rows for the nodes a chunk reads, so the full input never has to be in memory."""
+    all_nodes = {nt: torch.arange(graph.num_nodes(nt), device=device) for nt in ("user", "subreddit")}
+    sampler = dgl.dataloading.MultiLayerFullNeighborSampler(1)
+    loader = dgl.dataloading.DataLoader(graph, all_nodes, sampler, batch_size=batch_size, shuffle=False, device=device)
+    empty = torch.zeros(0, dtype=torch.int64, device=device)
+    for input_nodes, output_nodes, blocks in loader:
+        block = blocks[0]
+        result, attention = layer(block, inputs({nt: input_nodes.get(nt, empty) for nt in all_nodes}))
+        yield output_nodes, result, block, attention
+
+
+def input_rows(model: PersonaEncoder, data: GraphData, device: str):
+    """The first layer's inputs, computed per chunk from the users' activity features."""
+    features = data.user_features.to(device)
+    return lambda nodes: model.input_features(features, nodes["user"], nodes["subreddit"])
+
+
 @torch.no_grad()
 def infer(model: PersonaEncoder, graph, data: GraphData, device: str = "cpu", batch_size: int = 4096):
     """Every node's representation, computed layer by layer over full neighbourhoods in chunks.
 
     Returns ({'user': [U, H], 'subreddit': [S, H]}, last-layer attention on the reverse edges
-    (subreddit -> user) of `graph`, [E, heads], or None for SAGE).
+    (subreddit -> user) of `graph`, [E, heads], or None for SAGE). Holds every embedding in
+    memory; `inference.embed_users_to_lake` streams the last layer to the lake instead.
     """
     model.eval()
     graph = graph.to(device)
-    all_nodes = {nt: torch.arange(graph.num_nodes(nt), device=device) for nt in ("user", "subreddit")}
-    h = model.input_features(data.user_features.to(device), all_nodes["user"], all_nodes["subreddit"])
+    inputs = input_rows(model, data, device)
     attention = None
-    sampler = dgl.dataloading.MultiLayerFullNeighborSampler(1)
     for depth, layer in enumerate(model.layers):
         last = depth == len(model.layers) - 1
-        out = {nt: torch.zeros(graph.num_nodes(nt), model.hidden, device=device) for nt in all_nodes}
+        out = {nt: torch.zeros(graph.num_nodes(nt), model.hidden, device=device) for nt in ("user", "subreddit")}
         if last and layer.conv == "gatv2":
             attention = torch.zeros(graph.num_edges(REVERSE), layer.to_user.heads, device=device)
-        loader = dgl.dataloading.DataLoader(graph, all_nodes, sampler, batch_size=batch_size, shuffle=False, device=device)
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
-        for input_nodes, output_nodes, blocks in loader:
-            block = blocks[0]
-            result, block_attention = layer(block, {nt: h[nt][input_nodes.get(nt, empty)] for nt in all_nodes})
+        for output_nodes, result, block, block_attention in layer_chunks(layer, graph, inputs, device, batch_size):
             for nt, ids in output_nodes.items():  # a batch may hold nodes of one type only
                 out[nt][ids] = result[nt]
             if attention is not None and block_attention is not None:
                 attention[block[REVERSE].edata[dgl.EID]] = block_attention
         h = out if last else {nt: F.elu(v) for nt, v in out.items()}
+        inputs = (lambda h: lambda nodes: {nt: h[nt][ids] for nt, ids in nodes.items()})(h)
     return h, attention
 
 
-def posting_accuracy(users: torch.Tensor, subreddits: torch.Tensor, pairs: torch.Tensor, member: dict[int, set[int]],
-                     num_subreddits: int, seed: int = 0) -> float:
-    """P(score of a held-out subreddit of the user > score of a random non-member subreddit), ties half."""
+def posting_accuracy(users: torch.Tensor, subreddits: torch.Tensor, pairs: torch.Tensor, member_keys: torch.Tensor,
+                     num_subreddits: int, seed: int = 0, negatives: int = 20) -> float:
+    """P(score of a held-out subreddit > score of a random non-member subreddit), ties half, with
+    `negatives` non-members per pair: the validation signal for early stopping (the evaluation
+    table uses the exact AUC over all non-members, evaluate.py). `member_keys` are the sorted
+    keys user * S + subreddit of every known link."""
     if len(pairs) == 0:
         return float("nan")
-    generator = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
     u = F.normalize(users, dim=-1)
     s = F.normalize(subreddits, dim=-1)
-    negatives = []
-    for user in pairs[:, 0].tolist():
-        while True:
-            candidate = int(generator.integers(num_subreddits))
-            if candidate not in member.get(user, ()):
-                negatives.append(candidate)
-                break
-    negatives = torch.tensor(negatives)
-    positive = (u[pairs[:, 0]] * s[pairs[:, 1]]).sum(-1)
-    negative = (u[pairs[:, 0]] * s[negatives]).sum(-1)
-    return float(((positive > negative).float() + 0.5 * (positive == negative).float()).mean())
+    rows = pairs[:, 0].repeat_interleave(negatives)
+    candidates = torch.randint(num_subreddits, (len(rows),), generator=generator)
+    for _ in range(100):  # redraw the members; a handful of rounds suffices unless a user is in almost all
+        taken = is_member(member_keys, rows, candidates, num_subreddits)
+        if not bool(taken.any()):
+            break
+        candidates[taken] = torch.randint(num_subreddits, (int(taken.sum()),), generator=generator)
+    valid = ~is_member(member_keys, rows, candidates, num_subreddits)
+    positive = (u[pairs[:, 0]] * s[pairs[:, 1]]).sum(-1).repeat_interleave(negatives)
+    negative = (u[rows] * s[candidates]).sum(-1)
+    wins = (positive > negative).float() + 0.5 * (positive == negative).float()
+    return float(wins[valid].mean()) if bool(valid.any()) else float("nan")
 
 
-def memberships(data: GraphData) -> dict[int, set[int]]:
-    member: dict[int, set[int]] = {}
-    for split in ("train", "val", "test"):
-        for user, subreddit in data.edges[split].tolist():
-            member.setdefault(user, set()).add(subreddit)
-    return member
+def known_link_keys(data: GraphData) -> torch.Tensor:
+    """Sorted keys user * S + subreddit of the links of every split."""
+    pairs = torch.cat([data.edges[split] for split in ("train", "val", "test")])
+    return torch.sort(pairs[:, 0] * data.num_subreddits + pairs[:, 1]).values
+
+
+class TrainingInterrupted(RuntimeError):
+    pass
+
+
+def _seed_epoch(config: TrainConfig, rank: int, epoch: int) -> None:
+    # Each epoch is seeded on its own, so a run resumed at epoch k draws the same batches and
+    # negatives as one that never stopped.
+    seed = (config.seed + rank) * 1_000_003 + epoch + 1
+    torch.manual_seed(config.seed * 1_000_003 + epoch + 1)  # the same on every rank: one model init
+    np.random.seed(seed % 2**32)
+    dgl.seed(seed)
+
+
+def _resume_state(resume_dir: Path | None, fingerprint: str) -> dict | None:
+    if resume_dir is None or not (Path(resume_dir) / "training_state.pt").is_file():
+        return None
+    state = torch.load(Path(resume_dir) / "training_state.pt", weights_only=True)
+    return state if state.get("fingerprint") == fingerprint else None
+
+
+def _save_state(resume_dir: Path, state: dict) -> None:
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    tmp = resume_dir / ".training_state.pt.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, resume_dir / "training_state.pt")
 
 
 def train(data: GraphData, config: TrainConfig, progress: Callable[[str], None] | None = None,
-          exclude_users: torch.Tensor | None = None, rank: int = 0, world_size: int = 1) -> TrainResult:
+          exclude_users: torch.Tensor | None = None, rank: int = 0, world_size: int = 1,
+          resume_dir: Path | None = None, fingerprint: str = "") -> TrainResult:
     """Train with neighbour sampling; keep the epoch with the best validation posting accuracy.
 
     With world_size > 1 this is one process of a torch.distributed group (see distributed.py): each
     process samples its share of the seed edges, gradients are averaged by DistributedDataParallel,
     and rank 0 validates and decides when to stop.
+
+    With `resume_dir`, the state after every epoch (weights, optimizer, best weights, history) is
+    kept there, and a run with the same `fingerprint` (config and data version) that was killed
+    carries on from its last finished epoch.
     """
     say = progress or log.info
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed + rank)
-    dgl.seed(config.seed + rank)
     device = config.device
+    _seed_epoch(config, rank, -1)
     graph = data.message_graph(exclude_users)
     model = build_model(data, config).to(device)
     objective = TrainingObjective(model, data, config).to(device)
@@ -236,13 +307,30 @@ def train(data: GraphData, config: TrainConfig, progress: Callable[[str], None] 
     optimizer = torch.optim.AdamW(objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     seeds = torch.arange(graph.num_edges(FORWARD), device=device)
     loader = edge_dataloader(graph.to(device) if device != "cpu" else graph, seeds, data, config, use_ddp=world_size > 1)
-    member = memberships(data)
+    member_keys = known_link_keys(data)
     val_pairs = data.edges["val"]
     if exclude_users is not None and len(exclude_users):
         val_pairs = val_pairs[~torch.isin(val_pairs[:, 0], exclude_users)]
     result = TrainResult(model=model, config=config)
-    best_state, stale, started, seen, train_seconds = None, 0, time.perf_counter(), 0, 0.0
-    for epoch in range(config.epochs):
+    best_state, stale, started, seen, train_seconds, first_epoch = None, 0, time.perf_counter(), 0, 0.0, 0
+    fingerprint = fingerprint or json.dumps(config_dict(config), sort_keys=True)
+    resumed = _resume_state(resume_dir, fingerprint)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        best_state, stale, first_epoch = resumed["best_model"], int(resumed["stale"]), int(resumed["epoch"]) + 1
+        result.history = json.loads(resumed["history"])
+        result.best_epoch, result.best_val_posting_accuracy = int(resumed["best_epoch"]), float(resumed["best_val"])
+        seen, train_seconds = int(resumed["seen"]), float(resumed["train_seconds"])
+        result.resumed_from_epoch = first_epoch
+        say(f"resuming after epoch {first_epoch - 1} from {resume_dir}")
+    stop = torch.zeros(1, device=device)  # broadcast over NCCL on GPUs: it must live on the device
+    if resumed is not None and bool(resumed["stopped"]):
+        stop[0] = 1
+    for epoch in range(first_epoch, config.epochs):
+        if stop[0]:
+            break
+        _seed_epoch(config, rank, epoch)
         objective.train()  # (DGL's DataLoader reshuffles each process's share on every pass)
         epoch_start = time.perf_counter()
         totals = {"loss": 0.0, "link_loss": 0.0, "align_loss": 0.0}
@@ -256,10 +344,10 @@ def train(data: GraphData, config: TrainConfig, progress: Callable[[str], None] 
             if config.max_batches_per_epoch and batches >= config.max_batches_per_epoch:
                 break
         train_seconds += time.perf_counter() - epoch_start
-        stop = torch.zeros(1)
         if rank == 0:
             z, _ = infer(model, graph, data, device)
-            accuracy = posting_accuracy(z["user"].cpu(), z["subreddit"].cpu(), val_pairs, member, data.num_subreddits, seed=config.seed)
+            accuracy = posting_accuracy(z["user"].cpu(), z["subreddit"].cpu(), val_pairs, member_keys, data.num_subreddits,
+                                        seed=config.seed)
             row = {"epoch": epoch, **{k: v / max(batches, 1) for k, v in totals.items()},
                    "val_posting_accuracy": accuracy, "seconds": round(time.perf_counter() - epoch_start, 2)}
             result.history.append(row)
@@ -275,8 +363,14 @@ def train(data: GraphData, config: TrainConfig, progress: Callable[[str], None] 
                     stop[0] = 1
         if world_size > 1:
             torch.distributed.broadcast(stop, src=0)
-        if stop[0]:
-            break
+        if rank == 0 and resume_dir is not None:
+            _save_state(Path(resume_dir), {
+                "fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "best_model": best_state, "stale": stale,
+                "history": json.dumps(result.history), "best_epoch": result.best_epoch,
+                "best_val": result.best_val_posting_accuracy, "seen": seen, "train_seconds": train_seconds,
+                "stopped": bool(stop[0]),
+            })
     if rank == 0:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started

@@ -71,7 +71,9 @@ def graph_tables(context: dg.AssetExecutionContext, config: GraphTablesConfig, l
     )
     common = {"months": f"{report.months[0]}..{report.months[-1]} ({len(report.months)})", "seconds": round(report.seconds, 3)}
     top = lake_io.read_table(settings.lake_dir, "subreddits").sort_by([("user_count", "descending")]).slice(0, 10)
-    yield dg.MaterializeResult(asset_key="users", metadata={**common, "rows": report.users, "users_filtered_out": report.users_dropped})
+    yield dg.MaterializeResult(asset_key="users", metadata={
+        **common, "rows": report.users, "users_filtered_out": report.users_dropped,
+        "author_keys_merged_into_fullname": report.aliased_keys, "ambiguous_author_keys": report.ambiguous_keys})
     yield dg.MaterializeResult(
         asset_key="subreddits",
         metadata={**common, "rows": report.subreddits, "largest": dg.MetadataValue.md(markdown_table(top.to_pylist()))},
@@ -141,7 +143,7 @@ def image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingsC
 
 @dg.asset(
     name="user_visual_profiles",
-    deps=["image_embeddings", "users"],
+    deps=["image_embeddings", "users", "subreddits", "graph_edges"],
     group_name=GROUP,
     kinds={"parquet"},
     description="Per graph user: the visual profile (renormalised mean embedding of its training images), the "

@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from zipp_assets import lake
-from zipp_assets.graph.pseudonyms import pseudonymize
+from zipp_assets.graph.user_keys import canonical_key_sql, create_pseudonym_table, create_user_aliases
 
 USERS_SCHEMA = pa.schema(
     [
@@ -85,6 +85,8 @@ class GraphReport:
     split_counts: dict[str, int]
     users_dropped: int
     seconds: float
+    aliased_keys: int = 0  # author-keyed users merged into their author_fullname
+    ambiguous_keys: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -106,25 +108,33 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
     with duckdb.connect() as con:
         con.execute(f"SET memory_limit = '{config.memory_limit}'")
         con.execute("SET preserve_insertion_order = false")
+        aliases = create_user_aliases(con, lake_dir)
+        # One person, one user: author-keyed months are mapped onto the person's author_fullname
+        # first, so months are counted as distinct months, not as rows per key.
+        canonical, join = canonical_key_sql("e.user_key")
         con.sql(
-            """
+            f"""
             CREATE TEMP TABLE pairs AS
-            SELECT user_key, subreddit, sum(comment_count)::BIGINT AS comment_count,
-                   sum(submission_count)::BIGINT AS submission_count, sum(score_sum)::BIGINT AS score_sum,
-                   min(first_utc) AS first_utc, max(last_utc) AS last_utc, count(*)::BIGINT AS active_months
-            FROM read_parquet($edges, hive_partitioning = true) GROUP BY user_key, subreddit
+            SELECT {canonical} AS user_key, e.subreddit, sum(e.comment_count)::BIGINT AS comment_count,
+                   sum(e.submission_count)::BIGINT AS submission_count, sum(e.score_sum)::BIGINT AS score_sum,
+                   min(e.first_utc) AS first_utc, max(e.last_utc) AS last_utc,
+                   count(DISTINCT e.month)::BIGINT AS active_months
+            FROM read_parquet($edges, hive_partitioning = true) e {join}
+            GROUP BY 1, e.subreddit
             """,
             params={"edges": edge_files},
         ).fetchall()
         con.sql(
-            "CREATE TEMP TABLE user_months AS SELECT user_key, count(DISTINCT month)::BIGINT AS active_months "
-            "FROM read_parquet($edges, hive_partitioning = true) GROUP BY user_key",
+            f"CREATE TEMP TABLE user_months AS SELECT {canonical} AS user_key, "
+            f"count(DISTINCT e.month)::BIGINT AS active_months "
+            f"FROM read_parquet($edges, hive_partitioning = true) e {join} GROUP BY 1",
             params={"edges": edge_files},
         ).fetchall()
         all_users = con.sql("SELECT count(DISTINCT user_key) FROM pairs").fetchall()[0][0]
+        submitter, submitter_join = canonical_key_sql("sub.user_key")
         nsfw_filter = (
-            "AND user_key NOT IN (SELECT user_key FROM read_parquet($subs) WHERE user_key IS NOT NULL "
-            "GROUP BY user_key HAVING bool_and(coalesce(over_18, false)))"
+            f"AND user_key NOT IN (SELECT {submitter} FROM read_parquet($subs) sub {submitter_join} "
+            "WHERE sub.user_key IS NOT NULL GROUP BY 1 HAVING bool_and(coalesce(sub.over_18, false)))"
             if config.exclude_nsfw_only_users
             else ""
         )
@@ -152,16 +162,13 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
                 **({"subs": submission_files} if config.exclude_nsfw_only_users else {}),
             },
         ).fetchall()
-        user_keys = [r[0] for r in con.sql("SELECT DISTINCT user_key FROM kept_pairs").fetchall()]
-        ids = pa.table({"user_key": user_keys, "user_id": pseudonymize(user_keys, key)})
-        con.register("pseudonyms", ids)
+        create_pseudonym_table(con, "SELECT DISTINCT user_key FROM kept_pairs", key, "pseudonyms")
         con.sql(
             """
             CREATE TEMP TABLE user_index AS
             SELECT user_key, user_id, (row_number() OVER (ORDER BY user_id) - 1)::BIGINT AS user_index FROM pseudonyms
             """
         ).fetchall()
-        con.unregister("pseudonyms")
         con.sql(
             """
             CREATE TEMP TABLE subreddit_index AS
@@ -237,6 +244,8 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
         split_counts=split_counts,
         users_dropped=all_users - users.num_rows,
         seconds=time.perf_counter() - started,
+        aliased_keys=aliases["aliased_keys"],
+        ambiguous_keys=aliases["ambiguous_keys"],
     )
 
 

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from zipp_assets import lake
 from zipp_assets.graph.images import ImageLoader, ImageLoadError
-from zipp_assets.graph.pseudonyms import pseudonymize
+from zipp_assets.graph.user_keys import canonical_key_sql, create_pseudonym_table, create_user_aliases
 from zipp_assets.imaging.encoders import ImageEncoder, l2_normalize
 
 EMBEDDINGS = "image_embeddings"
@@ -160,8 +160,13 @@ def build_visual_profiles(
 ) -> ProfileReport:
     """Per graph user: the renormalised mean of its training images' embeddings, and held-out images.
 
-    The held-out images (a hash bucket per user and image, so stable across runs) are kept apart for
-    evaluating visual retrieval; each user with images keeps at least one for its profile.
+    A profile is what ImageAlign trains on, so it may only use what training may see: images the
+    user posted in subreddits whose (user, subreddit) link is in the training split. An image also
+    posted in a held-out (validation or test) subreddit, or in one outside the graph, is never in
+    the profile; it joins the held-out images that score visual retrieval. Of the rest, a stable
+    hash bucket per user and image holds out `heldout_fraction` more, each user with enough images
+    keeping at least one for its profile. A user whose images all lie outside its training links
+    has no profile (n_train_images 0), only held-out images.
     """
     started = time.perf_counter()
     embed_dir = lake.partition_dir(lake_dir, EMBEDDINGS, {"encoder": encoder_slug(encoder_name)})
@@ -169,31 +174,46 @@ def build_visual_profiles(
     if not embedded:
         raise FileNotFoundError(f"no image embeddings for encoder {encoder_name!r} under {embed_dir}")
     posts = [str(f) for f in lake.parquet_files(lake_dir, "reddit_image_posts")]
+    edges = [str(f) for f in lake.parquet_files(lake_dir, "graph_edges")]
+    if not edges:
+        raise FileNotFoundError(f"no graph_edges under {lake_dir}: build the graph tables first")
     users = lake.read_table(lake_dir, "users", columns=["user_index", "user_id"])
+    subreddits = lake.read_table(lake_dir, "subreddits", columns=["subreddit_index", "subreddit"])
     with duckdb.connect() as con:
-        pairs = con.sql(
-            "SELECT DISTINCT user_key, url_key FROM read_parquet($p) WHERE NOT over_18", params={"p": posts}
-        ).to_arrow_table()
-        user_keys = pairs["user_key"].to_pylist()
-        distinct = sorted(set(user_keys))
-        pseudonym = dict(zip(distinct, pseudonymize(distinct, key)))
-        con.register("pairs", pa.table({"user_id": [pseudonym[k] for k in user_keys], "url_key": pairs["url_key"]}))
+        create_user_aliases(con, lake_dir)
+        canonical, join = canonical_key_sql("p.user_key")
+        con.sql(
+            f"CREATE TEMP TABLE posts AS SELECT DISTINCT {canonical} AS user_key, p.url_key, p.subreddit "
+            f"FROM read_parquet($p) p {join} WHERE NOT p.over_18",
+            params={"p": posts},
+        ).fetchall()
+        create_pseudonym_table(con, "SELECT DISTINCT user_key FROM posts", key, "pseudonyms")
         con.register("graph_users", users)
+        con.register("graph_subreddits", subreddits)
         rows = con.sql(
             f"""
-            WITH joined AS (
-                SELECT g.user_index, p.user_id, p.url_key, e.embedding,
-                       ('0x' || substr(md5(p.user_id || '/' || p.url_key), 1, 8))::BIGINT / 4294967296.0 AS bucket,
-                       count(*) OVER (PARTITION BY p.user_id) AS n,
-                       row_number() OVER (PARTITION BY p.user_id ORDER BY md5(p.user_id || '/' || p.url_key) DESC) AS rank
-                FROM pairs p JOIN graph_users g USING (user_id)
-                JOIN read_parquet($e) e USING (url_key)
+            WITH images AS (
+                SELECT g.user_index, ps.user_id, p.url_key,
+                       bool_and(coalesce(e.split = 'train', false)) AS trainable
+                FROM posts p JOIN pseudonyms ps USING (user_key) JOIN graph_users g USING (user_id)
+                LEFT JOIN graph_subreddits s ON s.subreddit = p.subreddit
+                LEFT JOIN read_parquet($edges) e
+                       ON e.user_index = g.user_index AND e.subreddit_index = s.subreddit_index
+                GROUP BY g.user_index, ps.user_id, p.url_key
+            ),
+            joined AS (
+                SELECT i.user_index, i.user_id, i.url_key, i.trainable, emb.embedding,
+                       ('0x' || substr(md5(i.user_id || '/' || i.url_key), 1, 8))::BIGINT / 4294967296.0 AS bucket,
+                       count(*) FILTER (WHERE i.trainable) OVER (PARTITION BY i.user_id) AS n,
+                       row_number() OVER (PARTITION BY i.user_id, i.trainable
+                                          ORDER BY md5(i.user_id || '/' || i.url_key) DESC) AS rank
+                FROM images i JOIN read_parquet($e) emb USING (url_key)
             )
             SELECT user_index, user_id, url_key, embedding,
-                   (n >= {min_images_for_heldout} AND rank > 1 AND bucket < {heldout_fraction}) AS heldout
+                   (NOT trainable OR (n >= {min_images_for_heldout} AND rank > 1 AND bucket < {heldout_fraction})) AS heldout
             FROM joined ORDER BY user_index, url_key
             """,
-            params={"e": embedded},
+            params={"e": embedded, "edges": edges},
         ).to_arrow_table()
     user_index = rows["user_index"].to_numpy()
     heldout = rows["heldout"].to_numpy(zero_copy_only=False)
@@ -212,7 +232,9 @@ def build_visual_profiles(
         out["user_id"].append(ids[u])
         out["n_train_images"].append(len(train))
         out["n_heldout_images"].append(len(held))
-        out["profile"].append(l2_normalize(vectors[train].mean(axis=0, keepdims=True))[0])
+        # No training image, no profile: a zero row that the encoder's loader treats as absent.
+        out["profile"].append(l2_normalize(vectors[train].mean(axis=0, keepdims=True))[0] if len(train)
+                              else np.zeros(dim, np.float32))
         out["heldout_url_keys"].append([url_keys[i] for i in held])
     schema = pa.schema([("user_index", pa.int64()), ("user_id", pa.string()), ("n_train_images", pa.int64()),
                         ("n_heldout_images", pa.int64()), ("profile", pa.list_(pa.float32(), dim or 1)),
@@ -223,7 +245,7 @@ def build_visual_profiles(
     with lake.atomic_partition(lake_dir, PROFILES, {"encoder": encoder_slug(encoder_name)}) as folder:
         lake.write_table(folder, table.select(schema.names), schema)
     return ProfileReport(
-        users=table.num_rows,
+        users=int(sum(1 for n in out["n_train_images"] if n)),
         users_with_heldout=int(sum(1 for n in out["n_heldout_images"] if n)),
         train_images=int(sum(out["n_train_images"])),
         heldout_images=int(sum(out["n_heldout_images"])),

@@ -14,6 +14,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from zipp_assets.devices import require_device
+
 
 class ImageEncoder(Protocol):
     name: str  # identifies architecture and weights: embeddings of different encoders never mix
@@ -70,10 +72,8 @@ class OpenClipEncoder:
     def __init__(self, model_name: str, pretrained: str | None, device: str = "cpu", batch_size: int = 64,
                  precision: str = "fp32", cache_dir: str | None = None):
         import open_clip
-        import torch
 
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+        require_device(device, needs_dgl=False)  # before any weights are read
         self.device = device
         self.batch_size = batch_size
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(

@@ -1,8 +1,61 @@
 """A synthetic Reddit in the exact format of the real dumps, with planted truth.
 
-It lets every stage be tested and demonstrated offline: taste communities with their subreddits,
-visual styles and demographic mixes; users with one to three communities and heavy-tailed
-activity; image posts whose pixels follow the poster's styles; and the dirt of real dumps.
+It lets every stage be tested and demonstrated offline. The world follows ZIPP's premise: people
+have personal, pluralistic visual taste that shows in what they post and say, and only partly in
+where they post.
+
+What is planted
+- Taste communities (12 themes, 6 subreddits each) with a visual style, demographic skews and a
+  visual-interest category; eight big generic subreddits; and small locale, profession and hobby
+  subreddits (r/london, r/nursing, r/running), outside every community.
+- Users in one to three communities, with heavy-tailed activity.
+- Each user's visual taste (hue, saturation, brightness, contrast, pattern, frequency): the mixture
+  of their communities' styles (hue as a circular mean) blended with a personal component drawn
+  independently of their communities; `personal_share` (default 0.5) says how far. Their images
+  follow that taste with per-image variation. The community part is predictable from their
+  subreddits; the personal part is not.
+- Persona attributes from small fixed lists (`traits`): age band (and an age), gender, locale,
+  profession, hobby, one of the paper's ten visual-interest categories. They are only weakly
+  visible: a minority of users join their locale/profession/hobby subreddit, communities skew
+  demographics a little, and a few percent of comments state a fact ("I work as a nurse", "Same
+  thing here in London") or an aesthetic preference in plain words from the user's taste ("muted
+  film tones", "neon at night"). Most comments stay generic. The words come from `taste_words`,
+  which nothing in the pipeline imports.
+- The dirt of real dumps: deleted authors, bots, AutoModerator, NSFW posts, string timestamps,
+  eras (early schema before 2011, author_fullname from 2018-01, Arctic Shift from 2023-04),
+  galleries, crossposts, imgur links, malformed lines, non-ASCII text.
+- Truth tables (`truth`): users (communities, demographics, traits, taste and its parts, taste
+  words), communities, subreddits (with kind and trait), bots. Evaluation reads them; the pipeline
+  never does.
+
+Which real statistic each choice follows (sources named where the shape comes from; where only the
+shape is known the figures are round choices, said so, never fitted to any downstream result)
+- Per-user activity: log-normal, sigma 1, times the configured monthly means, then Poisson counts,
+  so a tenth of users write a large share of the comments. Shape only: participation inequality
+  in online communities (J. Nielsen 2006, "Participation Inequality", Nielsen Norman Group) and the
+  heavy-tailed per-user activity on Reddit surveyed by Medvedev, Lambiotte and Delvenne 2019 ("The
+  anatomy of Reddit: an overview of academic research"), measured on the Pushshift dumps
+  (Baumgartner et al. 2020, "The Pushshift Reddit Dataset", ICWSM).
+- Subreddit popularity: Zipf-like. Communities weigh (rank)^-0.6, subreddits within a community and
+  the generic ones (rank)^-1.1, so counts against rank fall with a log-log slope near -1. Shape
+  only: Reddit activity is concentrated in few subreddits (Waller and Anderson 2019, "Generalists
+  and specialists", WWW: the top 10,000 of 232K subreddits held 96.8% of 2017's comments); the
+  exponents are choices.
+- Communities per user: 1, 2 or 3 with shares 0.5 / 0.35 / 0.15. Shape only: most users' activity
+  sits in few communities and generalists are a minority (Waller and Anderson 2019); the shares are
+  choices.
+- Demographics: population shares skewed young and male with North America largest (shape only:
+  Pew Research Center 2016, "Seven-in-Ten Reddit Users Get News on the Site": Reddit's users are
+  more likely young and male than the public); figures are round choices. Each community's mix is
+  a Dirichlet draw of concentration 8 around them (a choice: mild skews). Locale is uniform within
+  the region, profession and hobby uniform and independent of communities (choices).
+- Facts and aesthetic remarks: 3% of comments each (choices). Qualitative fact: users disclose such
+  attributes rarely and in explicit first-person statements, which is how Reddit attribute data
+  sets are labelled (Tigunova et al. 2020, "RedDust", LREC; Gjurkovic et al. 2021, "PANDORA Talks").
+- Locale/profession/hobby subreddits: 20% of users with the attribute join each, and send 10% of
+  their activity there (choices; qualitative: such subreddits exist and only some people post in
+  them). Visual interest is the primary community's with chance 0.3, else uniform (a choice).
+- Personal share 0.5: the default the issue sets, not a measurement.
 """
 
 from zipp_assets.simworld.world import WorldConfig, generate_world

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--comments-per-user", type=float, default=6.0, help="mean comments per user per month")
     gen.add_argument("--submissions-per-user", type=float, default=1.0, help="mean submissions per user per month")
     gen.add_argument("--malformed-rate", type=float, default=0.0002)
+    gen.add_argument("--personal-share", type=float, default=0.5,
+                     help="share of each user's visual taste that is personal, not from their communities (0..1)")
     gen.add_argument("--no-images", action="store_true", help="skip rendering images (benchmarks)")
     gen.add_argument("--dump-style", choices=["auto", "pushshift", "arctic_shift"], default="auto")
     args = parser.parse_args(argv)
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             comments_per_user_month=args.comments_per_user,
             submissions_per_user_month=args.submissions_per_user,
             malformed_rate=args.malformed_rate,
+            personal_share=args.personal_share,
             write_images=not args.no_images,
             dump_style=args.dump_style,
         )

@@ -1,250 +1,52 @@
-"""Generate a synthetic Reddit world: monthly RC_/RS_ dumps, cached images and planted truth."""
+"""Write a synthetic world as monthly RC_/RS_ dumps in the real format, with cached images and the
+planted truth. What is planted, and which real statistic each choice follows, is in the package
+docstring (`zipp_assets.simworld`); who the users are is planted by `population`.
+"""
 
 from __future__ import annotations
 
-import calendar
 import logging
 import os
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import msgspec
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
 from zipp_assets.reddit.image_urls import image_cache_path
-from zipp_assets.simworld.render import PATTERNS, Style, render_png
+from zipp_assets.simworld.config import WorldConfig, month_bounds, parse_month, parse_month_range
+from zipp_assets.simworld.content import GENERIC_SUBREDDITS, GENERIC_WORDS, NEWS_DOMAINS, NON_ASCII_SNIPPETS
+from zipp_assets.simworld.population import User, World, base36, build_world
+from zipp_assets.simworld.render import Style, render_png
+from zipp_assets.simworld.taste_words import aesthetic_remark
+from zipp_assets.simworld.traits import FACT_KINDS, fact_sentence
+from zipp_assets.simworld.truth import truth_tables
+
+__all__ = [
+    "ARCTIC_SHIFT_FROM", "EARLY_SCHEMA_BEFORE", "FIELDS_WITH_AUTHOR_FULLNAME_FROM", "WORLD_VERSION",
+    "DumpWriter", "MonthGenerator", "World", "WorldConfig", "build_world", "generate_month", "generate_world",
+    "month_bounds", "parse_month", "parse_month_range", "truth_tables",
+]
 
 log = logging.getLogger(__name__)
 
-THEMES = [
-    ("film photography", ["analog", "film", "darkroom", "grain", "leica", "portra"]),
-    ("mountain hiking", ["hiking", "summit", "trail", "alpine", "backpacking", "campsite"]),
-    ("street food", ["streetfood", "ramen", "tacos", "noodles", "spicy", "market"]),
-    ("pixel art", ["pixelart", "sprites", "retro", "8bit", "palette", "tileset"]),
-    ("cyberpunk cities", ["cyberpunk", "neon", "nightcity", "synthwave", "rain", "skyline"]),
-    ("gardening", ["gardening", "seedlings", "compost", "tomatoes", "succulents", "orchids"]),
-    ("classic cars", ["classiccars", "muscle", "chrome", "restoration", "v8", "roadtrip"]),
-    ("aquariums", ["aquariums", "reef", "cichlids", "shrimp", "planted", "bettas"]),
-    ("interior design", ["interiors", "midcentury", "cozy", "minimal", "plants", "lighting"]),
-    ("tattoo art", ["tattoos", "linework", "blackwork", "flash", "ink", "traditional"]),
-    ("astronomy", ["astrophotography", "nebula", "telescope", "galaxy", "moon", "stars"]),
-    ("knitting", ["knitting", "yarn", "sweater", "crochet", "pattern", "wool"]),
-    ("skateboarding", ["skateboarding", "kickflip", "deck", "skatepark", "grind", "board"]),
-    ("birdwatching", ["birding", "warbler", "raptors", "feeder", "owls", "migration"]),
-    ("watercolor", ["watercolor", "painting", "brush", "wash", "sketchbook", "palette"]),
-    ("mechanical keyboards", ["mechanicalkeyboards", "keycaps", "switches", "artisan", "thock", "pcb"]),
-]
-SUFFIXES = ["", "Porn", "Club", "Talk", "Pics", "Hub", "Daily", "Lovers"]
-GENERIC_SUBREDDITS = ["AskReddit", "pics", "funny", "todayilearned", "news", "gaming", "mildlyinteresting", "aww"]
-GENERIC_WORDS = (
-    "the this really love looks great amazing think just like would nice first time what anyone know "
-    "made today finally years every thanks where does best favorite beautiful".split()
-)
-NON_ASCII_SNIPPETS = ["café ☕", "naïve", "日本語", "😂😂", "Ünïcödé", "—", "façade", "¡olé!", "🔥", "Привет"]
-AGE_BANDS = ["18-24", "25-34", "35-44", "45+"]
-GENDERS = ["female", "male", "nonbinary"]
-REGIONS = ["north_america", "europe", "asia", "other"]
-BOT_NAMES = ["RemindMeBot", "WikiTextBot", "sneakpeek_bot", "RepostSleuthBot", "converter-bot"]
-SYLLABLES = "ka lo mi ra ne su to vi ze ba do fu gi ho ju ly mo pa qu ri sa te un vo wa xi yo".split()
-NEWS_DOMAINS = ["example-news.com", "dailyreport.net", "techwire.org"]
+# Bumped whenever the same config and seed would generate a different world.
+WORLD_VERSION = 2
 FIELDS_WITH_AUTHOR_FULLNAME_FROM = "2018-01"
 ARCTIC_SHIFT_FROM = "2023-04"
 EARLY_SCHEMA_BEFORE = "2011-01"
 ZSTD_WINDOW_LOG = 31  # like the real dumps: decoding needs a 2 GiB window
+GENERIC_SHARE = 0.12  # of a user's activity in the big generic subreddits
+SUBREDDIT_RANK_EXPONENT = 1.1  # within a community (and among generic ones), rank r has weight r ** -1.1
 
 
-@dataclass
-class WorldConfig:
-    users: int = 2000
-    months: tuple[str, ...] = ("2019-01", "2019-02", "2019-03")
-    seed: int = 0
-    communities: int = 12
-    subreddits_per_community: int = 6
-    comments_per_user_month: float = 6.0
-    submissions_per_user_month: float = 1.0
-    image_post_fraction: float = 0.5
-    nsfw_fraction: float = 0.02
-    deleted_fraction: float = 0.03
-    string_timestamp_fraction: float = 0.03
-    malformed_rate: float = 0.0002
-    image_size: int = 32
-    write_images: bool = True
-    dump_style: str = "auto"  # auto (by era) | pushshift | arctic_shift
-    compression_level: int = 3
-
-    def __post_init__(self) -> None:
-        if self.users < 1:
-            raise ValueError("users must be at least 1")
-        if not 1 <= self.communities <= len(THEMES):
-            raise ValueError(f"communities must be within 1..{len(THEMES)}")
-        if not self.months:
-            raise ValueError("at least one month is needed")
-        for month in self.months:
-            parse_month(month)
-        if self.dump_style not in ("auto", "pushshift", "arctic_shift"):
-            raise ValueError(f"unknown dump_style {self.dump_style!r}")
-
-
-def parse_month(text: str) -> datetime:
-    try:
-        return datetime.strptime(text.strip(), "%Y-%m")
-    except ValueError:
-        raise ValueError(f"not a month (YYYY-MM): {text!r}") from None
-
-
-def parse_month_range(text: str) -> tuple[str, ...]:
-    """'2019-01:2019-03' -> ('2019-01', '2019-02', '2019-03'); a single month is a range of one."""
-    start_text, _, end_text = text.partition(":")
-    start = parse_month(start_text)
-    end = parse_month(end_text or start_text)
-    if end < start:
-        raise ValueError(f"month range ends before it starts: {text!r}")
-    months = []
-    year, month = start.year, start.month
-    while (year, month) <= (end.year, end.month):
-        months.append(f"{year:04d}-{month:02d}")
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return tuple(months)
-
-
-def month_bounds(month: str) -> tuple[int, int]:
-    """[start, end) of a month as UTC epoch seconds."""
-    year, mon = int(month[:4]), int(month[5:7])
-    start = calendar.timegm((year, mon, 1, 0, 0, 0))
-    days = calendar.monthrange(year, mon)[1]
-    return start, start + days * 86400
-
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-        if n == 0:
-            return out
-
-
-@dataclass
-class Community:
-    index: int
-    theme: str
-    words: list[str]
-    subreddits: list[str]
-    style: Style
-    demographics: dict[str, list[float]]
-    popularity: float
-
-
-@dataclass
-class User:
-    index: int
-    name: str
-    fullname: str
-    communities: list[int]
-    weights: np.ndarray
-    activity: float
-    age_band: str
-    gender: str
-    region: str
-    created_utc: int
-    is_bot: bool = False
-
-
-@dataclass
-class World:
-    config: WorldConfig
-    communities: list[Community]
-    users: list[User]
-    subreddit_ids: dict[str, str]
-    subreddit_community: dict[str, int]  # -1 for generic subreddits
-    next_comment_id: int = 36**6
-    next_submission_id: int = 36**5
-    image_posts: dict[str, list[tuple[str, dict]]] = field(default_factory=lambda: defaultdict(list))
-
-
-def build_world(config: WorldConfig) -> World:
-    rng = np.random.default_rng([config.seed, 0])
-    communities = []
-    for index in range(config.communities):
-        theme, words = THEMES[index]
-        names: list[str] = []
-        for k in range(config.subreddits_per_community):
-            base = words[k % len(words)]
-            suffix = SUFFIXES[(k // len(words) + k) % len(SUFFIXES)]
-            names.append(base.capitalize() + suffix if k else base)
-        style = Style(
-            hue=(index / config.communities + rng.uniform(-0.02, 0.02)) % 1.0,
-            saturation=float(rng.uniform(0.35, 0.95)),
-            brightness=float(rng.uniform(0.35, 0.9)),
-            pattern=PATTERNS[index % len(PATTERNS)],
-            frequency=float(rng.uniform(2, 7)),
-        )
-        demographics = {
-            "age_band": rng.dirichlet(np.ones(len(AGE_BANDS)) * 1.5).tolist(),
-            "gender": rng.dirichlet(np.ones(len(GENDERS)) * 2.0).tolist(),
-            "region": rng.dirichlet(np.ones(len(REGIONS)) * 1.5).tolist(),
-        }
-        communities.append(Community(index, theme, words, names, style, demographics, 1.0 / (index + 1) ** 0.6))
-    subreddit_community = {s: c.index for c in communities for s in c.subreddits}
-    subreddit_community.update({s: -1 for s in GENERIC_SUBREDDITS})
-    subreddit_ids = {s: "t5_" + _base36(36**4 + 7919 * i) for i, s in enumerate(subreddit_community)}
-
-    popularity = np.array([c.popularity for c in communities])
-    popularity /= popularity.sum()
-    users = []
-    used_names: set[str] = set()
-    first_month_start, _ = month_bounds(config.months[0])
-    for index in range(config.users):
-        while True:
-            parts = rng.choice(SYLLABLES, size=rng.integers(2, 4))
-            name = "".join(parts).capitalize() + (str(rng.integers(10, 9999)) if rng.random() < 0.6 else "")
-            if name not in used_names and not name.lower().endswith("bot"):
-                used_names.add(name)
-                break
-        k = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
-        k = min(k, config.communities)
-        chosen = rng.choice(config.communities, size=k, replace=False, p=popularity)
-        weights = np.sort(rng.dirichlet(np.ones(k) * 2.0))[::-1]
-        primary = communities[int(chosen[0])].demographics
-        users.append(
-            User(
-                index=index,
-                name=name,
-                fullname="t2_" + _base36(36**6 + 104729 * index + int(rng.integers(0, 1000))),
-                communities=[int(c) for c in chosen],
-                weights=weights,
-                activity=float(np.clip(rng.lognormal(0.0, 1.0), 0.05, 40.0)),
-                age_band=AGE_BANDS[rng.choice(len(AGE_BANDS), p=primary["age_band"])],
-                gender=GENDERS[rng.choice(len(GENDERS), p=primary["gender"])],
-                region=REGIONS[rng.choice(len(REGIONS), p=primary["region"])],
-                created_utc=int(first_month_start - rng.integers(86400, 86400 * 3000)),
-            )
-        )
-    for offset, name in enumerate(["AutoModerator", *BOT_NAMES]):
-        users.append(
-            User(
-                index=config.users + offset,
-                name=name,
-                fullname="t2_" + _base36(36**5 + offset),
-                communities=[],
-                weights=np.array([]),
-                activity=30.0,
-                age_band="",
-                gender="",
-                region="",
-                created_utc=first_month_start - 86400 * 4000,
-                is_bot=True,
-            )
-        )
-    return World(config, communities, users, subreddit_ids, subreddit_community)
+def _zipf_cumulative(n: int) -> np.ndarray:
+    weights = np.arange(1, n + 1, dtype=float) ** -SUBREDDIT_RANK_EXPONENT
+    return np.cumsum(weights / weights.sum())
 
 
 class DumpWriter:
@@ -313,18 +115,25 @@ class MonthGenerator:
         self.submissions_by_subreddit: dict[str, list[str]] = defaultdict(list)
         self.recent_comments: dict[str, deque] = defaultdict(lambda: deque(maxlen=8))
         self.images_written = 0
+        self.generic_ranks = _zipf_cumulative(len(GENERIC_SUBREDDITS))
+        self.community_ranks = _zipf_cumulative(self.config.subreddits_per_community)
 
     # --- choices ---------------------------------------------------------------------------
+    def _draw(self, cumulative: np.ndarray) -> int:
+        """An index drawn with the weights whose running sum is `cumulative` (ending at 1)."""
+        return min(int(np.searchsorted(cumulative, self.rng.random(), side="right")), len(cumulative) - 1)
+
     def _pick_subreddit(self, user: User) -> str:
-        if not user.communities or self.rng.random() < 0.12:
-            return GENERIC_SUBREDDITS[int(self.rng.integers(len(GENERIC_SUBREDDITS)))]
-        community = self.world.communities[user.communities[self.rng.choice(len(user.communities), p=user.weights)]]
-        ranks = np.arange(1, len(community.subreddits) + 1) ** -1.1
-        return community.subreddits[self.rng.choice(len(ranks), p=ranks / ranks.sum())]
+        if user.trait_subreddits and self.rng.random() < self.config.trait_post_share:
+            return user.trait_subreddits[int(self.rng.integers(len(user.trait_subreddits)))]
+        if not user.communities or self.rng.random() < GENERIC_SHARE:
+            return GENERIC_SUBREDDITS[self._draw(self.generic_ranks)]
+        community = self.world.communities[user.communities[self._draw(np.cumsum(user.weights))]]
+        return community.subreddits[self._draw(self.community_ranks)]
 
     def _user_style(self, user: User) -> Style:
-        community = self.world.communities[user.communities[self.rng.choice(len(user.communities), p=user.weights)]]
-        return community.style.jittered(self.rng)
+        """An image follows the poster's own taste, with per-image variation."""
+        return user.taste.jittered(self.rng)
 
     def _text(self, subreddit: str, words: int) -> str:
         community = self.world.subreddit_community.get(subreddit, -1)
@@ -333,6 +142,17 @@ class MonthGenerator:
         if self.rng.random() < 0.08:
             text += " " + NON_ASCII_SNIPPETS[int(self.rng.integers(len(NON_ASCII_SNIPPETS)))]
         return text.capitalize()
+
+    def _evidence(self, user: User) -> str:
+        """Now and then a sentence a persona can use: an aesthetic preference in plain words, or a
+        fact about the user; most comments carry neither."""
+        draw = self.rng.random()
+        if draw < self.config.aesthetic_comment_rate:
+            return " " + aesthetic_remark(user.taste, self.rng)
+        if draw < self.config.aesthetic_comment_rate + self.config.fact_comment_rate:
+            kind = FACT_KINDS[int(self.rng.integers(len(FACT_KINDS)))]
+            return " " + fact_sentence(kind, user.fact(kind))
+        return ""
 
     def _timestamp(self) -> int | str:
         ts = int(self.rng.integers(self.start, self.end))
@@ -347,11 +167,11 @@ class MonthGenerator:
 
     def _new_comment_id(self) -> str:
         self.world.next_comment_id += int(self.rng.integers(1, 50))
-        return _base36(self.world.next_comment_id)
+        return base36(self.world.next_comment_id)
 
     def _new_submission_id(self) -> str:
         self.world.next_submission_id += int(self.rng.integers(1, 50))
-        return _base36(self.world.next_submission_id)
+        return base36(self.world.next_submission_id)
 
     def _author_fields(self, user: User | None, record: dict) -> None:
         if user is None:
@@ -483,7 +303,7 @@ class MonthGenerator:
         elif owner.is_bot:
             body = f"I am a bot. Beep boop. {self._text(subreddit, 6)}"
         else:
-            body = self._text(subreddit, int(self.rng.integers(4, 80)))
+            body = self._text(subreddit, int(self.rng.integers(4, 80))) + self._evidence(owner)
         record.update(body=body, score=int(self.rng.zipf(1.9)) if self.rng.random() < 0.95 else -int(self.rng.integers(1, 9)),
                       controversiality=int(self.rng.random() < 0.03), gilded=0, retrieved_on=self.end + 86400 * 3,
                       edited=self._edited(created), distinguished="moderator" if owner.name == "AutoModerator" else None)
@@ -552,48 +372,6 @@ def generate_month(world: World, month: str, reddit_dir: Path, image_dir: Path |
                 emit(writer, gen.comment(bot, bot, GENERIC_SUBREDDITS[int(gen.rng.integers(len(GENERIC_SUBREDDITS)))]), "comments")
     counts["images"] = gen.images_written
     return counts
-
-
-def truth_tables(world: World) -> dict[str, pa.Table]:
-    """Planted truth: for evaluation only, never read by the pipeline."""
-    humans = [u for u in world.users if not u.is_bot]
-    users = pa.table(
-        {
-            "author": [u.name for u in humans],
-            "author_fullname": [u.fullname for u in humans],
-            "communities": [u.communities for u in humans],
-            "community_weights": [u.weights.tolist() for u in humans],
-            "primary_community": [u.communities[0] for u in humans],
-            "age_band": [u.age_band for u in humans],
-            "gender": [u.gender for u in humans],
-            "region": [u.region for u in humans],
-            "activity": [u.activity for u in humans],
-        }
-    )
-    communities = pa.table(
-        {
-            "community": [c.index for c in world.communities],
-            "theme": [c.theme for c in world.communities],
-            "subreddits": [c.subreddits for c in world.communities],
-            "hue": [c.style.hue for c in world.communities],
-            "saturation": [c.style.saturation for c in world.communities],
-            "brightness": [c.style.brightness for c in world.communities],
-            "pattern": [c.style.pattern for c in world.communities],
-            "frequency": [c.style.frequency for c in world.communities],
-            "age_band_mix": [c.demographics["age_band"] for c in world.communities],
-            "gender_mix": [c.demographics["gender"] for c in world.communities],
-            "region_mix": [c.demographics["region"] for c in world.communities],
-        }
-    )
-    subreddits = pa.table(
-        {
-            "subreddit": list(world.subreddit_community),
-            "subreddit_id": [world.subreddit_ids[s] for s in world.subreddit_community],
-            "community": list(world.subreddit_community.values()),
-        }
-    )
-    bots = pa.table({"author": [u.name for u in world.users if u.is_bot]})
-    return {"users": users, "communities": communities, "subreddits": subreddits, "bots": bots}
 
 
 def generate_world(

@@ -14,7 +14,7 @@ def test_encoder_assets_train_encode_and_evaluate(encoder_lake, tiny_world, tmp_
     (data_dir / "lake").symlink_to(encoder_lake)
     (data_dir / "truth").symlink_to(tiny_world / "truth")
     resources = {"lake": ZippLake(data_dir=str(data_dir)), "image_encoder": ImageEncoderResource()}
-    run_config = {"ops": {"persona_encoder": {"config": SMALL}, "encoder_evaluation": {"config": SMALL}}}
+    run_config = {"ops": {"persona_encoder": {"config": SMALL}}}  # the evaluation reuses the checkpoint's config
     result = dg.materialize(encoder_assets, resources=resources, run_config=run_config,
                             instance=dg.DagsterInstance.ephemeral())
     assert result.success
@@ -22,6 +22,9 @@ def test_encoder_assets_train_encode_and_evaluate(encoder_lake, tiny_world, tmp_
                 (e.event_specific_data.materialization for e in result.get_asset_materialization_events())}
     assert (data_dir / "models" / "persona_encoder" / "LATEST").is_file()
     assert metadata["persona_encoder"]["epochs_run"].value == 2
+    assert metadata["persona_encoder"]["image_align_active"].value is True
+    assert metadata["user_embeddings"]["data_version_matches"].value is True
+    assert not list((data_dir / "models" / "persona_encoder" / ".training").glob("*"))  # resume state cleared
     assert "data:image/png;base64," in metadata["persona_encoder"]["curves"].value
     assert metadata["user_embeddings"]["users"].value > 50
     table = metadata["encoder_evaluation"]["table"].value
@@ -29,3 +32,6 @@ def test_encoder_assets_train_encode_and_evaluate(encoder_lake, tiny_world, tmp_
                 "GraphSAGE", "popularity", "TF-IDF over subreddits", "unseen users (inductive)"):
         assert row in table
     assert metadata["encoder_evaluation"]["planted_truth"].value is True
+    # Every row shows its interval, and each non-ours row says where ours stands against it.
+    assert table.count(" [") >= 8 and any(v in table for v in ("(ahead)", "(tied)", "(behind)"))
+    assert "TF-IDF, unseen users" in table

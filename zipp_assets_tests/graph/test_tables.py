@@ -67,11 +67,13 @@ def test_held_out_split_is_deterministic_and_keeps_a_training_edge(graph_lake):
 
 
 def test_split_of_a_link_survives_adding_a_month(tiny_world, tmp_path):
+    # A backfill: 2018-01 (keyed by author_fullname) first, then the older 2017-12 (keyed by author),
+    # whose users are mapped onto their fullnames, so pseudonyms and splits stay put.
     raw = tiny_world / "raw" / "reddit"
     lake_dir = tmp_path / "lake"
     for kind in ("comments", "submissions"):
-        ingest_month(lake_dir, raw, kind, "2017-12")
-    build_user_subreddit_edges(lake_dir, "2017-12")
+        ingest_month(lake_dir, raw, kind, "2018-01")
+    build_user_subreddit_edges(lake_dir, "2018-01")
 
     def keyed():
         build_graph_tables(lake_dir, KEY, GraphConfig(min_subreddit_users=1, min_user_interactions=1))
@@ -81,8 +83,8 @@ def test_split_of_a_link_survives_adding_a_month(tiny_world, tmp_path):
 
     before = keyed()
     for kind in ("comments", "submissions"):
-        ingest_month(lake_dir, raw, kind, "2018-01")
-    build_user_subreddit_edges(lake_dir, "2018-01")
+        ingest_month(lake_dir, raw, kind, "2017-12")
+    build_user_subreddit_edges(lake_dir, "2017-12")
     after = keyed()
     shared = before.keys() & after.keys()
     same = sum(before[k] == after[k] for k in shared)
@@ -151,3 +153,24 @@ def test_graph_group_materializes_with_metadata_and_check(graph_lake, tiny_world
     assert embeddings["embedded_now"].value == embeddings["candidates"].value > 50
     assert "offline stand-in, not CLIP" in embeddings["encoder"].value
     assert metadata["user_visual_profiles"]["users"].value > 30
+
+
+def test_one_person_is_one_user_across_the_author_fullname_boundary(graph_lake, tiny_world):
+    """2017-12 keys people by `author`, 2018-01 by `author_fullname`: one person active in both
+    months must be one user, with the activity of both months."""
+    report = build_graph_tables(graph_lake, KEY, GraphConfig(min_subreddit_users=1, min_user_interactions=1))
+    assert report.aliased_keys > 20 and report.ambiguous_keys == 0
+    truth = pq.read_table(tiny_world / "truth" / "users.parquet").to_pylist()
+    by_name = dict(zip(pseudonymize([t["author"] for t in truth], KEY), truth))
+    by_fullname = dict(zip(pseudonymize([t["author_fullname"] for t in truth], KEY), truth))
+    users = lake.read_table(graph_lake, "users").to_pylist()
+    persons = [(by_name.get(u["user_id"]) or by_fullname.get(u["user_id"]))["author"] for u in users
+               if u["user_id"] in by_name or u["user_id"] in by_fullname]
+    assert len(persons) == len(set(persons)) > 50
+    # A person seen in both months is keyed by the fullname and counted active in two months.
+    comments = lake.read_table(graph_lake, "reddit_comments", columns=["author", "author_fullname"]).to_pylist()
+    in_december = {c["author"] for c in comments if c["author_fullname"] is None}
+    in_january = {c["author"] for c in comments if c["author_fullname"] is not None}
+    both = {u["user_id"]: u for u in users if u["user_id"] in by_fullname and by_fullname[u["user_id"]]["author"] in in_december & in_january}
+    assert len(both) > 20 and all(u["active_months"] == 2 for u in both.values())
+    assert not any(u["user_id"] in by_name and by_name[u["user_id"]]["author"] in in_january for u in users)

@@ -68,12 +68,12 @@ def test_profiles_keep_heldout_images_apart_and_follow_planted_styles(visual_lak
     embed_images(lake_dir, ImageLoader(cache, [cache]), PixelStatsEncoder())
     report = build_visual_profiles(lake_dir, PixelStatsEncoder.name, KEY)
     profiles = lake.read_table(lake_dir, PROFILES).to_pylist()
-    assert report.users == len(profiles) > 30 and report.heldout_images > 0
+    assert report.users == sum(p["n_train_images"] > 0 for p in profiles) > 30 and report.heldout_images > 0
     users = set(lake.read_table(lake_dir, "users")["user_id"].to_pylist())
     assert {p["user_id"] for p in profiles} <= users
     for p in profiles:
-        assert p["n_train_images"] >= 1 and len(p["heldout_url_keys"]) == p["n_heldout_images"]
-        assert abs(np.linalg.norm(p["profile"]) - 1) < 1e-4
+        assert len(p["heldout_url_keys"]) == p["n_heldout_images"]
+        assert abs(np.linalg.norm(p["profile"]) - (1 if p["n_train_images"] else 0)) < 1e-4
     # Users of the same planted primary community look more alike than users of different ones.
     truth = pq.read_table(tiny_world / "truth" / "users.parquet").to_pylist()
     community = {pid: t["primary_community"] for t, pid in zip(truth, pseudonymize([t["author_fullname"] for t in truth], KEY))}
@@ -87,6 +87,39 @@ def test_profiles_keep_heldout_images_apart_and_follow_planted_styles(visual_lak
     assert similarity[same & off_diagonal].mean() > similarity[~same].mean() + 0.05
     again = build_visual_profiles(lake_dir, PixelStatsEncoder.name, KEY)
     assert again.heldout_images == report.heldout_images  # the held-out images are stable
+
+
+def test_profiles_use_only_images_of_training_links(visual_lake):
+    """ImageAlign's targets must not reveal held-out links: an image posted in a subreddit whose
+    link is held out (validation or test) is never in the profile, only among the held-out images."""
+    lake_dir, cache = visual_lake
+    embed_images(lake_dir, ImageLoader(cache, [cache]), PixelStatsEncoder())
+    build_visual_profiles(lake_dir, PixelStatsEncoder.name, KEY)
+    users = dict(zip(*[lake.read_table(lake_dir, "users")[c].to_pylist() for c in ("user_id", "user_index")]))
+    subreddits = dict(zip(*[lake.read_table(lake_dir, "subreddits")[c].to_pylist() for c in ("subreddit", "subreddit_index")]))
+    split = {(e["user_index"], e["subreddit_index"]): e["split"] for e in lake.read_table(lake_dir, "graph_edges").to_pylist()}
+    posts = [p for p in lake.read_table(lake_dir, "reddit_image_posts").to_pylist() if not p["over_18"]]
+    ids = dict(zip({p["user_key"] for p in posts}, pseudonymize(list({p["user_key"] for p in posts}), KEY)))
+    images_of: dict[int, dict[str, set]] = {}
+    for p in posts:
+        user = users.get(ids[p["user_key"]])
+        if user is not None and p["user_key"].startswith("t2_"):  # fullname-keyed: its pseudonym is the graph's
+            images_of.setdefault(user, {}).setdefault(p["url_key"], set()).add(split.get((user, subreddits.get(p["subreddit"]))))
+    folder = lake.partition_dir(lake_dir, "image_embeddings", {"encoder": encoder_slug(PixelStatsEncoder.name)})
+    vectors = {r["url_key"]: np.array(r["embedding"]) for r in pq.read_table(folder).to_pylist()}
+    checked_heldout_links = 0
+    for profile in lake.read_table(lake_dir, PROFILES).to_pylist():
+        mine = images_of.get(profile["user_index"], {})
+        heldout = set(profile["heldout_url_keys"])
+        for url_key, splits in mine.items():
+            if splits != {"train"}:
+                assert url_key in heldout, (url_key, splits)
+                checked_heldout_links += 1
+        in_profile = [vectors[k] for k in mine if k not in heldout and k in vectors]
+        if in_profile and len(in_profile) == profile["n_train_images"]:
+            mean = np.mean(in_profile, axis=0)
+            assert np.allclose(profile["profile"], mean / np.linalg.norm(mean), atol=1e-5)
+    assert checked_heldout_links > 5
 
 
 def test_profiles_need_embeddings_first(visual_lake):

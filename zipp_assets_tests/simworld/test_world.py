@@ -64,6 +64,14 @@ def test_truth_and_images_follow_the_planted_styles(tiny_world):
     assert len(users) == 150
     assert all(1 <= len(u["communities"]) <= 3 and abs(sum(u["community_weights"]) - 1) < 1e-6 for u in users)
     assert len(communities) == 12 and all(c["subreddits"] for c in communities)
+    new_columns = {"age", "locale", "profession", "hobby", "visual_interest", "trait_subreddits", "personal_share",
+                   "palette_word", "lighting_word", "mood_word", "texture_word", "look_phrase"}
+    for part in ("taste_", "community_taste_", "personal_taste_"):
+        new_columns |= {part + f for f in ("hue", "saturation", "brightness", "contrast", "pattern", "frequency")}
+    assert new_columns <= set(users[0])
+    assert {"contrast", "visual_interest"} <= set(communities[0])
+    subreddits = pq.read_table(truth / "subreddits.parquet").to_pylist()
+    assert {"kind", "trait"} <= set(subreddits[0])
     pngs = list((tiny_world / "raw" / "images").rglob("*"))
     files = [p for p in pngs if p.is_file()]
     assert files
@@ -72,11 +80,23 @@ def test_truth_and_images_follow_the_planted_styles(tiny_world):
 
 
 def test_generation_is_deterministic_and_arctic_shift_style_sorts_keys(tmp_path):
-    config = WorldConfig(users=60, months=("2023-05",), seed=11, write_images=False)
-    generate_world(config, tmp_path / "a")
-    generate_world(config, tmp_path / "b")
+    config = WorldConfig(users=60, months=("2023-05",), seed=11)
+    generate_world(config, tmp_path / "a", tmp_path / "a" / "truth")
+    generate_world(config, tmp_path / "b", tmp_path / "b" / "truth")
     for name in ("RC_2023-05.zst", "RS_2023-05.zst"):
         assert (tmp_path / "a" / "reddit" / name).read_bytes() == (tmp_path / "b" / "reddit" / name).read_bytes()
+    for name in ("users", "communities", "subreddits", "bots"):
+        truth = [(tmp_path / run / "truth" / f"{name}.parquet").read_bytes() for run in ("a", "b")]
+        assert truth[0] == truth[1]
+
+    def images(run):
+        folder = tmp_path / run / "images"
+        return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    assert images("a") and images("a") == images("b")
+    generate_world(WorldConfig(users=60, months=("2023-05",), seed=12, write_images=False), tmp_path / "c")
+    dumps = [(tmp_path / run / "reddit" / "RC_2023-05.zst").read_bytes() for run in ("a", "c")]
+    assert dumps[0] != dumps[1]
     records, _ = _records(tmp_path / "a" / "reddit" / "RC_2023-05.zst")
     first = records[0]
     assert "_meta" in first and list(first) == sorted(first)
@@ -111,3 +131,6 @@ def test_cli_generates_and_rejects_bad_flags(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "zipp_assets.simworld", "generate", "--out", str(tmp_path), "--months", "2019-14"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "2019-14" in bad.stderr
+    bad_share = subprocess.run([sys.executable, "-m", "zipp_assets.simworld", "generate", "--out", str(tmp_path),
+                                "--personal-share", "1.5"], capture_output=True, text=True)
+    assert bad_share.returncode == 2 and "personal_share" in bad_share.stderr

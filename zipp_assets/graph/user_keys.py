@@ -1,0 +1,84 @@
+"""One person, one user: the canonical key of every ingested user key, and its pseudonym.
+
+Ingestion keys a user by `author_fullname` where a month's dump carries it and by `author` before
+(Reddit dumps gained `author_fullname` in 2018). The same person therefore appears under two keys
+across that boundary. Months that carry both fields give the mapping author -> fullname; every
+graph-side table maps its keys through it before grouping, so the person is one user everywhere.
+
+The canonical key is the fullname, so a person's pseudonym is stable from the first month that
+carries their fullname on; months backfilled later map onto it. (The one change is at that first
+month: a graph built only from older months keyed the person by name.)
+
+Reddit usernames are never reused, so one author has at most one fullname; an author seen with
+several (which would mean corrupt dumps) is left unmapped and counted rather than merged wrongly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from zipp_assets import lake
+from zipp_assets.graph.pseudonyms import pseudonymize
+
+ALIASES = "user_aliases"  # temp table: user_key (an author name) -> canonical_key (its fullname)
+
+
+def create_user_aliases(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> dict[str, int]:
+    """Create the temp table `user_aliases` on `con`; return how many keys it maps and how many it
+    could not (authors seen with more than one fullname)."""
+    files = [str(f) for dataset in ("reddit_comments", "reddit_submissions") for f in lake.parquet_files(lake_dir, dataset)]
+    if not files:
+        con.sql(f"CREATE OR REPLACE TEMP TABLE {ALIASES} (user_key VARCHAR, canonical_key VARCHAR)")
+        return {"aliased_keys": 0, "ambiguous_keys": 0}
+    con.sql(
+        f"""
+        CREATE OR REPLACE TEMP TABLE alias_candidates AS
+        WITH keys AS (
+            SELECT author, author_fullname, user_key
+            FROM read_parquet($files, union_by_name = true) WHERE author IS NOT NULL
+        ),
+        named AS (SELECT DISTINCT author FROM keys WHERE author_fullname IS NULL AND user_key = author),
+        both_keys AS (SELECT DISTINCT author, author_fullname FROM keys WHERE author_fullname IS NOT NULL)
+        SELECT n.author AS user_key, min(b.author_fullname) AS canonical_key,
+               count(DISTINCT b.author_fullname) AS fullnames
+        FROM named n JOIN both_keys b USING (author)
+        GROUP BY n.author
+        """,
+        params={"files": files},
+    ).fetchall()
+    con.sql(
+        f"CREATE OR REPLACE TEMP TABLE {ALIASES} AS "
+        "SELECT user_key, canonical_key FROM alias_candidates WHERE fullnames = 1"
+    ).fetchall()
+    ambiguous = con.sql("SELECT count(*) FROM alias_candidates WHERE fullnames > 1").fetchall()[0][0]
+    aliased = con.sql(f"SELECT count(*) FROM {ALIASES}").fetchall()[0][0]
+    con.sql("DROP TABLE alias_candidates")
+    return {"aliased_keys": int(aliased), "ambiguous_keys": int(ambiguous)}
+
+
+def canonical_key_sql(column: str, alias: str = "ua") -> tuple[str, str]:
+    """(expression, join clause) mapping `column` to its canonical key through `user_aliases`."""
+    return (f"coalesce({alias}.canonical_key, {column})",
+            f"LEFT JOIN {ALIASES} {alias} ON {alias}.user_key = {column}")
+
+
+def create_pseudonym_table(con: duckdb.DuckDBPyConnection, keys_query: str, key: bytes, table: str,
+                           batch_rows: int = 1_000_000, params: dict | None = None) -> int:
+    """Temp table `table`(user_key, user_id) for the distinct keys `keys_query` returns.
+
+    Keys stream through Python one batch at a time and the pseudonyms collect as Arrow columns, so
+    at the paper's 22M users this holds about 1 GB of Arrow strings, never 22M Python objects.
+    """
+    parts = []
+    for batch in con.sql(keys_query, params=params or {}).to_arrow_reader(batch_rows):
+        keys = batch.column(0)
+        parts.append(pa.table({"user_key": keys, "user_id": pa.array(pseudonymize(keys.to_pylist(), key), pa.string())}))
+    schema = pa.schema([("user_key", pa.string()), ("user_id", pa.string())])
+    pseudonyms = pa.Table.from_batches([b for t in parts for b in t.cast(schema).to_batches()], schema=schema)
+    con.register("_pseudonyms", pseudonyms)
+    con.sql(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT user_key, user_id FROM _pseudonyms").fetchall()
+    con.unregister("_pseudonyms")
+    return pseudonyms.num_rows
