@@ -7,6 +7,7 @@ import dagster as dg
 from zipp_assets.encoder.assets import encoder_assets
 from zipp_assets.graph.assets import graph_assets
 from zipp_assets.imaging.resources import ImageEncoderResource
+from zipp_assets.personas.assets import persona_assets
 from zipp_assets.reddit.assets import reddit_assets, reddit_monthly_job
 from zipp_assets.reddit.sensors import new_reddit_dumps
 from zipp_assets.resources import ZippLake
@@ -14,7 +15,7 @@ from zipp_assets.resources import ZippLake
 _lake = ZippLake.from_environment()
 
 defs = dg.Definitions(
-    assets=[*reddit_assets, *graph_assets, *encoder_assets],
+    assets=[*reddit_assets, *graph_assets, *encoder_assets, *persona_assets],
     jobs=[reddit_monthly_job],
     sensors=[new_reddit_dumps],
     resources={

@@ -16,12 +16,14 @@ import sys
 
 import pyarrow.parquet as pq
 
+from zipp_assets.personas.shards import SHARD_KEYS
 from zipp_assets.settings import load_settings
 from zipp_assets.simworld.world import WORLD_VERSION, WorldConfig, generate_world, parse_month_range
 
 # Asset groups in dependency order: monthly ones are materialized over the demo's months.
 MONTHLY_GROUPS = ["reddit"]
 GLOBAL_GROUPS = ["graph", "encoder"]
+SHARDED_GROUPS = ["personas"]  # over every user shard, in one run
 
 
 def ensure_world(months: tuple[str, ...], users: int, seed: int) -> None:
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         materialize(f"group:{group}", f"{months[0]}...{months[-1]}")
     for group in GLOBAL_GROUPS:
         materialize(f"group:{group}", None)
+    for group in SHARDED_GROUPS:
+        materialize(f"group:{group}", f"{SHARD_KEYS[0]}...{SHARD_KEYS[-1]}")
     print_summary()
     return 0
 

@@ -80,6 +80,7 @@ class OpenClipEncoder:
             model_name, pretrained=pretrained or None, device=device, precision=precision, cache_dir=cache_dir
         )
         self.model.eval()
+        self.model_name = model_name
         self.name = self.name_for(model_name, pretrained)
         self.dim = int(self.model.visual.output_dim)
 
@@ -99,3 +100,15 @@ class OpenClipEncoder:
                 features = self.model.encode_image(batch.to(self.device))
                 out.append(features.float().cpu().numpy())
         return l2_normalize(np.concatenate(out))
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """The text tower, for zero-shot descriptors in the same space as the images (L2-normalised)."""
+        import open_clip
+        import torch
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tokenizer = open_clip.get_tokenizer(self.model_name)
+        with torch.inference_mode():
+            features = self.model.encode_text(tokenizer(list(texts)).to(self.device))
+        return l2_normalize(features.float().cpu().numpy())

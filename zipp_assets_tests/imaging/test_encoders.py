@@ -36,7 +36,7 @@ def tiny_clip(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("open_clip_configs")
     config = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-              "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}}
+              "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}  # CLIP's BPE
     (folder / "zipp-tiny-test.json").write_text(json.dumps(config))
     open_clip.add_model_config(folder)
     model, _, _ = open_clip.create_model_and_transforms("zipp-tiny-test", pretrained=None)
@@ -70,3 +70,16 @@ def test_encoder_name_is_known_without_loading_weights(tiny_clip):
     assert ImageEncoderResource().encoder_name == PixelStatsEncoder.name
     # A production name never needs the (absent) weights just to be named.
     assert ImageEncoderResource.for_profile("production").encoder_name == "open_clip:ViT-L-14-336:openai"
+
+
+def test_open_clip_text_tower_gives_zero_shot_descriptors(tiny_clip):
+    """The personas stage describes a visual profile by its nearest vocabulary phrases (CLIP zero-shot)."""
+    from zipp_assets.personas.descriptors import AESTHETIC_VOCABULARY, clip_descriptors
+
+    encoder = OpenClipEncoder("zipp-tiny-test", str(tiny_clip))
+    texts = encoder.encode_text(["golden hour light", "neon colours", "golden hour light"])
+    assert texts.shape == (3, 16) and np.allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(texts[0], texts[2]) and not np.allclose(texts[0], texts[1])
+    target = encoder.encode_text(["a photo with moody low light"])[0]
+    words = clip_descriptors(target, encoder.encode_text, per_category=1)
+    assert "moody low light" in words and len(words) == len(AESTHETIC_VOCABULARY)

@@ -1,0 +1,1 @@
+"""Personas: attention-ranked evidence per user, verbalized by an LLM into editable personas."""

@@ -1,0 +1,294 @@
+"""Per-user evidence for persona verbalization, packed under a token budget.
+
+A user's evidence: the subreddits the encoder's last layer attends to most (with weights), comment
+snippets from those communities (highest scoring first, cleaned, deduplicated, usernames and links
+removed), words for the visual profile (descriptors.py) and activity facts. It is rendered as one
+text block, packed so that it never exceeds the budget in the verbalizing model's tokens, and
+hashed, so a later run recognises unchanged evidence and does not verbalize it again.
+
+Reddit text is untrusted: it only ever appears as quoted data in the evidence text; a snippet that
+tries to close a block or carries control characters is neutralised here, and the verbalization
+prompt says that the evidence is data, not instructions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from zipp_assets import lake
+from zipp_assets.graph.user_keys import canonical_key_sql, create_pseudonym_table, create_user_aliases
+from zipp_assets.personas.shards import shard_of
+
+EVIDENCE_VERSION = "evidence-v1"
+PAPER_TOKEN_CAP = 4096  # the paper's cap on evidence; gains saturate near 2K
+EVIDENCE = "persona_evidence"
+
+
+class TokenCounter(Protocol):
+    name: str
+    approximate: bool
+
+    def count(self, texts: Sequence[str]) -> list[int]: ...
+
+
+class ApproximateTokenCounter:
+    """For when neither a server's /tokenize nor a local tokenizer is configured: about four UTF-8
+    bytes per token, the usual rule of thumb for English BPE vocabularies. Named as approximate."""
+
+    name = "approximate: 4 bytes per token"
+    approximate = True
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        return [math.ceil(len(t.encode("utf-8")) / 4) for t in texts]
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    token_budget: int = 2048
+    top_subreddits: int = 10
+    snippets_per_subreddit: int = 3
+    snippet_chars: int = 300
+    min_snippet_chars: int = 20
+
+    def __post_init__(self) -> None:
+        if not 64 <= self.token_budget <= PAPER_TOKEN_CAP:
+            raise ValueError(f"token_budget must be within 64..{PAPER_TOKEN_CAP} (the paper's cap), got {self.token_budget}")
+
+
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_USER_MENTION = re.compile(r"(?<![\w/])/?u/[A-Za-z0-9_-]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+_BLOCK_MARKERS = re.compile(r"`{3,}|<{3,}|>{3,}|\"{3,}")
+_SPACE = re.compile(r"\s+")
+
+
+def clean_snippet(text: str | None, max_chars: int = 300, min_chars: int = 20) -> str | None:
+    """A comment made fit to quote: links, user mentions, control characters and block markers out,
+    whitespace collapsed, cut at a word boundary. None when nothing worth quoting is left."""
+    if not text or text.strip() in ("[deleted]", "[removed]"):
+        return None
+    text = _MARKDOWN_LINK.sub(r"\1", text)
+    text = _URL.sub("", text)
+    text = _USER_MENTION.sub("someone", text)
+    text = _CONTROL.sub("", text)
+    text = _BLOCK_MARKERS.sub("", text)
+    text = _SPACE.sub(" ", text).strip()
+    if len(text) > max_chars:
+        cut = text[:max_chars].rsplit(" ", 1)[0]
+        text = (cut or text[:max_chars]) + " ..."
+    return text if len(text) >= min_chars else None
+
+
+@dataclass
+class UserEvidence:
+    user_index: int
+    user_id: str
+    facts: str
+    top_subreddits: list[tuple[str, float]]
+    visual: list[str]
+    snippets: list[tuple[str, str]] = field(default_factory=list)  # (subreddit, cleaned text), best first
+
+
+def render(evidence: UserEvidence, snippets: int | None = None, visual_source: str = "") -> str:
+    lines = [f"ACTIVITY: {evidence.facts}"]
+    if evidence.top_subreddits:
+        lines.append("COMMUNITIES BY ATTENTION: " + ", ".join(f"r/{s} ({w:.2f})" for s, w in evidence.top_subreddits))
+    if evidence.visual:
+        lines.append(f"VISUAL PROFILE{f' ({visual_source})' if visual_source else ''}: " + "; ".join(evidence.visual))
+    kept = evidence.snippets if snippets is None else evidence.snippets[:snippets]
+    if kept:
+        lines.append("COMMENTS:")
+        lines += [f'- [r/{subreddit}] "{text}"' for subreddit, text in kept]
+    return "\n".join(lines)
+
+
+@dataclass
+class PackedEvidence:
+    text: str
+    tokens: int
+    snippets_used: int
+    snippets_available: int
+    evidence_hash: str
+
+
+def pack(evidence: UserEvidence, counter: TokenCounter, budget: int, visual_source: str = "") -> PackedEvidence:
+    """The evidence with as many snippets (best first) as fit in `budget` tokens. The header (facts,
+    communities, visual words) always goes in; if even it exceeds the budget, communities are cut."""
+    header = render(UserEvidence(evidence.user_index, evidence.user_id, evidence.facts, evidence.top_subreddits,
+                                 evidence.visual), visual_source=visual_source)
+    lines = [f'- [r/{s}] "{t}"' for s, t in evidence.snippets]
+    header_tokens, *line_tokens = counter.count([header + "\nCOMMENTS:", *lines])
+    used, total = 0, header_tokens
+    for tokens in line_tokens:
+        if total + tokens + 1 > budget:  # +1: the newline between lines
+            break
+        total += tokens + 1
+        used += 1
+    trimmed = evidence
+    while True:  # token counts of pieces need not add up exactly: check the whole, shrink until it fits
+        text = render(trimmed, used, visual_source)
+        tokens = counter.count([text])[0]
+        if tokens <= budget:
+            break
+        if used > 0:
+            used -= 1
+        elif trimmed.top_subreddits:
+            trimmed = UserEvidence(trimmed.user_index, trimmed.user_id, trimmed.facts, trimmed.top_subreddits[:-1],
+                                   trimmed.visual)
+        else:
+            raise ValueError(f"the activity line alone exceeds the budget of {budget} tokens")
+    digest = hashlib.sha256(f"{EVIDENCE_VERSION}\n{text}".encode()).hexdigest()[:20]
+    return PackedEvidence(text, tokens, used, len(evidence.snippets), digest)
+
+
+def _month(value) -> str:
+    return value.strftime("%Y-%m") if value is not None else "?"
+
+
+def load_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: EvidenceConfig,
+                  describe: Callable[[np.ndarray], list[str]] | None, profiles_partition: dict | None) -> list[UserEvidence]:
+    """Evidence of every graph user in `shards`, from the lake (users, attention, comments, profiles).
+    One pass for all the shards of a range run: comment keys are pseudonymised once."""
+    users = lake.read_table(lake_dir, "users").to_pylist()
+    wanted_shards = set(shards)
+    mine = [u for u in users if shard_of(u["user_id"]) in wanted_shards]
+    if not mine:
+        return []
+    index = {u["user_index"] for u in mine}
+    top = [r for r in lake.read_table(lake_dir, "user_top_subreddits").to_pylist()
+           if r["user_index"] in index and r["rank"] <= config.top_subreddits]
+    by_user: dict[int, list[tuple[str, float]]] = {}
+    for r in sorted(top, key=lambda r: (r["user_index"], r["rank"])):
+        by_user.setdefault(r["user_index"], []).append((r["subreddit"], float(r["weight"])))
+    visual: dict[int, list[str]] = {}
+    if describe is not None and profiles_partition is not None and lake.partition_exists(lake_dir, "user_visual_profiles",
+                                                                                        profiles_partition):
+        for p in lake.read_table(lake_dir, "user_visual_profiles", [profiles_partition]).to_pylist():
+            if p["user_index"] in index and p["n_train_images"] + p["n_heldout_images"] > 0 and p["n_train_images"] > 0:
+                visual[p["user_index"]] = describe(np.asarray(p["profile"], dtype=np.float32))
+    snippets = _top_comments(lake_dir, key, mine, by_user, config)
+    out = []
+    for u in mine:
+        facts = (f"{u['comment_count']:,} comments and {u['submission_count']:,} posts over {u['active_months']} "
+                 f"active month(s) ({_month(u['first_utc'])} to {_month(u['last_utc'])}), "
+                 f"in {u['subreddit_count']} communities")
+        out.append(UserEvidence(u["user_index"], u["user_id"], facts, by_user.get(u["user_index"], []),
+                                visual.get(u["user_index"], []), snippets.get(u["user_index"], [])))
+    return out
+
+
+def _top_comments(lake_dir: Path, key: bytes, users: list[dict], top: dict[int, list[tuple[str, float]]],
+                  config: EvidenceConfig) -> dict[int, list[tuple[str, str]]]:
+    """Per user: cleaned, deduplicated comments from its most-attended subreddits, by attention rank
+    of the subreddit, then score."""
+    files = [str(f) for f in lake.parquet_files(lake_dir, "reddit_comments")]
+    wanted = pa.table({
+        "user_id": [u["user_id"] for u in users for _ in top.get(u["user_index"], [])],
+        "user_index": [u["user_index"] for u in users for _ in top.get(u["user_index"], [])],
+        "subreddit": [s for u in users for s, _ in top.get(u["user_index"], [])],
+        "subreddit_rank": [r for u in users for r, _ in enumerate(top.get(u["user_index"], []))],
+    }, schema=pa.schema([("user_id", pa.string()), ("user_index", pa.int64()), ("subreddit", pa.string()),
+                         ("subreddit_rank", pa.int64())]))
+    if not files or wanted.num_rows == 0:
+        return {}
+    with duckdb.connect() as con:
+        create_user_aliases(con, lake_dir)
+        canonical, join = canonical_key_sql("c.user_key")
+        con.sql(f"CREATE TEMP TABLE comment_keys AS SELECT DISTINCT {canonical} AS user_key "
+                f"FROM read_parquet($files) c {join} WHERE c.user_key IS NOT NULL", params={"files": files}).fetchall()
+        create_pseudonym_table(con, "SELECT user_key FROM comment_keys", key, "pseudonyms")
+        con.register("wanted", wanted)
+        rows = con.sql(
+            f"""
+            SELECT w.user_index, w.subreddit, w.subreddit_rank, c.body, coalesce(c.score, 0) AS score, c.id
+            FROM read_parquet($files) c {join}
+            JOIN pseudonyms p ON p.user_key = {canonical}
+            JOIN wanted w ON w.user_id = p.user_id AND w.subreddit = c.subreddit
+            WHERE c.body IS NOT NULL
+            QUALIFY row_number() OVER (PARTITION BY w.user_index, w.subreddit ORDER BY coalesce(c.score, 0) DESC, c.id)
+                    <= $candidates
+            ORDER BY w.user_index, w.subreddit_rank, score DESC, c.id
+            """,
+            params={"files": files, "candidates": config.snippets_per_subreddit * 4},
+        ).fetchall()
+    out: dict[int, list[tuple[str, str]]] = {}
+    seen: dict[int, set[str]] = {}
+    per_subreddit: dict[tuple[int, str], int] = {}
+    for user, subreddit, _rank, body, _score, _id in rows:
+        text = clean_snippet(body, config.snippet_chars, config.min_snippet_chars)
+        if text is None or per_subreddit.get((user, subreddit), 0) >= config.snippets_per_subreddit:
+            continue
+        fingerprint = re.sub(r"\W+", " ", text.lower()).strip()
+        if fingerprint in seen.setdefault(user, set()):
+            continue
+        seen[user].add(fingerprint)
+        per_subreddit[(user, subreddit)] = per_subreddit.get((user, subreddit), 0) + 1
+        out.setdefault(user, []).append((subreddit, text))
+    return out
+
+
+EVIDENCE_SCHEMA = pa.schema([
+    ("user_index", pa.int64()), ("user_id", pa.string()), ("shard", pa.string()),
+    ("top_subreddits", pa.list_(pa.string())), ("top_weights", pa.list_(pa.float32())),
+    ("visual_descriptors", pa.list_(pa.string())), ("snippets_used", pa.int32()), ("snippets_available", pa.int32()),
+    ("evidence_text", pa.string()), ("tokens", pa.int32()), ("token_counter", pa.string()),
+    ("evidence_hash", pa.string()), ("evidence_version", pa.string()),
+])
+
+
+@dataclass
+class EvidenceReport:
+    shard: str
+    users: int
+    tokens: list[int]
+    snippets_used: int
+    snippets_available: int
+    users_with_visual: int
+    token_counter: str
+    approximate_tokens: bool
+
+
+def build_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: EvidenceConfig, counter: TokenCounter,
+                   describe: Callable[[np.ndarray], list[str]] | None = None, profiles_partition: dict | None = None,
+                   visual_source: str = "", progress: Callable[[str], None] | None = None) -> list[EvidenceReport]:
+    """Write the `persona_evidence` partition of each shard (each replaced whole on a re-run)."""
+    everyone = load_evidence(lake_dir, key, shards, config, describe, profiles_partition)
+    reports = []
+    for shard in shards:
+        users = [u for u in everyone if shard_of(u.user_id) == shard]
+        reports.append(_write_shard(lake_dir, shard, users, config, counter, visual_source))
+        if progress:
+            progress(f"shard {shard}: {len(users):,} users")
+    return reports
+
+
+def _write_shard(lake_dir: Path, shard: str, users: list[UserEvidence], config: EvidenceConfig, counter: TokenCounter,
+                 visual_source: str) -> EvidenceReport:
+    packed = [pack(u, counter, config.token_budget, visual_source) for u in users]
+    table = pa.table({
+        "user_index": [u.user_index for u in users], "user_id": [u.user_id for u in users],
+        "shard": [shard] * len(users),
+        "top_subreddits": [[s for s, _ in u.top_subreddits] for u in users],
+        "top_weights": [[w for _, w in u.top_subreddits] for u in users],
+        "visual_descriptors": [u.visual for u in users],
+        "snippets_used": [p.snippets_used for p in packed], "snippets_available": [p.snippets_available for p in packed],
+        "evidence_text": [p.text for p in packed], "tokens": [p.tokens for p in packed],
+        "token_counter": [counter.name] * len(users), "evidence_hash": [p.evidence_hash for p in packed],
+        "evidence_version": [EVIDENCE_VERSION] * len(users),
+    }, schema=EVIDENCE_SCHEMA)
+    with lake.atomic_partition(lake_dir, EVIDENCE, {"shard": shard}) as folder:
+        lake.write_table(folder, table, EVIDENCE_SCHEMA)
+    return EvidenceReport(shard, len(users), [p.tokens for p in packed], sum(p.snippets_used for p in packed),
+                          sum(p.snippets_available for p in packed), sum(1 for u in users if u.visual),
+                          counter.name, counter.approximate)
