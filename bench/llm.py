@@ -1,0 +1,104 @@
+"""LLM benchmark: batched and concurrent paths against one request at a time, same run.
+
+    .venv/bin/python bench/llm.py [--requests 64 --concurrency 32 --latency 0.2 --prompts 16]
+
+(a) client: the project's `OpenAICompatibleLLM` (the vllm/openai backends) against the fake
+    vLLM-shaped server of the tests on loopback, which serves many requests at once with a fixed
+    latency each: `--requests` calls one at a time (concurrency 1) against the same calls with
+    `--concurrency` in flight; target >= 5x requests/s.
+(b) transformers: the project's `TransformersLLM` on a tiny random Llama (hidden 128, 2 layers,
+    saved as safetensors, loaded from a local folder): `--prompts` prompts one at a time
+    (batch size 1) against one batch, same prompts, greedy, `--max-tokens` new tokens; target >= 3x.
+Each side is timed after a warm-up call. Prints one line per figure and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from zipp_assets.llm.base import generate_with_stats  # noqa: E402
+from zipp_assets.llm.openai_compat import OpenAICompatibleLLM  # noqa: E402
+from zipp_assets.llm.types import LLMRequest  # noqa: E402
+from zipp_assets_tests.llm.fake_openai_server import Behaviour, FakeOpenAIServer  # noqa: E402
+from zipp_assets_tests.llm.tiny_llama import SENTENCES, save_tiny_llama  # noqa: E402
+
+
+def bench_client(n: int, concurrency: int, latency_s: float) -> dict:
+    server = FakeOpenAIServer(behaviour=Behaviour(latency_s=latency_s)).start()
+    try:
+        requests = [LLMRequest.chat(f"r{i}", f"describe persona {i}", max_tokens=64) for i in range(n)]
+        out = {}
+        for label, workers in (("one at a time", 1), (f"concurrency {concurrency}", concurrency)):
+            llm = OpenAICompatibleLLM(server.base_url, server.model, backend="vllm", concurrency=workers, retries=0)
+            llm.generate(requests[:2])  # warm-up
+            results, stats = generate_with_stats(llm, requests)
+            assert stats.ok == n, stats
+            out[label] = stats.requests_per_s
+            print(f"(a) client, {label:>16}: {n} requests in {stats.seconds:6.2f} s = "
+                  f"{stats.requests_per_s:7.1f} req/s "
+                  f"(peak in flight at the server {server.record.peak_in_flight})")
+            server.record.peak_in_flight = 0
+        ratio = out[f"concurrency {concurrency}"] / out["one at a time"]
+        print(f"(a) client: concurrent / one at a time = {ratio:.1f}x (target >= 5x)")
+        return {"one_at_a_time_rps": out["one at a time"], "concurrent_rps": out[f"concurrency {concurrency}"],
+                "ratio": ratio, "requests": n, "concurrency": concurrency, "latency_s": latency_s}
+    finally:
+        server.stop()
+
+
+def bench_transformers(n: int, max_tokens: int) -> dict:
+    import torch
+
+    from zipp_assets.llm.transformers_backend import TransformersLLM
+
+    with tempfile.TemporaryDirectory() as folder:
+        model_dir = save_tiny_llama(Path(folder) / "tiny-llama", hidden=128, heads=2, context=256)
+        prompts = [LLMRequest.chat(f"p{i}", SENTENCES[i % 5] + f" (user {i})", max_tokens=max_tokens) for i in range(n)]
+        out = {}
+        for label, batch_size in (("one at a time", 1), (f"batch of {n}", n)):
+            llm = TransformersLLM(model_dir, device="cpu", dtype="float32", batch_size=batch_size)
+            llm.generate(prompts[:batch_size])  # warm-up
+            results, stats = generate_with_stats(llm, prompts)
+            assert stats.ok == n, stats
+            out[label] = stats
+            print(f"(b) transformers, {label:>13}: {n} prompts in {stats.seconds:6.2f} s = {stats.requests_per_s:6.2f} "
+                  f"prompts/s, {stats.completion_tokens_per_s:7.1f} new tokens/s ({stats.completion_tokens} tokens)")
+        single, batched = out["one at a time"], out[f"batch of {n}"]
+        ratio = batched.requests_per_s / single.requests_per_s
+        print(f"(b) transformers: batched / one at a time = {ratio:.1f}x prompts/s (target >= 3x); "
+              f"torch threads {torch.get_num_threads()}")
+        return {"one_at_a_time_pps": single.requests_per_s, "batched_pps": batched.requests_per_s, "ratio": ratio,
+                "prompts": n, "max_tokens": max_tokens, "single_tokens": single.completion_tokens,
+                "batched_tokens": batched.completion_tokens}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    args = parser.parse_args()
+    # Other work on the machine shifts both sides of a ratio unevenly: say how busy it was.
+    print(f"load average before: {os.getloadavg()[0]:.2f} over {os.cpu_count()} CPUs")
+    figures = {"client": bench_client(args.requests, args.concurrency, args.latency),
+               "transformers": bench_transformers(args.prompts, args.max_tokens)}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        figures["load_average_after"] = os.getloadavg()[0]
+        args.out.write_text(json.dumps(figures, indent=2))
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
