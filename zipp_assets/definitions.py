@@ -7,6 +7,7 @@ import dagster as dg
 from zipp_assets.encoder.assets import encoder_assets
 from zipp_assets.graph.assets import graph_assets
 from zipp_assets.imaging.resources import ImageEncoderResource
+from zipp_assets.llm.resources import LLMResource
 from zipp_assets.personas.assets import persona_assets
 from zipp_assets.reddit.assets import reddit_assets, reddit_monthly_job
 from zipp_assets.reddit.sensors import new_reddit_dumps
@@ -21,5 +22,6 @@ defs = dg.Definitions(
     resources={
         "lake": _lake,
         "image_encoder": ImageEncoderResource.for_profile(_lake.profile),
+        "llm": LLMResource.for_profile(_lake.profile),
     },
 )

@@ -23,7 +23,8 @@ from zipp_assets.simworld.world import WORLD_VERSION, WorldConfig, generate_worl
 # Asset groups in dependency order: monthly ones are materialized over the demo's months.
 MONTHLY_GROUPS = ["reddit"]
 GLOBAL_GROUPS = ["graph", "encoder"]
-SHARDED_GROUPS = ["personas"]  # over every user shard, in one run
+SHARDED_ASSETS = "persona_evidence,personas"  # over every user shard, in one run
+SUMMARY_ASSETS = "persona_fidelity"
 
 
 def ensure_world(months: tuple[str, ...], users: int, seed: int) -> None:
@@ -92,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         materialize(f"group:{group}", f"{months[0]}...{months[-1]}")
     for group in GLOBAL_GROUPS:
         materialize(f"group:{group}", None)
-    for group in SHARDED_GROUPS:
-        materialize(f"group:{group}", f"{SHARD_KEYS[0]}...{SHARD_KEYS[-1]}")
+    materialize(SHARDED_ASSETS, f"{SHARD_KEYS[0]}...{SHARD_KEYS[-1]}")
+    materialize(SUMMARY_ASSETS, None)
     print_summary()
     return 0
 

@@ -18,6 +18,7 @@ import ctypes.util
 import errno
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -233,3 +234,15 @@ def read_table(
         where = f" partitions {list(partitions)}" if partitions is not None else ""
         raise FileNotFoundError(f"no Parquet files for dataset {dataset!r}{where} under {lake_dir}")
     return pads.dataset([str(f) for f in files], format="parquet").to_table(columns=columns)
+
+
+def append_file(folder: Path, table: pa.Table) -> Path:
+    """Add one immutable part file to an append-only dataset folder, atomically (temporary name,
+    then rename): a killed writer leaves either the whole file or none."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = folder / f".{name}.tmp"
+    pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
+    tmp.rename(folder / name)
+    return folder / name

@@ -30,8 +30,8 @@ from zipp_assets.encoder.evaluate import (
 from zipp_assets.encoder.inference import top_k_subreddits
 from zipp_assets.encoder.model import PersonaEncoder
 from zipp_assets.encoder.train import TrainConfig, infer, train
-from zipp_assets.graph.pseudonyms import pseudonymize
 from zipp_assets.stats import Interval, bootstrap_mean, paired_difference
+from zipp_assets.truth import planted_users
 
 OURS = "GAT + ImageAlign (ours)"
 VARIANTS: dict[str, dict] = {
@@ -53,25 +53,22 @@ class PlantedTruth:
 
 
 def load_planted_truth(truth_dir: Path, lake_dir: Path, key: bytes) -> PlantedTruth | None:
-    if not (Path(truth_dir) / "users.parquet").is_file():
+    planted = planted_users(truth_dir, key)
+    if planted is None:
         return None
-    truth = pq.read_table(Path(truth_dir) / "users.parquet").to_pylist()
     communities = {c["community"]: c["subreddits"] for c in pq.read_table(Path(truth_dir) / "communities.parquet").to_pylist()}
     users = lake.read_table(lake_dir, "users", columns=["user_index", "user_id"])
-    index_of = dict(zip(users["user_id"].to_pylist(), users["user_index"].to_pylist()))
     subreddit_index = {name: i for i, name in enumerate(lake.read_table(lake_dir, "subreddits")["subreddit"].to_pylist())}
-    planted = PlantedTruth()
-    # Older months key users by name, newer by author_fullname: either pseudonym may be in the graph.
-    for keys in ([t["author_fullname"] for t in truth], [t["author"] for t in truth]):
-        for record, pseudonym in zip(truth, pseudonymize(keys, key)):
-            user = index_of.get(pseudonym)
-            if user is None:
-                continue
-            planted.primary_community[user] = record["primary_community"]
-            planted.community_subreddits[user] = {
-                subreddit_index[s] for c in record["communities"] for s in communities[c] if s in subreddit_index
-            }
-    return planted
+    truth = PlantedTruth()
+    for user_id, user in zip(users["user_id"].to_pylist(), users["user_index"].to_pylist()):
+        record = planted.get(user_id)
+        if record is None:
+            continue
+        truth.primary_community[user] = record["primary_community"]
+        truth.community_subreddits[user] = {
+            subreddit_index[s] for c in record["communities"] for s in communities[c] if s in subreddit_index
+        }
+    return truth
 
 
 def _heldout_image_means(data: GraphData, embeddings: dict[str, np.ndarray]) -> dict[int, np.ndarray]:

@@ -11,7 +11,6 @@ import concurrent.futures
 import hashlib
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,7 +19,6 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from zipp_assets import lake
 from zipp_assets.graph.images import ImageLoader, ImageLoadError
@@ -54,16 +52,6 @@ class EmbedReport:
     failed: int = 0
     seconds: float = 0.0
     failure_reasons: dict[str, int] = field(default_factory=dict)
-
-
-def _append_file(folder: Path, table: pa.Table) -> Path:
-    """Write one immutable part file atomically (temporary name, then rename)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = folder / f".{name}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.rename(folder / name)
-    return folder / name
 
 
 def _pending_images(lake_dir: Path, embed_dir: Path, retry_failed: bool) -> tuple[list[tuple[str, str]], int, int, int]:
@@ -128,11 +116,11 @@ def embed_images(
                     images.append(image)
             if images:
                 vectors = encoder.encode(images)
-                _append_file(embed_dir, pa.table({"url_key": keys, "embedding": pa.FixedSizeListArray.from_arrays(
+                lake.append_file(embed_dir, pa.table({"url_key": keys, "embedding": pa.FixedSizeListArray.from_arrays(
                     pa.array(vectors.reshape(-1), pa.float32()), encoder.dim)}, schema=schema))
             if failures:
                 now = datetime.now(timezone.utc)
-                _append_file(lake.dataset_dir(lake_dir, FAILURES), pa.table({
+                lake.append_file(lake.dataset_dir(lake_dir, FAILURES), pa.table({
                     "url_key": [f[0] for f in failures], "url": [f[1] for f in failures],
                     "reason": [f[2] for f in failures], "attempted_utc": [now] * len(failures),
                 }, schema=FAILURES_SCHEMA))

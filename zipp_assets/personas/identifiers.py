@@ -1,0 +1,40 @@
+"""Finding identifiers in persona text: any ingested username, or any pseudonym.
+
+Usernames stay inside the ingestion tables; a persona (model output, or a person's edit) must not
+carry one, nor a pseudonym (which links it back to the graph). Words of each text are looked up in
+the set of usernames with DuckDB, so the check scales with the number of distinct authors.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from zipp_assets import lake
+
+PSEUDONYM = re.compile(r"\bu_[0-9a-f]{20}\b")
+_WORD = re.compile(r"[A-Za-z0-9_-]{3,20}")  # Reddit usernames: 3-20 of these characters
+
+
+def find_identifiers(lake_dir: Path, texts_by_user: dict[str, list[str]]) -> dict[str, str]:
+    """user_id -> what was found ("pseudonym" or "username"), for personas that carry an identifier."""
+    found = {u: "pseudonym" for u, texts in texts_by_user.items() if any(PSEUDONYM.search(t) for t in texts)}
+    files = [str(f) for dataset in ("reddit_comments", "reddit_submissions") if lake.dataset_dir(lake_dir, dataset).is_dir()
+             for f in lake.parquet_files(lake_dir, dataset)]
+    words = [(u, w) for u, texts in texts_by_user.items() for t in texts for w in set(_WORD.findall(t))]
+    if not files or not words:
+        return found
+    with duckdb.connect() as con:
+        con.register("words", pa.table({"user_id": [u for u, _ in words], "word": [w for _, w in words]}))
+        hits = con.sql(
+            "SELECT DISTINCT w.user_id FROM words w JOIN (SELECT DISTINCT author FROM read_parquet($files, "
+            "union_by_name = true) WHERE author IS NOT NULL AND author NOT IN ('[deleted]', 'AutoModerator')) a "
+            "ON a.author = w.word",
+            params={"files": files},
+        ).fetchall()
+    for (user,) in hits:
+        found.setdefault(user, "username")
+    return found

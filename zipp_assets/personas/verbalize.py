@@ -1,0 +1,150 @@
+"""Personas from evidence, shard by shard: incremental, resumable, validated.
+
+Incremental: a user whose evidence hash, prompt version and model are those of its stored,
+schema-valid persona is not sent again; its persona is carried over. Resumable: each finished batch
+is kept as a file under a work folder for the shard; a killed run finds them and sends only what is
+left; the shard's partition is replaced once, at the end, and the work folder removed.
+
+Model output is untrusted: it is validated against the persona schema whatever it says, and a
+request that fails is a row with its reason, never a crash that loses the shard's earlier work.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import ValidationError
+
+from zipp_assets import lake
+from zipp_assets.llm.base import LLM
+from zipp_assets.personas.evidence import EVIDENCE
+from zipp_assets.personas.prompt import PROMPT_VERSION, verbalization_request
+from zipp_assets.personas.schema import SCHEMA_VERSION, Persona
+
+PERSONAS = "personas"
+PERSONAS_SCHEMA = pa.schema([
+    ("user_index", pa.int64()), ("user_id", pa.string()), ("shard", pa.string()),
+    ("evidence_hash", pa.string()), ("prompt_version", pa.string()), ("schema_version", pa.string()),
+    ("model", pa.string()), ("ok", pa.bool_()), ("error", pa.string()), ("persona_json", pa.string()),
+    ("summary", pa.string()), ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()),
+    ("seconds", pa.float64()), ("mined_utc", pa.timestamp("us", tz="UTC")),
+])
+
+
+@dataclass
+class VerbalizeReport:
+    shard: str
+    users: int = 0
+    reused: int = 0
+    resumed: int = 0
+    sent: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def validate_persona(parsed: dict | None) -> tuple[Persona | None, str | None]:
+    if parsed is None:
+        return None, "no JSON object in the output"
+    try:
+        return Persona.model_validate(parsed), None
+    except ValidationError as error:
+        first = error.errors()[0]
+        return None, f"schema: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+
+
+def _rows(evidence: list[dict], results, model: str) -> pa.Table:
+    now = datetime.now(timezone.utc)
+    rows = []
+    for e, result in zip(evidence, results):
+        persona, reason = validate_persona(result.parsed) if result.ok else (None, result.error or "failed")
+        rows.append({
+            "user_index": e["user_index"], "user_id": e["user_id"], "shard": e["shard"],
+            "evidence_hash": e["evidence_hash"], "prompt_version": PROMPT_VERSION, "schema_version": SCHEMA_VERSION,
+            "model": model, "ok": persona is not None, "error": reason,
+            "persona_json": persona.model_dump_json() if persona else None,
+            "summary": persona.summary if persona else None,
+            "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+            "seconds": result.seconds, "mined_utc": now,
+        })
+    return pa.Table.from_pylist(rows, schema=PERSONAS_SCHEMA)
+
+
+def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: Path, batch_size: int = 64,
+                    progress: Callable[[str], None] | None = None) -> VerbalizeReport:
+    """Write the `personas` partition of `shard` from its evidence (see the module docstring)."""
+    started = time.perf_counter()
+    say = progress or (lambda _m: None)
+    report = VerbalizeReport(shard)
+    evidence = lake.read_table(lake_dir, EVIDENCE, [{"shard": shard}]).to_pylist() \
+        if lake.partition_exists(lake_dir, EVIDENCE, {"shard": shard}) else []
+    report.users = len(evidence)
+    current = {e["user_id"]: e for e in evidence}
+    key = (PROMPT_VERSION, model)
+
+    def same_input(row: dict) -> bool:
+        e = current.get(row["user_id"])
+        return e is not None and row["evidence_hash"] == e["evidence_hash"] and (row["prompt_version"], row["model"]) == key
+
+    previous = lake.read_table(lake_dir, PERSONAS, [{"shard": shard}]).to_pylist() \
+        if lake.partition_exists(lake_dir, PERSONAS, {"shard": shard}) else []
+    done = {r["user_id"]: r for r in previous if r["ok"] and same_input(r)}  # failures are tried again
+    report.reused = len(done)
+    work = Path(work_dir) / f"shard={shard}"
+    for path in sorted(work.glob("part-*.parquet")):  # batches a killed run finished (failed rows too)
+        for row in pq.read_table(path).to_pylist():
+            if row["user_id"] not in done and same_input(row):
+                done[row["user_id"]] = row
+                report.resumed += 1
+    todo = [e for e in evidence if e["user_id"] not in done]
+    say(f"shard {shard}: {len(evidence):,} users, {report.reused:,} unchanged, {report.resumed:,} from an "
+        f"interrupted run, {len(todo):,} to verbalize with {model}")
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        results = llm.generate([verbalization_request(e["user_id"], e["evidence_text"]) for e in batch])
+        table = _rows(batch, results, model)
+        lake.append_file(work, table)
+        for row in table.to_pylist():
+            done[row["user_id"]] = row
+        report.sent += len(batch)
+        say(f"shard {shard}: {report.sent:,} / {len(todo):,} verbalized")
+    rows = [done[e["user_id"]] for e in evidence]
+    for row in rows:
+        if not row["ok"]:
+            report.failed += 1
+            reason = (row["error"] or "failed").split(":")[0][:60]
+            report.failure_reasons[reason] = report.failure_reasons.get(reason, 0) + 1
+        report.prompt_tokens += row["prompt_tokens"] or 0
+        report.completion_tokens += row["completion_tokens"] or 0
+    with lake.atomic_partition(lake_dir, PERSONAS, {"shard": shard}) as folder:
+        lake.write_table(folder, pa.Table.from_pylist(rows, schema=PERSONAS_SCHEMA), PERSONAS_SCHEMA)
+    shutil.rmtree(work, ignore_errors=True)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def persona_of(row: dict) -> dict | None:
+    return json.loads(row["persona_json"]) if row.get("persona_json") else None
+
+
+def verbalize_texts(llm: LLM, evidence_by_user: dict[str, str], batch_size: int = 64) -> dict[str, dict]:
+    """Personas of arbitrary evidence texts, in memory (the fidelity control); failures are left out."""
+    out = {}
+    items = list(evidence_by_user.items())
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        for (user, _), result in zip(batch, llm.generate([verbalization_request(u, text) for u, text in batch])):
+            persona, _reason = validate_persona(result.parsed) if result.ok else (None, result.error)
+            if persona is not None:
+                out[user] = persona.model_dump()
+    return out
