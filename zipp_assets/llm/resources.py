@@ -17,6 +17,7 @@ from pydantic import Field
 from zipp_assets.llm.base import LLM
 from zipp_assets.llm.openai_compat import OpenAICompatibleLLM
 from zipp_assets.llm.template import TemplateLLM
+from zipp_assets.llm.tokens import TokenCounter, token_counter
 from zipp_assets.llm.transformers_backend import TransformersLLM
 from zipp_assets.llm.types import LLMRequest
 from zipp_assets.llm.vllm_server import VLLMServerConfig, managed_vllm_server
@@ -114,3 +115,9 @@ class LLMResource(dg.ConfigurableResource):
                 raise ValueError("a managed vllm server needs model, the folder or name it loads")
             with managed_vllm_server(self.server_config()) as server:
                 yield self._http_client(server.base_url, server.model)
+
+    def token_counter(self) -> TokenCounter:
+        """How evidence is counted for this model, without starting a server: the local tokenizer
+        folder, a running server's /tokenize, or the named approximation."""
+        client = self._http_client(self.base_url, self.model) if self.base_url and self.model else None
+        return token_counter(self.backend, model=self.model, model_dir=self.model_dir, client=client)

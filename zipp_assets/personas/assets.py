@@ -17,7 +17,6 @@ from zipp_assets.metadata import markdown_table, new_figure, png_markdown
 from zipp_assets.personas.descriptors import VOCABULARY_VERSION, clip_descriptors, pixel_stats_descriptors
 from zipp_assets.personas.evidence import (
     EVIDENCE,
-    ApproximateTokenCounter,
     EvidenceConfig,
     build_evidence,
 )
@@ -66,13 +65,13 @@ def visual_describer(image_encoder: ImageEncoderResource):
                 "them, words for the visual profile and activity facts, packed under a token budget and hashed.",
 )
 def persona_evidence(context: dg.AssetExecutionContext, config: EvidenceAssetConfig, lake: ZippLake,
-                     image_encoder: ImageEncoderResource):
+                     image_encoder: ImageEncoderResource, llm: LLMResource):
     settings = lake.settings
     started = time.perf_counter()
     evidence_config = EvidenceConfig(config.token_budget, config.top_subreddits, config.snippets_per_subreddit,
                                      config.snippet_chars)
     describe, source = visual_describer(image_encoder)
-    counter = ApproximateTokenCounter()
+    counter = llm.token_counter()  # the verbalizing model's tokenizer where one is configured
     shards = sorted(context.partition_keys)
     reports = build_evidence(settings.lake_dir, pseudonym_key(settings.profile), shards, evidence_config, counter,
                              describe, {"encoder": encoder_slug(image_encoder.encoder_name)}, source,

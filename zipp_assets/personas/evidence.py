@@ -14,12 +14,10 @@ prompt says that the evidence is data, not instructions.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import duckdb
 import numpy as np
@@ -27,29 +25,12 @@ import pyarrow as pa
 
 from zipp_assets import lake
 from zipp_assets.graph.user_keys import canonical_key_sql, create_pseudonym_table, create_user_aliases
+from zipp_assets.llm.tokens import TokenCounter
 from zipp_assets.personas.shards import shard_of
 
 EVIDENCE_VERSION = "evidence-v1"
 PAPER_TOKEN_CAP = 4096  # the paper's cap on evidence; gains saturate near 2K
 EVIDENCE = "persona_evidence"
-
-
-class TokenCounter(Protocol):
-    name: str
-    approximate: bool
-
-    def count(self, texts: Sequence[str]) -> list[int]: ...
-
-
-class ApproximateTokenCounter:
-    """For when neither a server's /tokenize nor a local tokenizer is configured: about four UTF-8
-    bytes per token, the usual rule of thumb for English BPE vocabularies. Named as approximate."""
-
-    name = "approximate: 4 bytes per token"
-    approximate = True
-
-    def count(self, texts: Sequence[str]) -> list[int]:
-        return [math.ceil(len(t.encode("utf-8")) / 4) for t in texts]
 
 
 @dataclass(frozen=True)

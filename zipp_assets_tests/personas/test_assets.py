@@ -13,7 +13,9 @@ def test_evidence_asset_writes_its_shard_and_reports_tokens(embedded_lake, tmp_p
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "lake").symlink_to(embedded_lake)
-    resources = {"lake": ZippLake(data_dir=str(data_dir)), "image_encoder": ImageEncoderResource()}
+    from zipp_assets.llm.resources import LLMResource
+
+    resources = {"lake": ZippLake(data_dir=str(data_dir)), "image_encoder": ImageEncoderResource(), "llm": LLMResource()}
     result = dg.materialize(persona_assets[:1], resources=resources, partition_key=SHARD_KEYS[3],
                             run_config={"ops": {EVIDENCE: {"config": {"token_budget": 512}}}},
                             instance=dg.DagsterInstance.ephemeral())

@@ -10,13 +10,13 @@ from zipp_assets.imaging.encoders import PixelStatsEncoder
 from zipp_assets.personas.descriptors import AESTHETIC_VOCABULARY, clip_descriptors, pixel_stats_descriptors
 from zipp_assets.personas.evidence import (
     EVIDENCE,
-    ApproximateTokenCounter,
     EvidenceConfig,
     UserEvidence,
     build_evidence,
     clean_snippet,
     pack,
 )
+from zipp_assets.llm.tokens import ApproximateTokenCounter
 from zipp_assets.personas.shards import NUM_SHARDS, SHARD_KEYS, shard_of
 from zipp_assets.simworld.render import Style, render_png
 
