@@ -48,10 +48,10 @@ def png_markdown(figure) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![plot](data:image/png;base64,{encoded})")
 
 
-def new_figure(width: float = 6.0, height: float = 3.0):
+def new_figure(width: float = 6.0, height: float = 3.0, ncols: int = 1):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height))
+    return plt.subplots(ncols=ncols, figsize=(width, height))

@@ -60,14 +60,16 @@ class TrainConfig:
 class PopularityNegativeSampler(dgl_negative._BaseNegativeSampler):
     """k negative subreddits per edge, drawn in proportion to training degree ** power."""
 
-    def __init__(self, k: int, degree: torch.Tensor, power: float):
+    def __init__(self, k: int, degree: torch.Tensor, power: float, seed: int = 0):
         self.k = k
         self.probability = degree.clamp(min=1.0) ** power
+        # Its own generator: the global one is also drawn from elsewhere, in whatever order threads run.
+        self.generator = torch.Generator().manual_seed(seed)
 
     def _generate(self, g, eids, canonical_etype):
         src, _ = g.find_edges(eids, etype=canonical_etype)
         src = src.repeat_interleave(self.k)
-        dst = torch.multinomial(self.probability, len(src), replacement=True).to(src.device)
+        dst = torch.multinomial(self.probability, len(src), replacement=True, generator=self.generator).to(src.device)
         return src, dst
 
 
@@ -106,13 +108,15 @@ def build_model(data: GraphData, config: TrainConfig) -> PersonaEncoder:
     )
 
 
-def edge_dataloader(graph, seed_eids: torch.Tensor, data: GraphData, config: TrainConfig, use_ddp: bool = False):
+def edge_dataloader(graph, seed_eids: torch.Tensor, data: GraphData, config: TrainConfig, use_ddp: bool = False,
+                    negative_sampler: PopularityNegativeSampler | None = None):
     sampler = dgl.dataloading.NeighborSampler(list(config.fanouts))
     edge_sampler = dgl.dataloading.as_edge_prediction_sampler(
         sampler,
         exclude="reverse_types",  # the target edge and its reverse never carry messages to themselves
         reverse_etypes=REVERSE_ETYPES,
-        negative_sampler=PopularityNegativeSampler(config.negatives, data.subreddit_degree, config.popularity_power),
+        negative_sampler=negative_sampler or PopularityNegativeSampler(config.negatives, data.subreddit_degree,
+                                                                       config.popularity_power, config.seed),
     )
     return dgl.dataloading.DataLoader(
         graph, {FORWARD: seed_eids}, edge_sampler, batch_size=config.batch_size, shuffle=True, drop_last=False,
@@ -306,7 +310,8 @@ def train(data: GraphData, config: TrainConfig, progress: Callable[[str], None] 
         )
     optimizer = torch.optim.AdamW(objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     seeds = torch.arange(graph.num_edges(FORWARD), device=device)
-    loader = edge_dataloader(graph.to(device) if device != "cpu" else graph, seeds, data, config, use_ddp=world_size > 1)
+    negatives = PopularityNegativeSampler(config.negatives, data.subreddit_degree, config.popularity_power)
+    message_graph = graph.to(device) if device != "cpu" else graph
     member_keys = known_link_keys(data)
     val_pairs = data.edges["val"]
     if exclude_users is not None and len(exclude_users):
@@ -331,6 +336,10 @@ def train(data: GraphData, config: TrainConfig, progress: Callable[[str], None] 
         if stop[0]:
             break
         _seed_epoch(config, rank, epoch)
+        negatives.generator.manual_seed((config.seed + rank) * 1_000_003 + epoch + 1)
+        # A new loader each epoch: DGL's reshuffles its previous order in place, which would make an
+        # epoch's batches depend on every epoch before it (and a resumed run differ from an unbroken one).
+        loader = edge_dataloader(message_graph, seeds, data, config, use_ddp=world_size > 1, negative_sampler=negatives)
         objective.train()  # (DGL's DataLoader reshuffles each process's share on every pass)
         epoch_start = time.perf_counter()
         totals = {"loss": 0.0, "link_loss": 0.0, "align_loss": 0.0}

@@ -10,6 +10,7 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
+from zipp_assets.encoder.checkpoint import data_version
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.visual import encoder_slug
 from zipp_assets.imaging.resources import ImageEncoderResource
@@ -26,6 +27,7 @@ from zipp_assets.personas.overrides import apply_overrides, overrides_by_user
 from zipp_assets.personas.prompt import PROMPT_VERSION
 from zipp_assets.personas.shards import shard_partitions
 from zipp_assets.personas.template_rules import template_persona
+from zipp_assets.personas.drift import drift_by_remining
 from zipp_assets.personas.fidelity import control_personas, fidelity_table
 from zipp_assets.personas.verbalize import PERSONAS, persona_of, verbalize_shard, verbalize_texts
 from zipp_assets.truth import planted_users
@@ -58,7 +60,8 @@ def visual_describer(image_encoder: ImageEncoderResource):
     name=EVIDENCE,
     partitions_def=shard_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),  # a range of shards in one run, as the CLI backfill needs
-    deps=["users", "user_top_subreddits", "user_visual_profiles", "reddit_comments"],
+    deps=["users", "user_top_subreddits", "user_visual_profiles",
+          dg.AssetDep("reddit_comments", partition_mapping=dg.AllPartitionMapping())],  # every month's comments
     group_name=GROUP,
     kinds={"parquet"},
     description="Per user of the shard: the most-attended subreddits with weights, cleaned comment snippets from "
@@ -158,12 +161,14 @@ def personas(context: dg.AssetExecutionContext, config: PersonasConfig, lake: Zi
     started = time.perf_counter()
     shards = sorted(context.partition_keys)
     reports = []
+    # One re-mining = one version of the graph tables, however many runs its shards take.
+    remining = data_version(settings.lake_dir, None)
     with llm.client(render=template_persona) as client:
         model = getattr(client, "model", llm.description)
         for shard in shards:
             reports.append(verbalize_shard(settings.lake_dir, shard, client, model,
                                            settings.data_dir / "work" / PERSONAS, config.batch_size,
-                                           progress=context.log.info))
+                                           progress=context.log.info, remining_id=remining))
     rows = lake_io.read_table(settings.lake_dir, PERSONAS, [{"shard": s} for s in shards]).to_pylist() \
         if any(r.users for r in reports) else []
     effective = _effective_rows(rows, overrides_by_user(settings.lake_dir))
@@ -185,6 +190,8 @@ def personas(context: dg.AssetExecutionContext, config: PersonasConfig, lake: Zi
         "users": total,
         "sent_to_llm": sent,
         "unchanged_reused": sum(r.reused for r in reports),
+        "personas_changed": sum(r.changed for r in reports),
+        "personas_new": sum(r.new for r in reports),
         "resumed_from_interrupted_run": sum(r.resumed for r in reports),
         "failed": failed,
         "failure_rate": round(failed / total, 4) if total else 0.0,
@@ -260,4 +267,39 @@ def persona_fidelity(context: dg.AssetExecutionContext, config: FidelityConfig, 
     })
 
 
-persona_assets = [persona_evidence, personas, persona_fidelity]
+@dg.asset(
+    name="persona_drift",
+    deps=[PERSONAS],
+    group_name=GROUP,
+    kinds={"parquet"},
+    description="Per re-mining: how many users were re-verbalized, the share whose persona changed, and which "
+                "attributes moved; the latest as a table, all re-minings as a plot.",
+)
+def persona_drift(context: dg.AssetExecutionContext, lake: ZippLake):
+    settings = lake.settings
+    rows = drift_by_remining(settings.lake_dir)
+    if not rows:
+        return dg.MaterializeResult(metadata={"reminings": 0})
+    with lake_io.atomic_partition(settings.lake_dir, "persona_drift") as folder:
+        lake_io.write_table(folder, pa.Table.from_pylist(rows))
+    latest = rows[-1]
+    moved = sorted(((k.removeprefix("moved_"), v) for k, v in latest.items() if k.startswith("moved_") and v),
+                   key=lambda kv: -kv[1])
+    figure, (left, right) = new_figure(8, 3, ncols=2)
+    left.plot(range(len(rows)), [r["changed_share"] for r in rows], marker="o")
+    left.set_xlabel("re-mining")
+    left.set_ylabel("share of personas changed")
+    right.barh([m for m, _ in moved] or ["(none)"], [v for _, v in moved] or [0], color="#a64")
+    right.set_xlabel("users whose field moved (latest)")
+    return dg.MaterializeResult(metadata={
+        "reminings": len(rows),
+        "latest_reverbalized": latest["reverbalized"],
+        "latest_new": latest["new"],
+        "latest_changed": latest["changed"],
+        "latest_changed_share": round(latest["changed_share"], 4),
+        "attributes_moved": dg.MetadataValue.md(markdown_table([{"field": m, "users": v} for m, v in moved])),
+        "drift_plot": png_markdown(figure),
+    })
+
+
+persona_assets = [persona_evidence, personas, persona_fidelity, persona_drift]

@@ -84,7 +84,9 @@ class UserEvidence:
 def render(evidence: UserEvidence, snippets: int | None = None, visual_source: str = "") -> str:
     lines = [f"ACTIVITY: {evidence.facts}"]
     if evidence.top_subreddits:
-        lines.append("COMMUNITIES BY ATTENTION: " + ", ".join(f"r/{s} ({w:.2f})" for s, w in evidence.top_subreddits))
+        # One decimal: enough to tell a main community from a side one, and it keeps a user's evidence
+        # (and hash) still when re-embedding after a new month moves weights by a hair.
+        lines.append("COMMUNITIES BY ATTENTION: " + ", ".join(f"r/{s} ({w:.1f})" for s, w in evidence.top_subreddits))
     if evidence.visual:
         lines.append(f"VISUAL PROFILE{f' ({visual_source})' if visual_source else ''}: " + "; ".join(evidence.visual))
     kept = evidence.snippets if snippets is None else evidence.snippets[:snippets]

@@ -30,6 +30,11 @@ from zipp_assets.personas.prompt import PROMPT_VERSION, verbalization_request
 from zipp_assets.personas.schema import SCHEMA_VERSION, Persona
 
 PERSONAS = "personas"
+CHANGES = "persona_changes"  # append-only: per re-mining, each re-verbalized user and the fields that moved
+CHANGES_SCHEMA = pa.schema([
+    ("remining_id", pa.string()), ("mined_utc", pa.timestamp("us", tz="UTC")), ("shard", pa.string()),
+    ("user_id", pa.string()), ("status", pa.string()), ("changed_fields", pa.list_(pa.string())),
+])
 PERSONAS_SCHEMA = pa.schema([
     ("user_index", pa.int64()), ("user_id", pa.string()), ("shard", pa.string()),
     ("evidence_hash", pa.string()), ("prompt_version", pa.string()), ("schema_version", pa.string()),
@@ -51,6 +56,8 @@ class VerbalizeReport:
     completion_tokens: int = 0
     seconds: float = 0.0
     failure_reasons: dict[str, int] = field(default_factory=dict)
+    changed: int = 0  # re-verbalized users whose persona differs from their previous one
+    new: int = 0
 
 
 def validate_persona(parsed: dict | None) -> tuple[Persona | None, str | None]:
@@ -80,8 +87,12 @@ def _rows(evidence: list[dict], results, model: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=PERSONAS_SCHEMA)
 
 
+def changed_fields(before: dict, after: dict) -> list[str]:
+    return sorted(k for k in after if before.get(k) != after.get(k))
+
+
 def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: Path, batch_size: int = 64,
-                    progress: Callable[[str], None] | None = None) -> VerbalizeReport:
+                    progress: Callable[[str], None] | None = None, remining_id: str = "") -> VerbalizeReport:
     """Write the `personas` partition of `shard` from its evidence (see the module docstring)."""
     started = time.perf_counter()
     say = progress or (lambda _m: None)
@@ -100,6 +111,7 @@ def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: 
         if lake.partition_exists(lake_dir, PERSONAS, {"shard": shard}) else []
     done = {r["user_id"]: r for r in previous if r["ok"] and same_input(r)}  # failures are tried again
     report.reused = len(done)
+    reused_ids = set(done)
     work = Path(work_dir) / f"shard={shard}"
     for path in sorted(work.glob("part-*.parquet")):  # batches a killed run finished (failed rows too)
         for row in pq.read_table(path).to_pylist():
@@ -119,6 +131,17 @@ def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: 
         report.sent += len(batch)
         say(f"shard {shard}: {report.sent:,} / {len(todo):,} verbalized")
     rows = [done[e["user_id"]] for e in evidence]
+    earlier = {r["user_id"]: persona_of(r) for r in previous if r["ok"]}
+    changes = []
+    for row in rows:
+        if row["user_id"] not in reused_ids and row["ok"]:
+            before, after = earlier.get(row["user_id"]), persona_of(row)
+            fields = changed_fields(before, after) if before is not None else []
+            status = "new" if before is None else "changed" if fields else "unchanged"
+            report.changed += status == "changed"
+            report.new += status == "new"
+            changes.append({"remining_id": remining_id, "mined_utc": row["mined_utc"], "shard": shard,
+                            "user_id": row["user_id"], "status": status, "changed_fields": fields})
     for row in rows:
         if not row["ok"]:
             report.failed += 1
@@ -128,6 +151,8 @@ def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: 
         report.completion_tokens += row["completion_tokens"] or 0
     with lake.atomic_partition(lake_dir, PERSONAS, {"shard": shard}) as folder:
         lake.write_table(folder, pa.Table.from_pylist(rows, schema=PERSONAS_SCHEMA), PERSONAS_SCHEMA)
+    if changes:
+        lake.append_file(lake.dataset_dir(lake_dir, CHANGES), pa.Table.from_pylist(changes, schema=CHANGES_SCHEMA))
     shutil.rmtree(work, ignore_errors=True)
     report.seconds = time.perf_counter() - started
     return report

@@ -43,7 +43,7 @@ def test_personas_and_fidelity_assets_with_the_template_backend(embedded_lake, t
     (data_dir / "truth").symlink_to(tiny_world / "truth")
     resources = {"lake": ZippLake(data_dir=str(data_dir)), "image_encoder": ImageEncoderResource(), "llm": LLMResource()}
     instance = dg.DagsterInstance.ephemeral()
-    evidence, personas, fidelity = persona_assets
+    evidence, personas, fidelity, _drift = persona_assets
     for shard in SHARD_KEYS:
         assert dg.materialize([evidence, personas], resources=resources, partition_key=shard, instance=instance).success
     result = dg.materialize([fidelity], resources=resources, instance=instance)
