@@ -111,6 +111,7 @@ class ImageEmbeddingsConfig(dg.Config):
     deps=["reddit_image_posts"],
     group_name=GROUP,
     kinds={"parquet"},
+    pool="gpu",  # open_clip on the GPU in production; the pool keeps it off the encoder's and the LLM's GPU
     description="Embedding of every non-NSFW image people posted, by the configured ImageEncoder (incremental: "
                 "only images not yet embedded by the same encoder). Failed loads go to image_failures with a reason.",
 )
