@@ -9,6 +9,11 @@
 (b) transformers: the project's `TransformersLLM` on a tiny random Llama (hidden 128, 2 layers,
     saved as safetensors, loaded from a local folder): `--prompts` prompts one at a time
     (batch size 1) against one batch, same prompts, greedy, `--max-tokens` new tokens; target >= 3x.
+(c) evidence packing: the personas stage's `pack` (render, count tokens, fit the budget, hash) over
+    `--users` generated users of a heavy-tailed graph (attention over 1-40 subreddits, 0-30 comment
+    snippets each, visual words), with the approximate token counter, in users/s; the same at a
+    tenth of the users, to show the cost grows linearly. Users are generated as they are packed, so
+    memory stays flat at any count.
 Each side is timed after a warm-up call. Prints one line per figure and the ratios.
 """
 
@@ -79,6 +84,54 @@ def bench_transformers(n: int, max_tokens: int) -> dict:
                 "batched_tokens": batched.completion_tokens}
 
 
+def generated_users(n: int, seed: int = 0):
+    """UserEvidence of a generated heavy-tailed graph (Zipf-like subreddit popularity, log-normal
+    activity), drawn from pools of names and snippets so that a million users fit in flat memory."""
+    import numpy as np
+
+    from zipp_assets.personas.evidence import UserEvidence
+
+    rng = np.random.default_rng(seed)
+    names = [f"sub{i}" for i in range(40_000)]
+    popularity = 1 / np.arange(1, len(names) + 1) ** 1.1
+    popularity /= popularity.sum()
+    words = "film grain reef tank hiking trail neon night soft pastel light muted tones my first build".split()
+    snippets = [" ".join(rng.choice(words, size=int(rng.integers(8, 60)))) for _ in range(5000)]
+    visual = ["teal hues", "muted, desaturated colour", "bright, high-key images", "smooth, broad shapes"]
+    for user in range(n):
+        degree = int(min(40, max(1, rng.lognormal(1.2, 1.0))))
+        subs = rng.choice(len(names), size=degree, p=popularity)
+        weights = rng.dirichlet(np.ones(degree))
+        top = sorted(zip([names[s] for s in subs], weights.tolist()), key=lambda x: -x[1])[:10]
+        k = int(min(30, rng.poisson(min(30, degree * 3))))
+        quoted = [(top[i % len(top)][0], snippets[j]) for i, j in enumerate(rng.integers(0, len(snippets), size=k))]
+        yield UserEvidence(user, f"u_{user:020x}", f"{k * 3} comments and {k // 4} posts over 3 active month(s)",
+                           top, visual, quoted)
+
+
+def bench_packing(users: int, budget: int) -> dict:
+    import time
+
+    from zipp_assets.llm.tokens import ApproximateTokenCounter
+    from zipp_assets.personas.evidence import pack
+
+    counter = ApproximateTokenCounter()
+    out = {}
+    for label, n in (("a tenth", max(1, users // 10)), ("all", users)):
+        started, tokens = time.perf_counter(), 0
+        for evidence in generated_users(n):
+            tokens += pack(evidence, counter, budget).tokens
+        seconds = time.perf_counter() - started
+        out[label] = {"users": n, "seconds": round(seconds, 2), "users_per_s": round(n / seconds, 1),
+                      "mean_tokens": round(tokens / n, 1)}
+        print(f"(c) evidence packing, {n:>9,} users: {seconds:7.1f} s = {n / seconds:8,.0f} users/s "
+              f"(mean {tokens / n:.0f} tokens of {budget:,}; generating users included)")
+    out["per_user_cost_ratio_all_vs_tenth"] = round(out["all"]["seconds"] / out["all"]["users"]
+                                                   / (out["a tenth"]["seconds"] / out["a tenth"]["users"]), 2)
+    print(f"(c) cost per user, all / a tenth: {out['per_user_cost_ratio_all_vs_tenth']}x (1.0 = linear)")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=64)
@@ -86,12 +139,15 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--users", type=int, default=1_000_000, help="users for (c) evidence packing")
+    parser.add_argument("--budget", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
     # Other work on the machine shifts both sides of a ratio unevenly: say how busy it was.
     print(f"load average before: {os.getloadavg()[0]:.2f} over {os.cpu_count()} CPUs")
     figures = {"client": bench_client(args.requests, args.concurrency, args.latency),
-               "transformers": bench_transformers(args.prompts, args.max_tokens)}
+               "transformers": bench_transformers(args.prompts, args.max_tokens),
+               "packing": bench_packing(args.users, args.budget)}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         figures["load_average_after"] = os.getloadavg()[0]
