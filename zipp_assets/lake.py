@@ -246,3 +246,16 @@ def append_file(folder: Path, table: pa.Table) -> Path:
     pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
     tmp.rename(folder / name)
     return folder / name
+
+
+def spilling_duckdb(memory_limit: str):
+    """A DuckDB connection that spills past `memory_limit` into the system's temporary folder (DuckDB's
+    own default is `.tmp` under the working directory, which may be a checkout or read-only)."""
+    import tempfile
+
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute(f"SET temp_directory = '{Path(tempfile.gettempdir()) / 'zipp-duckdb-spill'}'")
+    return con

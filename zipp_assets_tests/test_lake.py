@@ -65,3 +65,12 @@ def test_rotating_writer_splits_files_and_writes_schema_when_empty(tmp_path):
 def test_reading_a_missing_dataset_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing_here"):
         lake.read_table(tmp_path, "nothing_here")
+
+
+def test_duckdb_spills_into_the_system_temporary_folder_not_the_working_directory(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with lake.spilling_duckdb("64MB") as con:
+        assert con.sql("SELECT current_setting('temp_directory')").fetchall()[0][0] == str(tmp_path / "zipp-duckdb-spill")
+        assert con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0].startswith("6")

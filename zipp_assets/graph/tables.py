@@ -10,7 +10,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 
 from zipp_assets import lake
@@ -105,8 +104,7 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
     edge_files = _files(lake_dir, "reddit_user_subreddit_edges")
     submission_files = _files(lake_dir, "reddit_submissions")
     months = sorted({Path(f).parent.name.removeprefix("month=") for f in edge_files})
-    with duckdb.connect() as con:
-        con.execute(f"SET memory_limit = '{config.memory_limit}'")
+    with lake.spilling_duckdb(config.memory_limit) as con:
         con.execute("SET preserve_insertion_order = false")
         aliases = create_user_aliases(con, lake_dir)
         # One person, one user: author-keyed months are mapped onto the person's author_fullname

@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -121,8 +120,7 @@ def build_user_subreddit_edges(lake_dir: Path, month: str, memory_limit: str = "
         ORDER BY user_key, subreddit
     """
     rows_in = 0
-    with duckdb.connect() as con:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
+    with lake.spilling_duckdb(memory_limit) as con:
         con.execute("SET preserve_insertion_order = false")
         rows_in = con.sql(
             "SELECT (SELECT count(*) FROM read_parquet($c)) + (SELECT count(*) FROM read_parquet($s))",
