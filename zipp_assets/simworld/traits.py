@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from zipp_assets.personas.schema import VISUAL_INTERESTS as PERSONA_VISUAL_INTERESTS
+
 AGE_BANDS = ("18-24", "25-34", "35-44", "45+")
 AGE_RANGES = {"18-24": (18, 24), "25-34": (25, 34), "35-44": (35, 44), "45+": (45, 70)}
 GENDERS = ("female", "male", "nonbinary")
@@ -60,19 +62,9 @@ HOBBIES = {
     "chess": "chess",
     "baking": "Baking",
 }
-# The paper's ten visual-interest categories.
-VISUAL_INTERESTS = (
-    "architecture and interior design",
-    "products, logos and packaging",
-    "people, family and lifestyle",
-    "nature, wildlife and animals",
-    "graphic design and typography",
-    "culture and religious aesthetics",
-    "cinematic portrait photography",
-    "illustration and concept art",
-    "sci-fi and robotics",
-    "fashion and beauty",
-)
+# The paper's ten visual-interest categories: the taxonomy personas are written in, so the world
+# plants exactly the values a persona can name (the world reads the pipeline's list, never the reverse).
+VISUAL_INTERESTS = PERSONA_VISUAL_INTERESTS
 TRAIT_KINDS = ("locale", "profession", "hobby")
 FACT_KINDS = ("age", "gender", "locale", "profession", "hobby", "visual_interest")
 GENDER_WORDS = {"female": "a woman", "male": "a guy", "nonbinary": "a nonbinary person"}
