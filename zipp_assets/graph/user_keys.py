@@ -34,7 +34,7 @@ def create_user_aliases(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> dict[
         con.sql(f"CREATE OR REPLACE TEMP TABLE {ALIASES} (user_key VARCHAR, canonical_key VARCHAR)")
         return {"aliased_keys": 0, "ambiguous_keys": 0}
     con.sql(
-        f"""
+        """
         CREATE OR REPLACE TEMP TABLE alias_candidates AS
         WITH keys AS (
             SELECT author, author_fullname, user_key

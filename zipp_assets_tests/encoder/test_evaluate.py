@@ -1,4 +1,3 @@
-import dataclasses
 import json
 
 import numpy as np
@@ -7,7 +6,7 @@ import torch
 
 from zipp_assets.encoder.ablations import OURS, evaluate_all
 from zipp_assets.encoder.data import GraphData
-from zipp_assets.encoder.evaluate import KnownLinks, link_scores, popularity_scorer, tfidf_scorer, visual_retrieval
+from zipp_assets.encoder.evaluate import KnownLinks, link_scores, tfidf_scorer, visual_retrieval
 from zipp_assets.encoder.train import TrainConfig, train
 from zipp_assets.stats import bootstrap_mean, paired_difference
 

@@ -223,3 +223,25 @@ def test_streaming_inference_writes_what_in_memory_inference_computes(graph_data
         got.setdefault(r["user_index"], []).append(r["subreddit_index"])
     assert got == {u: [s for s, _ in ranked] for u, ranked in expected.items()}
     assert counts["attention_rows"] == len(top)
+
+
+def test_training_masks_the_users_own_subreddits_in_every_batch(graph_data, monkeypatch):
+    """The objective hands the loss each row's global user and the training links, so a sampled or
+    in-batch subreddit the user is already in is never contrasted against it."""
+    import zipp_assets.encoder.train as training
+    from zipp_assets.encoder.losses import is_member
+
+    seen = []
+    real = training.link_infonce
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "link_infonce", spy)
+    train(graph_data, dataclasses.replace(FAST, epochs=1, max_batches_per_epoch=2))
+    assert seen and all(k.get("memberships") is not None and k.get("user_ids") is not None for k in seen)
+    keys = seen[0]["memberships"]
+    pairs = graph_data.edges["train"]
+    assert torch.equal(keys, torch.sort(pairs[:, 0] * graph_data.num_subreddits + pairs[:, 1]).values)
+    assert bool(is_member(keys, pairs[:5, 0], pairs[:5, 1], graph_data.num_subreddits).all())
