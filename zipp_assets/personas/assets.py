@@ -22,7 +22,7 @@ from zipp_assets.personas.evidence import (
     build_evidence,
 )
 from zipp_assets.llm.resources import LLMResource
-from zipp_assets.personas.identifiers import find_identifiers
+from zipp_assets.personas.identifiers import find_identifiers, persona_texts
 from zipp_assets.personas.overrides import apply_overrides, overrides_by_user
 from zipp_assets.personas.prompt import PROMPT_VERSION
 from zipp_assets.personas.shards import shard_partitions
@@ -124,19 +124,6 @@ def _effective_rows(rows: list[dict], edits: dict[str, list[dict]]) -> list[dict
         out.append({"user_id": row["user_id"], "persona": apply_overrides(persona, mine) if mine else persona,
                     "edited_fields": sorted({e["field"] for e in mine})})
     return out
-
-
-def persona_texts(persona: dict) -> list[str]:
-    """Every free-text value of a persona (what may not carry an identifier)."""
-    texts = []
-    for value in persona.values():
-        if isinstance(value, str):
-            texts.append(value)
-        elif isinstance(value, list):
-            texts += [v for v in value if isinstance(v, str)]
-        elif isinstance(value, dict):
-            texts += persona_texts(value)
-    return texts
 
 
 @dg.asset(

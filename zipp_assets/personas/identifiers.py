@@ -38,3 +38,16 @@ def find_identifiers(lake_dir: Path, texts_by_user: dict[str, list[str]]) -> dic
     for (user,) in hits:
         found.setdefault(user, "username")
     return found
+
+
+def persona_texts(persona: dict) -> list[str]:
+    """Every free-text value of a persona (what may not carry an identifier)."""
+    texts = []
+    for value in persona.values():
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, list):
+            texts += [v for v in value if isinstance(v, str)]
+        elif isinstance(value, dict):
+            texts += persona_texts(value)
+    return texts
