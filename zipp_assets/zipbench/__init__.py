@@ -1,0 +1,1 @@
+"""ZIPBench: the benchmark build, rewriting methods, generation, metrics and report."""
