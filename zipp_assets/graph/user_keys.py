@@ -82,3 +82,27 @@ def create_pseudonym_table(con: duckdb.DuckDBPyConnection, keys_query: str, key:
     con.sql(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT user_key, user_id FROM _pseudonyms").fetchall()
     con.unregister("_pseudonyms")
     return pseudonyms.num_rows
+
+
+def user_ids_for_usernames(lake_dir: Path, usernames: list[str], key: bytes) -> dict[str, str]:
+    """Reddit username -> the graph's pseudonym for that person, for usernames an outside file names
+    (a benchmark's `reddit_username`). The canonical key is the author's fullname where any ingested
+    month carries exactly one, else the name itself; usernames never seen in the dumps map to the
+    pseudonym of the name, which simply matches no graph user."""
+    wanted = sorted({u for u in usernames if u})
+    if not wanted:
+        return {}
+    files = [str(f) for dataset in ("reddit_comments", "reddit_submissions") for f in lake.parquet_files(lake_dir, dataset)]
+    fullname: dict[str, str] = {}
+    if files:
+        with duckdb.connect() as con:
+            con.register("wanted", pa.table({"author": wanted}))
+            rows = con.sql(
+                "SELECT author, min(author_fullname), count(DISTINCT author_fullname) "
+                "FROM read_parquet($files, union_by_name = true) JOIN wanted USING (author) "
+                "WHERE author_fullname IS NOT NULL GROUP BY author",
+                params={"files": files},
+            ).fetchall()
+        fullname = {author: full for author, full, n in rows if n == 1}
+    canonical = [fullname.get(u, u) for u in wanted]
+    return dict(zip(wanted, pseudonymize(canonical, key)))

@@ -23,7 +23,7 @@ from zipp_assets.personas.evidence import (
 )
 from zipp_assets.llm.resources import LLMResource
 from zipp_assets.personas.identifiers import find_identifiers, persona_texts
-from zipp_assets.personas.overrides import apply_overrides, overrides_by_user
+from zipp_assets.personas.overrides import effective_personas, overrides_by_user
 from zipp_assets.personas.prompt import PROMPT_VERSION
 from zipp_assets.personas.shards import shard_partitions
 from zipp_assets.personas.template_rules import template_persona
@@ -114,18 +114,6 @@ class PersonasConfig(dg.Config):
     batch_size: int = 64  # requests per call to the LLM resource (it sends them concurrently)
 
 
-def _effective_rows(rows: list[dict], edits: dict[str, list[dict]]) -> list[dict]:
-    out = []
-    for row in rows:
-        persona = persona_of(row)
-        if persona is None:
-            continue
-        mine = edits.get(row["user_id"], [])
-        out.append({"user_id": row["user_id"], "persona": apply_overrides(persona, mine) if mine else persona,
-                    "edited_fields": sorted({e["field"] for e in mine})})
-    return out
-
-
 @dg.asset(
     name=PERSONAS,
     partitions_def=shard_partitions,
@@ -158,7 +146,7 @@ def personas(context: dg.AssetExecutionContext, config: PersonasConfig, lake: Zi
                                            progress=context.log.info, remining_id=remining))
     rows = lake_io.read_table(settings.lake_dir, PERSONAS, [{"shard": s} for s in shards]).to_pylist() \
         if any(r.users for r in reports) else []
-    effective = _effective_rows(rows, overrides_by_user(settings.lake_dir))
+    effective = effective_personas(rows, overrides_by_user(settings.lake_dir))
     total = sum(r.users for r in reports)
     failed = sum(r.failed for r in reports)
     seconds = time.perf_counter() - started

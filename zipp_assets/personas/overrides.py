@@ -58,3 +58,16 @@ def overrides_by_user(lake_dir: Path) -> dict[str, list[dict]]:
     for edit in read_overrides(lake_dir):
         out.setdefault(edit["user_id"], []).append(edit)
     return out
+
+
+def effective_personas(rows: list[dict], edits: dict[str, list[dict]]) -> list[dict]:
+    """Per stored persona row with a persona: user_id, the persona with its edits applied, edited fields."""
+    out = []
+    for row in rows:
+        if not row.get("persona_json"):
+            continue
+        persona = json.loads(row["persona_json"])
+        mine = edits.get(row["user_id"], [])
+        out.append({"user_id": row["user_id"], "persona": apply_overrides(persona, mine) if mine else persona,
+                    "edited_fields": sorted({e["field"] for e in mine})})
+    return out

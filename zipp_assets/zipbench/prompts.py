@@ -1,0 +1,109 @@
+"""ZIPBench's base prompts: a versioned set spread over subject categories, and de-styled history.
+
+A base prompt names content only (what is in the picture), never how it looks: style is what the
+rewriting methods add, so a base prompt that already carried a palette would blur the comparison.
+Where a user has a prompt history, de-styled versions of their own prompts join the set: the first
+comma-separated clause (Civitai prompts put the subject first, tags after) with quality tags and
+style words removed, by the lexicon below. The lexicon is common colour, light and photography
+vocabulary written for this purpose; it is not the synthetic world's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+PROMPT_SET_VERSION = "zipbench-prompts-v1"
+
+# Content-only prompts, four per category, written for this set.
+BASE_PROMPTS: dict[str, tuple[str, ...]] = {
+    "portrait": ("a portrait of an old fisherman", "a portrait of a young woman reading", "a child laughing",
+                 "a musician tuning a guitar"),
+    "street": ("a busy street market", "a bicycle leaning against a wall", "a tram crossing an intersection",
+               "a cafe terrace at the corner of a street"),
+    "landscape": ("a mountain lake", "rolling hills with a single tree", "a desert canyon", "a rocky coastline"),
+    "animal": ("a fox in the snow", "a cat sleeping on a windowsill", "a heron standing in shallow water",
+               "a horse in a field"),
+    "food": ("a bowl of ramen", "a loaf of fresh bread on a table", "a plate of tacos", "a stack of pancakes"),
+    "architecture": ("a lighthouse", "a modern glass office building", "an old stone bridge", "a spiral staircase"),
+    "product": ("a mechanical keyboard on a desk", "a wristwatch", "a pair of sneakers", "a ceramic teapot"),
+    "fantasy": ("a dragon perched on a castle tower", "a floating island with waterfalls", "a wizard's library",
+                "a giant robot in a forest"),
+}
+CATEGORIES = tuple(BASE_PROMPTS)
+
+QUALITY_TAGS = frozenset({
+    "masterpiece", "best quality", "high quality", "highly detailed", "ultra detailed", "detailed", "8k", "4k", "hd",
+    "uhd", "hdr", "trending on artstation", "award winning", "photorealistic", "realistic", "sharp focus",
+    "intricate", "intricate details", "professional", "octane render", "unreal engine",
+})
+# Words that say how a picture looks; a clause made only of these (and fillers) is style, not content.
+STYLE_WORDS = frozenset("""
+red orange yellow gold golden green teal cyan turquoise blue navy purple violet magenta pink brown beige black white
+grey gray monochrome sepia warm cool pastel neon vivid vibrant saturated desaturated muted dusty faded rich deep bold
+bright dark dim moody airy soft harsh crisp low-key high-key light lighting shadows shadowy sunny daylight night
+glow glowing cinematic film grain grainy texture textures stripes striped dots dotted polka checks checkerboard
+checkered rings concentric tones tone colours colors colour color palette hues hue aesthetic feel mood vibe style
+look dreamy melancholic nostalgic calm fresh electric playful candy earthy natural everyday clean shadowy punchy
+""".split())
+FILLERS = frozenset({"a", "an", "the", "and", "with", "in", "of", "at", "on", "very", "really"})
+_WORD = re.compile(r"[a-z0-9'-]+")
+
+
+def _clause_is_style(clause: str) -> bool:
+    words = _WORD.findall(clause.lower())
+    content = [w for w in words if w not in FILLERS]
+    return not content or all(w in STYLE_WORDS for w in content) or clause.strip().lower() in QUALITY_TAGS
+
+
+def destyle(prompt: str) -> str | None:
+    """The content of a user's prompt: its first clause that is neither a quality tag nor pure style,
+    with style words dropped; None when nothing is left. Weights like (word:1.2) and brackets go."""
+    text = re.sub(r"[()\[\]{}<>]|:\d+(?:\.\d+)?", " ", prompt or "")
+    for clause in re.split(r"[,;|\n]+", text):
+        clause = " ".join(clause.split())
+        if not clause or _clause_is_style(clause):
+            continue
+        kept = [w for w in clause.split() if w.lower().strip(".!?") not in STYLE_WORDS]
+        result = " ".join(kept).strip(" .!?")
+        if len(_WORD.findall(result.lower())) >= 2 or (result and result.lower() not in FILLERS):
+            return result[:200]
+    return None
+
+
+def prompt_seed(user_id: str, prompt_id: str) -> int:
+    """One seed per (user, prompt), shared by every method, so methods differ only in the prompt."""
+    return int.from_bytes(hashlib.sha256(f"{user_id}/{prompt_id}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def _rank(user_id: str, item: str) -> str:
+    return hashlib.sha256(f"{PROMPT_SET_VERSION}/{user_id}/{item}".encode()).hexdigest()
+
+
+def prompts_for_user(user_id: str, per_user: int, history: list[str] | None = None,
+                     own_share: float = 0.5) -> list[dict]:
+    """`per_user` base prompts for one user: categories in a user-specific rotation so every category
+    is covered evenly across users, and up to `own_share` of them de-styled prompts of the user's own."""
+    if per_user < 1:
+        raise ValueError("per_user must be at least 1")
+    rows = []
+    own = []
+    for text in history or []:
+        cleaned = destyle(text)
+        if cleaned and cleaned.lower() not in {o.lower() for o in own}:
+            own.append(cleaned)
+    own.sort(key=lambda t: _rank(user_id, t))
+    for i, text in enumerate(own[: int(per_user * own_share)]):
+        rows.append({"prompt_id": f"own-{hashlib.sha256(text.encode()).hexdigest()[:10]}", "category": "own history",
+                     "base_prompt": text, "source": "own history, de-styled"})
+    categories = sorted(CATEGORIES, key=lambda c: _rank(user_id, c))
+    for i in range(per_user - len(rows)):
+        category = categories[i % len(categories)]
+        options = BASE_PROMPTS[category]
+        # a user-specific start, then the next prompt of the category on each further pass
+        index = (int(_rank(user_id, category), 16) + i // len(categories)) % len(options)
+        rows.append({"prompt_id": f"{category}-{index}", "category": category, "base_prompt": options[index],
+                     "source": PROMPT_SET_VERSION})
+    for row in rows:
+        row["seed"] = prompt_seed(user_id, row["prompt_id"])
+    return rows
