@@ -24,6 +24,12 @@ What is planted
 - The dirt of real dumps: deleted authors, bots, AutoModerator, NSFW posts, string timestamps,
   eras (early schema before 2011, author_fullname from 2018-01, Arctic Shift from 2023-04),
   galleries, crossposts, imgur links, malformed lines, non-ASCII text.
+- Civitai-like prompt histories (`civitai`) for a share of the users who post images, in the row
+  format of ZIPBench's released data, in `<raw>/zipbench/civitai_generations.jsonl`: a subject from
+  eight categories the user leans towards, then style phrases from the user's own taste (through
+  `taste_words`, with their images' per-image variation) and quality tags ("masterpiece", "8k"),
+  some prompts with neither. Drawn from streams of their own, so the dumps, images and truth are
+  byte-identical with or without them. Who has a history is the file's reddit_username column.
 - Truth tables (`truth`): users (communities, demographics, traits, taste and its parts, taste
   words), communities, subreddits (with kind and trait), bots. Evaluation reads them; the pipeline
   never does.
@@ -56,6 +62,12 @@ shape is known the figures are round choices, said so, never fitted to any downs
   their activity there (choices; qualitative: such subreddits exist and only some people post in
   them). Visual interest is the primary community's with chance 0.3, else uniform (a choice).
 - Personal share 0.5: the default the issue sets, not a measurement.
+- Prompt histories: `prompt_history_share` 0.1 of image-posting users, 5 to 40 prompts each
+  (uniform). Choices, not measurements: ZIPBench links 1,500 Reddit users of ZIPP's 22M to a Civitai
+  account (under 0.01%), which in a world of 2,000 users would be none, so the world oversamples
+  linked users as a benchmark subset does; no statistic of prompts per user was at hand. How many
+  style phrases and tags a prompt carries, and how often settings change, are round choices
+  (`civitai`), never fitted to any result.
 """
 
 from zipp_assets.simworld.world import WorldConfig, generate_world

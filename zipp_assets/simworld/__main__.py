@@ -12,7 +12,7 @@ from zipp_assets.simworld.world import WorldConfig, generate_world, parse_month_
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zipp_assets.simworld", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="write RC_/RS_YYYY-MM.zst dumps, cached images and the planted truth")
+    gen = sub.add_parser("generate", help="write RC_/RS_YYYY-MM.zst dumps, cached images, prompt histories and the planted truth")
     gen.add_argument("--out", type=Path, required=True, help="raw folder: dumps go to OUT/reddit, images to OUT/images")
     gen.add_argument("--truth", type=Path, help="folder for the planted truth tables (default: OUT/../truth)")
     gen.add_argument("--users", type=int, default=2000)
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--malformed-rate", type=float, default=0.0002)
     gen.add_argument("--personal-share", type=float, default=0.5,
                      help="share of each user's visual taste that is personal, not from their communities (0..1)")
+    gen.add_argument("--prompt-history-share", type=float, default=WorldConfig.prompt_history_share,
+                     help="share of image-posting users with a Civitai-like prompt history in OUT/zipbench (0..1)")
     gen.add_argument("--no-images", action="store_true", help="skip rendering images (benchmarks)")
     gen.add_argument("--dump-style", choices=["auto", "pushshift", "arctic_shift"], default="auto")
     args = parser.parse_args(argv)
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             submissions_per_user_month=args.submissions_per_user,
             malformed_rate=args.malformed_rate,
             personal_share=args.personal_share,
+            prompt_history_share=args.prompt_history_share,
             write_images=not args.no_images,
             dump_style=args.dump_style,
         )

@@ -37,6 +37,9 @@ class WorldConfig:
     interest_from_community: float = 0.3  # chance a user's visual interest is their primary community's
     aesthetic_comment_rate: float = 0.03  # of a user's comments that state an aesthetic preference
     fact_comment_rate: float = 0.03  # of a user's comments that state a fact about them
+    # Civitai-like prompt histories (`civitai`), written to <raw>/zipbench/civitai_generations.jsonl
+    prompt_history_share: float = 0.1  # of image-posting users with a linked Civitai account; 0 writes none
+    prompts_per_user: tuple[int, int] = (5, 40)  # fewest and most prompts in a history, drawn uniformly
 
     def __post_init__(self) -> None:
         if self.users < 1:
@@ -50,11 +53,14 @@ class WorldConfig:
         if self.dump_style not in ("auto", "pushshift", "arctic_shift"):
             raise ValueError(f"unknown dump_style {self.dump_style!r}")
         for name in ("personal_share", "trait_join_rate", "trait_post_share", "interest_from_community",
-                     "aesthetic_comment_rate", "fact_comment_rate"):
+                     "aesthetic_comment_rate", "fact_comment_rate", "prompt_history_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, not {getattr(self, name)!r}")
         if self.aesthetic_comment_rate + self.fact_comment_rate > 1.0:
             raise ValueError("aesthetic_comment_rate + fact_comment_rate must not exceed 1")
+        low, high = self.prompts_per_user
+        if not 1 <= low <= high:
+            raise ValueError(f"prompts_per_user must be (fewest, most), 1 <= fewest <= most, not {self.prompts_per_user!r}")
 
 
 def parse_month(text: str) -> datetime:

@@ -106,6 +106,7 @@ class World:
     next_comment_id: int = 36**6
     next_submission_id: int = 36**5
     image_posts: dict[str, list[tuple[str, dict]]] = field(default_factory=lambda: defaultdict(list))
+    image_posters: set[int] = field(default_factory=set)  # indices of users who posted an image of their own
 
 
 def _community_names(words: list[str], count: int) -> list[str]:

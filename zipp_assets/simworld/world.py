@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from zipp_assets.reddit.image_urls import image_cache_path
+from zipp_assets.simworld.civitai import HISTORY_FILE, write_generation_histories
 from zipp_assets.simworld.config import WorldConfig, month_bounds, parse_month, parse_month_range
 from zipp_assets.simworld.content import GENERIC_SUBREDDITS, GENERIC_WORDS, NEWS_DOMAINS, NON_ASCII_SNIPPETS
 from zipp_assets.simworld.population import User, World, base36, build_world
@@ -259,6 +260,7 @@ class MonthGenerator:
                           domain=f"self.{subreddit}")
             return
         record.update(is_self=False, selftext="")
+        self.world.image_posters.add(owner.index)
         if kind == "gallery":
             media_ids = [f"{post_id}g{i}x" for i in range(int(self.rng.integers(2, 5)))]
             metadata = {}
@@ -380,7 +382,8 @@ def generate_world(
     truth_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """Generate every month of `config` under `raw_dir/reddit` (+ `raw_dir/images`) and the truth."""
+    """Generate every month of `config` under `raw_dir/reddit` (+ `raw_dir/images`), the prompt
+    histories under `raw_dir/zipbench` and the truth."""
     raw_dir = Path(raw_dir)
     reddit_dir = raw_dir / "reddit"
     reddit_dir.mkdir(parents=True, exist_ok=True)
@@ -396,6 +399,8 @@ def generate_world(
             f"{month}: {counts['submissions']} submissions, {counts['comments']} comments, "
             f"{counts['images']} images, {counts['malformed']} malformed lines in {counts['seconds']}s"
         )
+    users, rows = write_generation_histories(world, raw_dir / HISTORY_FILE)
+    (progress or log.info)(f"prompt histories: {users} users, {rows} prompts in {raw_dir / HISTORY_FILE}")
     if truth_dir is not None:
         Path(truth_dir).mkdir(parents=True, exist_ok=True)
         for name, table in truth_tables(world).items():
