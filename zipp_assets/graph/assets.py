@@ -102,7 +102,8 @@ class ImageEmbeddingsConfig(dg.Config):
     load_workers: int = 8
     retry_failed: bool = False  # failed URLs are recorded once and not fetched again unless asked
     allow_http: bool = True
-    timeout_seconds: float = 10.0
+    timeout_seconds: float = 10.0  # connect and each read
+    deadline_seconds: float = 30.0  # a whole download: a slow-drip server cannot hold a worker longer
     max_megabytes: float = 20.0
 
 
@@ -122,8 +123,8 @@ def image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingsC
     loader = ImageLoader(
         settings.image_cache_dir,
         [settings.image_cache_dir],
-        LoaderConfig(timeout_seconds=config.timeout_seconds, max_bytes=int(config.max_megabytes * 2**20),
-                     allow_http=config.allow_http),
+        LoaderConfig(timeout_seconds=config.timeout_seconds, deadline_seconds=config.deadline_seconds,
+                     max_bytes=int(config.max_megabytes * 2**20), allow_http=config.allow_http),
     )
     report = embed_images(settings.lake_dir, loader, encoder, config.chunk_size, config.load_workers,
                           config.retry_failed, progress=context.log.info)

@@ -1,20 +1,25 @@
 """Loading the images users posted: through the cache, from `file` and `http(s)` sources, safely.
 
 URLs come from Reddit and are untrusted. Every failure is a recorded reason, never a crash:
-a URL that is not http(s)/file, a file outside the allowed roots, a host on a private network
-(unless allowed), a dead link (HTTP status, unreachable, timeout), a response that is not an
-image or larger than the size limit, and bytes that do not decode as an image. Fetched bytes are
+a URL that is not http(s)/file, a file outside the allowed roots, a host that is not on the
+public internet (checked on the address actually connected to, see `safe_fetch`), a dead link
+(HTTP status, unreachable, timeout, overall deadline), a response that is not an image or larger
+than the size limit, and bytes that do not decode as an image for any reason. Fetched bytes are
 cached under the URL's hash; the URL text never becomes a path.
+
+Memory bound: a loaded image is a thumbnail of at most MAX_SIDE x MAX_SIDE pixels (448: the
+shorter side of a 2:1 photo still covers CLIP's 224), so it holds at most 448 * 448 * 3 B =
+588 KiB as RGB, and a chunk of n loaded images at most n * 588 KiB (588 MiB for the default
+chunk of 1024). While it decodes, a worker holds the compressed bytes (at most the size limit)
+and one frame: a JPEG is decoded at reduced scale (`draft`, 1/2 to 1/8, so at most about
+4 * MAX_SIDE^2 pixels), another format at full size, which the pixel cap (MAX_PIXELS, refused
+from the header before decoding) bounds at 4 B * 50M = 200 MB.
 """
 
 from __future__ import annotations
 
 import io
-import ipaddress
 import os
-import socket
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +27,11 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image
 
+from zipp_assets.graph.safe_fetch import PUBLIC_INTERNET, AddressPolicy, FetchError, FetchLimits, fetch
 from zipp_assets.reddit.image_urls import image_cache_path
 
-MAX_PIXELS = 50_000_000  # decompression bombs are refused before decoding
+MAX_PIXELS = 50_000_000  # decompression bombs are refused from the header, before decoding
+MAX_SIDE = 448  # loaded images are thumbnailed to fit MAX_SIDE x MAX_SIDE
 
 
 class ImageLoadError(Exception):
@@ -33,21 +40,34 @@ class ImageLoadError(Exception):
 
 @dataclass(frozen=True)
 class LoaderConfig:
-    timeout_seconds: float = 10.0
+    timeout_seconds: float = 10.0  # connect and each read
+    deadline_seconds: float = 30.0  # a whole download, redirects included
     max_bytes: int = 20 * 1024 * 1024
     allow_http: bool = True
-    allow_private_hosts: bool = False  # production fetches from the public internet only
     user_agent: str = "zipp-assets/0.1 (research pipeline)"
 
 
 class ImageLoader:
-    def __init__(self, cache_dir: Path, allowed_file_roots: list[Path], config: LoaderConfig = LoaderConfig()):
+    """Loads images by URL. `address_policy` says which hosts may be fetched from: the public
+    internet only, unless code (a test with a local server) passes another policy object."""
+
+    def __init__(self, cache_dir: Path, allowed_file_roots: list[Path], config: LoaderConfig = LoaderConfig(),
+                 address_policy: AddressPolicy = PUBLIC_INTERNET):
         self.cache_dir = Path(cache_dir)
         self.allowed_roots = [Path(r).resolve() for r in allowed_file_roots]
         self.config = config
+        self.address_policy = address_policy
 
     def load(self, url: str) -> Image.Image:
-        """The decoded RGB image, or ImageLoadError with the reason."""
+        """The decoded RGB thumbnail (see MAX_SIDE), or ImageLoadError with the reason."""
+        try:
+            return self._load(url)
+        except ImageLoadError:
+            raise
+        except Exception as exc:  # untrusted input can fail anywhere: a reason, recorded once, never a crash loop
+            raise ImageLoadError(f"load error: {type(exc).__name__}") from None
+
+    def _load(self, url: str) -> Image.Image:
         cached = image_cache_path(self.cache_dir, url)
         if cached.is_file():
             return self._decode(self._read_file(cached))
@@ -58,7 +78,7 @@ class ImageLoader:
         elif scheme in ("http", "https"):
             if not self.config.allow_http:
                 raise ImageLoadError("http fetching disabled")
-            data = self._fetch(url, parts.hostname or "")
+            data = self._fetch(url)
             self._store(cached, data)
         else:
             raise ImageLoadError(f"unsupported scheme {scheme!r}")
@@ -82,47 +102,13 @@ class ImageLoader:
             raise ImageLoadError(f"too large: {size} bytes > {self.config.max_bytes}")
         return path.read_bytes()
 
-    def _check_host(self, host: str) -> None:
-        if self.config.allow_private_hosts:
-            return
+    def _fetch(self, url: str) -> bytes:
+        limits = FetchLimits(timeout_seconds=self.config.timeout_seconds, deadline_seconds=self.config.deadline_seconds,
+                             max_bytes=self.config.max_bytes, user_agent=self.config.user_agent)
         try:
-            addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-        except (socket.gaierror, UnicodeError) as exc:
-            raise ImageLoadError(f"unreachable: cannot resolve host ({exc})") from None
-        for address in addresses:
-            ip = ipaddress.ip_address(address.split("%")[0])
-            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
-                raise ImageLoadError("unsafe host: resolves to a private or local address")
-
-    def _fetch(self, url: str, host: str) -> bytes:
-        self._check_host(host)
-        request = urllib.request.Request(url, headers={"User-Agent": self.config.user_agent})
-        opener = urllib.request.build_opener(_SafeRedirects(self._check_host))
-        try:
-            with opener.open(request, timeout=self.config.timeout_seconds) as response:
-                content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-                if not content_type.startswith("image/"):
-                    raise ImageLoadError(f"not an image: content type {content_type or 'missing'!r}")
-                length = response.headers.get("Content-Length")
-                if length and length.isdigit() and int(length) > self.config.max_bytes:
-                    raise ImageLoadError(f"too large: {length} bytes > {self.config.max_bytes}")
-                data = response.read(self.config.max_bytes + 1)
-        except ImageLoadError:
-            raise
-        except urllib.error.HTTPError as exc:
-            if 300 <= exc.code < 400:  # urllib refused to follow it (to ftp/file, say)
-                raise ImageLoadError(f"unsafe redirect: not followed (HTTP {exc.code})") from None
-            raise ImageLoadError(f"dead link: HTTP {exc.code}") from None
-        except (TimeoutError, socket.timeout):
-            raise ImageLoadError(f"dead link: timeout after {self.config.timeout_seconds}s") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            if isinstance(reason, (TimeoutError, socket.timeout)):
-                raise ImageLoadError(f"dead link: timeout after {self.config.timeout_seconds}s") from None
-            raise ImageLoadError(f"dead link: unreachable ({reason})") from None
-        if len(data) > self.config.max_bytes:
-            raise ImageLoadError(f"too large: more than {self.config.max_bytes} bytes")
-        return data
+            return fetch(url, limits, self.address_policy)
+        except FetchError as exc:
+            raise ImageLoadError(str(exc)) from None
 
     def _store(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,26 +123,14 @@ class ImageLoader:
                 width, height = probe.size
                 if width * height > MAX_PIXELS:
                     raise ImageLoadError(f"too large: {width}x{height} pixels")
-                probe.verify()
-            image = Image.open(io.BytesIO(data))
-            image.load()
-            return image.convert("RGB")
+                probe.verify()  # structure and checksums, without decoding pixels
+            with Image.open(io.BytesIO(data)) as image:
+                image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at 1/2..1/8 scale, never the full frame
+                image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BILINEAR)
+                return image.convert("RGB")
         except ImageLoadError:
             raise
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError:
+            raise ImageLoadError("too large: decompression bomb") from None
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is the image's fault
             raise ImageLoadError(f"not an image: {type(exc).__name__}") from None
-
-
-class _SafeRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only to http(s) hosts that pass the same host check as the first request."""
-
-    def __init__(self, check_host):
-        super().__init__()
-        self.check_host = check_host
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        target = urlsplit(newurl)
-        if target.scheme.lower() not in ("http", "https"):
-            raise ImageLoadError("unsafe redirect: to a non-http scheme")
-        self.check_host(target.hostname or "")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
