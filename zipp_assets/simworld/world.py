@@ -36,7 +36,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Bumped whenever the same config and seed would generate a different world.
-WORLD_VERSION = 2
+WORLD_VERSION = 3  # 3: Civitai-style prompt histories beside the dumps (dumps, images, truth unchanged)
 FIELDS_WITH_AUTHOR_FULLNAME_FROM = "2018-01"
 ARCTIC_SHIFT_FROM = "2023-04"
 EARLY_SCHEMA_BEFORE = "2011-01"

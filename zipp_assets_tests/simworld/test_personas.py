@@ -293,7 +293,7 @@ def test_users_are_in_one_to_three_communities(persona_world):
 
 # --- the vocabulary stays in the world ------------------------------------------------------------
 
-WORLD_ONLY = ("taste_words", "traits")
+WORLD_ONLY = ("taste_words", "traits", "civitai")
 
 
 def _imports_world_only(source: str) -> list[str]:
