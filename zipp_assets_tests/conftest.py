@@ -83,3 +83,11 @@ def graph_data(encoder_lake):
     from zipp_assets.imaging.encoders import PixelStatsEncoder
 
     return load_graph_data(encoder_lake, PixelStatsEncoder.name)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory) -> Path:
+    """A tiny random StableDiffusionPipeline saved as a local folder (read-only for tests)."""
+    from zipp_assets_tests.imaging.tiny_sd import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
