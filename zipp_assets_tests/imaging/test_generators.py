@@ -10,6 +10,7 @@ import pytest
 from zipp_assets.imaging.encoders import PixelStatsEncoder
 from zipp_assets.imaging.generators import VOCABULARY_VERSION, DiffusersGenerator, OfflineRenderer
 from zipp_assets.imaging.prompt_vocabulary import css_hsv, named_attributes
+from zipp_assets.imaging.resources import ImageGeneratorResource
 
 LONG_PROMPT = " ".join(f"word{i}" for i in range(200))
 
@@ -221,7 +222,7 @@ def test_generators_import_nothing_from_the_synthetic_world():
     import zipp_assets.imaging as imaging
 
     folder = Path(imaging.__file__).parent
-    for module in ("generators", "generation", "offline_renderer", "prompt_vocabulary"):
+    for module in ("generators", "generation", "offline_renderer", "prompt_vocabulary", "resources"):
         assert "simworld" not in (folder / f"{module}.py").read_text(encoding="utf-8").replace(
             "`zipp_assets.simworld`", ""), module
     loaded = subprocess.run(
@@ -229,3 +230,36 @@ def test_generators_import_nothing_from_the_synthetic_world():
                                "print(sorted(m for m in sys.modules if 'simworld' in m))"],
         capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+# --- resource --------------------------------------------------------------------------------------
+
+
+def test_generator_resource_profiles_and_backends(tiny_sd_dir):
+    demo = ImageGeneratorResource.for_profile("demo")
+    assert isinstance(demo.build(), OfflineRenderer) and "not a diffusion model" in demo.description
+    assert not demo.uses_gpu
+    assert ImageGeneratorResource(width=32, height=24).build().generate(["x"], [1])[0].size == (32, 24)
+    production = ImageGeneratorResource.for_profile("production", environ={})
+    assert (production.backend, production.model, production.dtype, production.device) == (
+        "diffusers", "stabilityai/stable-diffusion-xl-base-1.0", "float16", "cuda")
+    assert production.uses_gpu and production.description.startswith("diffusers:stabilityai/stable-diffusion-xl")
+    chosen = ImageGeneratorResource.for_profile("production", environ={"ZIPP_DIFFUSION_MODEL": "/models/sd15"})
+    assert chosen.model == "/models/sd15"
+    local = ImageGeneratorResource(backend="diffusers", model=str(tiny_sd_dir), steps=2, width=32, height=32).build()
+    assert isinstance(local, DiffusersGenerator) and local.generate(["a cat"], [1])[0].size == (32, 32)
+    with pytest.raises(ValueError, match="unknown image generator backend 'dall-e'"):
+        ImageGeneratorResource(backend="dall-e").build()
+
+
+def test_generator_resource_reaches_an_asset():
+    import dagster as dg
+
+    @dg.asset
+    def rendered(image_generator: ImageGeneratorResource) -> dg.MaterializeResult:
+        images = image_generator.build().generate(["a teal portrait", "a dark street"], [1, 2])
+        return dg.MaterializeResult(metadata={"images": len(images), "generator": image_generator.description})
+
+    result = dg.materialize([rendered], resources={"image_generator": ImageGeneratorResource(width=16, height=16)})
+    metadata = result.asset_materializations_for_node("rendered")[0].metadata
+    assert metadata["images"].value == 2 and "not a diffusion model" in metadata["generator"].value
