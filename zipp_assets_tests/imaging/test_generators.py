@@ -76,6 +76,30 @@ def test_diffusers_fit_prompt_cuts_by_the_real_tokenizer(tiny_sd_dir):
     assert generator.fit_prompt("a teal cat, film grain") == ("a teal cat, film grain", False)
 
 
+def test_diffusers_limit_comes_from_the_shortest_tokenizer(tiny_sd_dir, tmp_path):
+    """Like SD3 or Flux: a CLIP tokenizer (77) beside a T5-like one that reads longer prompts."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "two_tokenizers"
+    shutil.copytree(tiny_sd_dir, folder)
+    long_reader = AutoTokenizer.from_pretrained(tiny_sd_dir / "tokenizer", local_files_only=True)
+    long_reader.model_max_length = 256
+    long_reader.save_pretrained(folder / "tokenizer_2")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["tokenizer_2"] = ["transformers", "PreTrainedTokenizerFast"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    generator = _tiny(folder)
+    assert generator.token_limit == 77 and generator.limiting_tokenizer.startswith("tokenizer ")
+    shutil.rmtree(folder / "tokenizer")  # now only the long reader is left to count with
+    index["tokenizer"] = [None, None]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    generator = _tiny(folder)
+    assert generator.token_limit == 256 and generator.limiting_tokenizer.startswith("tokenizer_2 ")
+    assert not generator.fit_prompt(" ".join(["cat"] * 150))[1]
+
+
 def test_diffusers_loads_weights_only_when_generating(tiny_sd_dir, tmp_path):
     without_unet = tmp_path / "pipeline"
     shutil.copytree(tiny_sd_dir, without_unet)
@@ -246,8 +270,10 @@ def test_generator_resource_profiles_and_backends(tiny_sd_dir):
     assert production.uses_gpu and production.description.startswith("diffusers:stabilityai/stable-diffusion-xl")
     chosen = ImageGeneratorResource.for_profile("production", environ={"ZIPP_DIFFUSION_MODEL": "/models/sd15"})
     assert chosen.model == "/models/sd15"
-    local = ImageGeneratorResource(backend="diffusers", model=str(tiny_sd_dir), steps=2, width=32, height=32).build()
-    assert isinstance(local, DiffusersGenerator) and local.generate(["a cat"], [1])[0].size == (32, 32)
+    local = ImageGeneratorResource(backend="diffusers", model=str(tiny_sd_dir), steps=2, width=32, height=32,
+                                   dtype="bfloat16").build()
+    assert isinstance(local, DiffusersGenerator) and "bfloat16" in local.name
+    assert local.generate(["a cat"], [1])[0].size == (32, 32)
     with pytest.raises(ValueError, match="unknown image generator backend 'dall-e'"):
         ImageGeneratorResource(backend="dall-e").build()
 
