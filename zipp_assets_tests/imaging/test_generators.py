@@ -45,20 +45,22 @@ def _tiny(folder, **options) -> DiffusersGenerator:
 def test_diffusers_images_are_fixed_by_seed_not_by_batch(tiny_sd_dir):
     prompts, seeds = ["a teal cat", "a red dog", "a striped house"], [11, 12, 13]
     messages = []
-    batched = _tiny(tiny_sd_dir, batch_size=2).generate(prompts, seeds, progress=messages.append)
+    generator = _tiny(tiny_sd_dir, batch_size=2)
+    batched = generator.generate(prompts, seeds, progress=messages.append)
     assert [image.size for image in batched] == [(32, 32)] * 3 and all(im.mode == "RGB" for im in batched)
     assert len(messages) == 2 and "batch 2/2" in messages[1]  # one pipeline call per batch
-    single = _tiny(tiny_sd_dir, batch_size=1).generate(prompts, seeds)
+    one_at_a_time = _tiny(tiny_sd_dir, batch_size=1)
+    single = one_at_a_time.generate(prompts, seeds)
     # Per-image generators draw the same starting noise in any batch; CPU kernels gave exact equality
     # here, one grey level is allowed for batch-size-dependent float summation order.
     assert all(np.abs(_pixels(a) - _pixels(b)).max() <= 1 for a, b in zip(batched, single, strict=True))
-    again = _tiny(tiny_sd_dir).generate(prompts[:1], seeds[:1])[0]
+    again = generator.generate(prompts[:1], seeds[:1])[0]  # no random state carried between calls
     assert np.array_equal(_pixels(again), _pixels(batched[0]))
-    other_seed = _tiny(tiny_sd_dir).generate(prompts[:1], [99])[0]
+    other_seed = one_at_a_time.generate(prompts[:1], [99])[0]
     assert np.abs(_pixels(other_seed) - _pixels(batched[0])).max() > 10
     with_negative = _tiny(tiny_sd_dir, negative_prompt="blurry").generate(prompts[:1], seeds[:1])[0]
     assert not np.array_equal(_pixels(with_negative), _pixels(batched[0]))  # the negative prompt reaches the pipeline
-    assert _tiny(tiny_sd_dir).generate([], []) == []
+    assert generator.generate([], []) == []
 
 
 def test_diffusers_fit_prompt_cuts_by_the_real_tokenizer(tiny_sd_dir):
