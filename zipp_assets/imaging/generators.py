@@ -87,7 +87,8 @@ class DiffusersGenerator:
         self.name = self.name_for(model, num_inference_steps, guidance_scale, dtype, width, height)
         self._pipeline = None
         self._tokenizer = None
-        self.limiting_tokenizer: str | None = None
+        self._limit: int | None = None
+        self.limiting_tokenizer: str | None = None  # which tokenizer sets token_limit, once it is read
 
     @staticmethod
     def name_for(model: str, steps: int, guidance: float, dtype: str, width: int | None, height: int | None) -> str:
