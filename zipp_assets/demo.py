@@ -17,6 +17,7 @@ import sys
 import pyarrow.parquet as pq
 
 from zipp_assets.personas.shards import SHARD_KEYS
+from zipp_assets.reddit.synthetic import mark_synthetic_world, not_synthetic_because
 from zipp_assets.settings import load_settings
 from zipp_assets.simworld.world import WORLD_VERSION, WorldConfig, generate_world, parse_month_range
 
@@ -31,12 +32,13 @@ def ensure_world(months: tuple[str, ...], users: int, seed: int) -> None:
     settings = load_settings()
     stamp = settings.raw_dir / "simworld.json"
     wanted = {"months": list(months), "users": users, "seed": seed, "world_version": WORLD_VERSION}
-    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
+    if stamp.exists() and json.loads(stamp.read_text()) == wanted and not not_synthetic_because(settings.reddit_raw_dir):
         print(f"synthetic world already in {settings.raw_dir} ({users} users, {months[0]}..{months[-1]})")
         return
     print(f"generating the synthetic world into {settings.raw_dir} ...", flush=True)
     config = WorldConfig(users=users, months=months, seed=seed)
     generate_world(config, settings.raw_dir, settings.truth_dir, progress=lambda line: print("  " + line, flush=True))
+    mark_synthetic_world(settings.reddit_raw_dir, generator="zipp_assets.simworld via zipp_assets.demo")  # allows the demo key
     stamp.write_text(json.dumps(wanted))
 
 

@@ -237,7 +237,7 @@ def encoder_evaluation(context: dg.AssetExecutionContext, config: EvaluationConf
     data = load_graph_data(settings.lake_dir, encoder_name, normalization=checkpoint.normalization)
     table = lake_io.read_table(settings.lake_dir, IMAGE_EMBEDDINGS, [{"encoder": encoder_slug(encoder_name)}])
     image_embeddings = dict(zip(table["url_key"].to_pylist(), np.stack(table["embedding"].to_numpy(zero_copy_only=False))))
-    truth = load_planted_truth(settings.truth_dir, settings.lake_dir, pseudonym_key(settings.profile))
+    truth = load_planted_truth(settings.truth_dir, settings.lake_dir, pseudonym_key(settings))
     work_dir = settings.models_dir / "encoder_evaluation" / ".work" / f"{checkpoint.folder.name}-{config.inductive_fraction}"
     rows = evaluate_all(data, base, checkpoint.model.to(config.device), image_embeddings, truth, config.inductive_fraction,
                         progress=context.log.info, work_dir=work_dir)

@@ -64,7 +64,7 @@ def _degree_histogram(lake_dir) -> dg.MetadataValue:
 def graph_tables(context: dg.AssetExecutionContext, config: GraphTablesConfig, lake: ZippLake):
     settings = lake.settings
     graph_config = GraphConfig(**config.model_dump())
-    report = build_graph_tables(settings.lake_dir, pseudonym_key(settings.profile), graph_config)
+    report = build_graph_tables(settings.lake_dir, pseudonym_key(settings), graph_config)
     context.log.info(
         f"graph over {len(report.months)} months: {report.users:,} users, {report.subreddits:,} subreddits, "
         f"{report.edges:,} edges ({report.split_counts}); {report.users_dropped:,} users filtered out"
@@ -154,7 +154,7 @@ def image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingsC
 def user_visual_profiles(context: dg.AssetExecutionContext, lake: ZippLake, image_encoder: ImageEncoderResource):
     settings = lake.settings
     encoder_name = image_encoder.encoder_name
-    report = build_visual_profiles(settings.lake_dir, encoder_name, pseudonym_key(settings.profile))
+    report = build_visual_profiles(settings.lake_dir, encoder_name, pseudonym_key(settings))
     context.log.info(f"{report.users:,} visual profiles from {report.train_images:,} images, {report.heldout_images:,} held out")
     counts = lake_io.read_table(settings.lake_dir, PROFILES, columns=["n_train_images"])["n_train_images"].to_numpy()
     figure, axes = new_figure(6, 3)

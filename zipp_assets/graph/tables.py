@@ -209,11 +209,15 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
             with lake.RotatingParquetWriter(folder, GRAPH_EDGES_SCHEMA) as writer:
                 for batch in edges.to_arrow_reader(500_000):
                     writer.write(pa.Table.from_batches([batch]))
+        # First and last activity only to the month (its first day, UTC): exact times, joined with
+        # the public dumps, would name the person behind a pseudonym.
+        con.execute("SET TimeZone = 'UTC'")
         users = con.sql(
             """
             SELECT u.user_index, u.user_id, count(*)::BIGINT AS subreddit_count,
                    sum(p.comment_count)::BIGINT AS comment_count, sum(p.submission_count)::BIGINT AS submission_count,
-                   sum(p.score_sum)::BIGINT AS score_sum, min(p.first_utc) AS first_utc, max(p.last_utc) AS last_utc,
+                   sum(p.score_sum)::BIGINT AS score_sum, date_trunc('month', min(p.first_utc)) AS first_utc,
+                   date_trunc('month', max(p.last_utc)) AS last_utc,
                    any_value(m.active_months) AS active_months
             FROM kept_pairs p JOIN user_index u USING (user_key) JOIN user_months m USING (user_key)
             GROUP BY u.user_index, u.user_id ORDER BY u.user_index

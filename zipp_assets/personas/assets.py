@@ -76,7 +76,7 @@ def persona_evidence(context: dg.AssetExecutionContext, config: EvidenceAssetCon
     describe, source = visual_describer(image_encoder)
     counter = llm.token_counter()  # the verbalizing model's tokenizer where one is configured
     shards = sorted(context.partition_keys)
-    reports = build_evidence(settings.lake_dir, pseudonym_key(settings.profile), shards, evidence_config, counter,
+    reports = build_evidence(settings.lake_dir, pseudonym_key(settings), shards, evidence_config, counter,
                              describe, {"encoder": encoder_slug(image_encoder.encoder_name)}, source,
                              progress=context.log.info)
     tokens = np.array([t for r in reports for t in r.tokens] or [0])
@@ -204,7 +204,7 @@ class FidelityConfig(dg.Config):
 )
 def persona_fidelity(context: dg.AssetExecutionContext, config: FidelityConfig, lake: ZippLake, llm: LLMResource):
     settings = lake.settings
-    truth = planted_users(settings.truth_dir, pseudonym_key(settings.profile))
+    truth = planted_users(settings.truth_dir, pseudonym_key(settings))
     if truth is None:
         context.log.warning(f"no planted truth under {settings.truth_dir}: fidelity needs a synthetic world")
         return dg.MaterializeResult(metadata={"planted_truth": False})

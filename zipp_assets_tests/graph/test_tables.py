@@ -6,10 +6,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from zipp_assets import lake
-from zipp_assets.graph.pseudonyms import pseudonym_key, pseudonymize
+from zipp_assets.graph.pseudonyms import DEMO_KEY, pseudonym_key, pseudonymize
 from zipp_assets.graph.tables import GraphConfig, build_graph_tables
 from zipp_assets.reddit.derived import build_user_subreddit_edges
 from zipp_assets.reddit.ingest import ingest_month
+from zipp_assets.reddit.synthetic import MARKER, mark_synthetic_world
+from zipp_assets.settings import load_settings
 from zipp_assets_tests.conftest import write_dump
 
 KEY = b"test-key"
@@ -41,6 +43,13 @@ def test_tables_are_indexed_pseudonymous_and_consistent(graph_lake, tiny_world):
     # Bots and AutoModerator never reach the graph (their pseudonyms are absent).
     bots = pseudonymize(["AutoModerator", "RemindMeBot"], KEY)
     assert not set(bots) & set(users["user_id"].to_pylist())
+    # Activity times only to the month: the first day of the month, midnight UTC, spanning the world's months.
+    for column in ("first_utc", "last_utc"):
+        times = users[column].to_pylist()
+        assert all(t.day == 1 and (t.hour, t.minute, t.second, t.microsecond) == (0, 0, 0, 0) for t in times)
+        assert all(t.utcoffset().total_seconds() == 0 for t in times)
+    assert {t.strftime("%Y-%m") for t in users["first_utc"].to_pylist() + users["last_utc"].to_pylist()} == {"2017-12", "2018-01"}
+    assert all(r["first_utc"] <= r["last_utc"] for r in users.to_pylist())
     # Degrees in the users table agree with the edges.
     degree = {r["user_index"]: r["subreddit_count"] for r in users.to_pylist()}
     counted: dict[int, int] = {}
@@ -120,13 +129,59 @@ def test_bad_configuration_and_missing_inputs(tmp_path):
         build_graph_tables(tmp_path, KEY)
 
 
-def test_pseudonym_key_is_required_in_production():
+def test_pseudonym_key_is_required_in_production(tmp_path):
+    settings = load_settings({"ZIPP_PROFILE": "production", "ZIPP_DATA_DIR": str(tmp_path)})
     with pytest.raises(RuntimeError, match="ZIPP_PSEUDONYM_KEY"):
-        pseudonym_key("production", {})
-    assert pseudonym_key("production", {"ZIPP_PSEUDONYM_KEY": "s3cret"}) == b"s3cret"
-    with pytest.warns(UserWarning):
-        assert pseudonym_key("demo", {})
+        pseudonym_key(settings, {})
+    with pytest.raises(RuntimeError, match="not the public demo key"):
+        pseudonym_key(settings, {"ZIPP_PSEUDONYM_KEY": DEMO_KEY})
+    assert pseudonym_key(settings, {"ZIPP_PSEUDONYM_KEY": "s3cret"}) == b"s3cret"
     assert pseudonymize(["a"], b"k1") != pseudonymize(["a"], b"k2")
+
+
+def _world_copy(tiny_world, data_dir):
+    shutil.copytree(tiny_world / "raw" / "reddit", data_dir / "raw" / "reddit")
+    return load_settings({"ZIPP_DATA_DIR": str(data_dir)})  # the demo profile
+
+
+def test_the_public_demo_key_is_accepted_only_on_a_marked_synthetic_world(tiny_world, tmp_path):
+    settings = _world_copy(tiny_world, tmp_path)
+    reddit = settings.reddit_raw_dir
+    with pytest.raises(RuntimeError, match="only for a synthetic world.*no SYNTHETIC_WORLD.json"):
+        pseudonym_key(settings, {})  # unmarked dumps, even in the demo profile
+    mark_synthetic_world(reddit, generator="test")
+    with pytest.warns(UserWarning, match="public demo"):
+        assert pseudonym_key(settings, {}) == DEMO_KEY.encode()
+    assert pseudonym_key(settings, {"ZIPP_PSEUDONYM_KEY": "s3cret"}) == b"s3cret"
+    with pytest.warns(UserWarning, match="public demo"):
+        assert pseudonym_key(settings, {"ZIPP_PSEUDONYM_KEY": DEMO_KEY}) == DEMO_KEY.encode()
+
+
+@pytest.mark.parametrize("change", ["real month added", "dump changed", "dump in a subfolder", "marker of another world"])
+def test_the_public_demo_key_is_refused_when_any_dump_is_not_the_synthetic_one(tiny_world, tmp_path, change):
+    settings = _world_copy(tiny_world, tmp_path)
+    reddit = settings.reddit_raw_dir
+    mark_synthetic_world(reddit, generator="test")
+    if change == "real month added":
+        write_dump(reddit / "RC_2018-02.zst", [b'{"id": "x", "author": "someone_real"}'])
+        reason = "RC_2018-02.zst is not listed"
+    elif change == "dump changed":
+        original = (reddit / "RS_2018-01.zst").read_bytes()
+        (reddit / "RS_2018-01.zst").write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # same size
+        reason = "RS_2018-01.zst differs"
+    elif change == "dump in a subfolder":
+        write_dump(reddit / "comments" / "RC_2016-01.zst", [b"{}"])
+        reason = "comments/RC_2016-01.zst is not listed"
+    else:
+        other = tmp_path / "other"
+        write_dump(other / "RC_2017-12.zst", [b"{}"])
+        mark_synthetic_world(other, generator="test")
+        (reddit / MARKER).write_bytes((other / MARKER).read_bytes())
+        reason = "RC_2017-12.zst differs"
+    with pytest.raises(RuntimeError, match=reason):
+        pseudonym_key(settings, {})
+    with pytest.raises(RuntimeError, match=reason):
+        pseudonym_key(settings, {"ZIPP_PSEUDONYM_KEY": DEMO_KEY})  # naming the public key changes nothing
 
 
 def test_graph_group_materializes_with_metadata_and_check(graph_lake, tiny_world, monkeypatch):
