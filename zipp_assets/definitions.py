@@ -6,18 +6,19 @@ import dagster as dg
 
 from zipp_assets.encoder.assets import encoder_assets
 from zipp_assets.graph.assets import graph_assets
-from zipp_assets.imaging.resources import ImageEncoderResource
+from zipp_assets.imaging.resources import ImageEncoderResource, ImageGeneratorResource
 from zipp_assets.llm.resources import LLMResource
 from zipp_assets.personas.assets import persona_assets
 from zipp_assets.personas.schedules import remining_jobs, remining_schedules, remining_sensors
 from zipp_assets.reddit.assets import reddit_assets, reddit_monthly_job
 from zipp_assets.reddit.sensors import new_reddit_dumps
 from zipp_assets.resources import ZippLake
+from zipp_assets.zipbench.assets import zipbench_assets
 
 _lake = ZippLake.from_environment()
 
 defs = dg.Definitions(
-    assets=[*reddit_assets, *graph_assets, *encoder_assets, *persona_assets],
+    assets=[*reddit_assets, *graph_assets, *encoder_assets, *persona_assets, *zipbench_assets],
     jobs=[reddit_monthly_job, *remining_jobs],
     schedules=remining_schedules,
     sensors=[new_reddit_dumps, *remining_sensors],
@@ -25,5 +26,6 @@ defs = dg.Definitions(
         "lake": _lake,
         "image_encoder": ImageEncoderResource.for_profile(_lake.profile),
         "llm": LLMResource.for_profile(_lake.profile),
+        "image_generator": ImageGeneratorResource.for_profile(_lake.profile),
     },
 )
