@@ -90,7 +90,7 @@ def zipbench_users(context: dg.AssetExecutionContext, config: BenchmarkUsersConf
 
     history, history_report = load_history_files(
         under_raw(config.history_files),
-        lambda names: user_ids_for_usernames(settings.lake_dir, names, pseudonym_key(settings.profile)),
+        lambda names: user_ids_for_usernames(settings.lake_dir, names, pseudonym_key(settings)),
         under_raw(config.prompt_history_files))
     users = sample_users(profiles, personas, history, config.n_users, config.min_references, config.seed)
     chosen = {u["user_id"] for u in users}
