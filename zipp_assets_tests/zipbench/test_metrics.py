@@ -39,8 +39,8 @@ def test_image_image_clip_score_does_not_depend_on_blocks_and_matches_the_full_m
     ref_user = np.repeat(np.arange(5, 60), rng.integers(1, 8, 55))  # users 0-4 have no references
     gen = rng.normal(size=(900, 16)).astype(np.float32)
     refs = rng.normal(size=(len(ref_user), 16)).astype(np.float32)
-    small = clip_score_image_image(gen, gen_user, refs, ref_user, block_entries=1).scores  # one user per block
-    large = clip_score_image_image(gen, gen_user, refs, ref_user, block_entries=10**9).scores  # one block
+    small = clip_score_image_image(gen, gen_user, refs, ref_user, block_values=1).scores  # one user per batch
+    large = clip_score_image_image(gen, gen_user, refs, ref_user, block_values=10**9).scores  # one batch
     unit_gen = gen / np.linalg.norm(gen, axis=1, keepdims=True)
     unit_refs = refs / np.linalg.norm(refs, axis=1, keepdims=True)
     same_user = gen_user[:, None] == ref_user[None, :]
