@@ -31,7 +31,7 @@ help:
 	@echo "make test   install and run the test suite"
 	@echo "make test-vllm  the vllm backend's tests against a real vLLM server on CPU (own env .vllm-venv, ~6 GB)"
 	@echo "make ui     browse the same Dagster instance at http://$(UI_HOST):$(UI_PORT)"
-	@echo "make bench  ingestion, encoder and LLM benchmarks against their references (bench/README.md)"
+	@echo "make bench  ingestion, encoder, LLM and ZIPBench metrics benchmarks against their references (bench/README.md)"
 	@echo "make lock   re-resolve requirements.in into requirements.lock"
 	@echo "make setup-gpu  on a GPU machine: the same .venv plus DGL's CUDA build (README, 'Running on a GPU machine')"
 	@echo "make bench-gpu  on a GPU machine: image embedding, diffusion and encoder throughput (bench/README.md)"
@@ -96,6 +96,7 @@ bench: setup
 	$(PY) bench/ingest.py
 	$(PY) bench/encoder.py
 	$(PY) bench/llm.py
+	$(PY) bench/metrics.py
 
 bench-gpu: setup-gpu
 	$(PY) bench/gpu.py --out bench/out/gpu.json
