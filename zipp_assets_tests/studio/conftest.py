@@ -1,0 +1,100 @@
+"""Studio fixtures: a minimal lake written table by table (personas, evidence, a benchmark user with a
+reference image and a ZIPBench image), and a studio over it with the demo's offline models."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from zipp_assets import lake
+from zipp_assets.imaging.resources import ImageGeneratorResource
+from zipp_assets.llm.resources import LLMResource
+from zipp_assets.personas.evidence import EVIDENCE, EVIDENCE_SCHEMA
+from zipp_assets.personas.shards import shard_of
+from zipp_assets.personas.verbalize import PERSONAS, PERSONAS_SCHEMA
+from zipp_assets.studio.service import Studio, StudioSettings
+from zipp_assets.studio.study import StudyConfig
+from zipp_assets.zipbench.generate import MANIFEST_SCHEMA
+
+EDITOR_TOKEN = "test-editor-token-0123456789"
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+USERS = ["u_" + f"{i:02d}" * 10 for i in (1, 2, 3)]
+REFERENCE_KEY = "ab" + "0" * 62
+
+
+def persona(i: int) -> dict:
+    return {"age_band": "25-34", "gender": "female", "locale": "Lisbon", "profession": "nurse",
+            "personality_traits": [], "hobbies": ["birdwatching"], "interests": ["r/birding"],
+            "visual_interests": ["nature, wildlife and animals"],
+            "aesthetics": {"palette": ["teal"], "lighting": ["soft light"], "mood": [], "styles": []},
+            "affective_traits": [], "summary": f"I love birds ({i}). {HOSTILE}", "confidence": 0.5}
+
+
+def write_minimal_lake(data_dir: Path) -> Path:
+    lake_dir = data_dir / "lake"
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    by_shard: dict[str, list[int]] = {}
+    for i, user in enumerate(USERS):
+        by_shard.setdefault(shard_of(user), []).append(i)
+    for shard, members in by_shard.items():
+        personas = [{"user_index": i, "user_id": USERS[i], "shard": shard, "evidence_hash": "h", "prompt_version": "v",
+                     "schema_version": "persona-v1", "model": "template:rules", "ok": True, "error": None,
+                     "persona_json": json.dumps(persona(i)), "summary": persona(i)["summary"], "prompt_tokens": 0,
+                     "completion_tokens": 0, "seconds": 0.0, "mined_utc": now} for i in members]
+        evidence = [{"user_index": i, "user_id": USERS[i], "shard": shard, "top_subreddits": ["birding", "aww"],
+                     "top_weights": [0.75, 0.25], "visual_descriptors": ["teal hues"], "snippets_used": 2,
+                     "snippets_available": 3,
+                     "evidence_text": ("ACTIVITY: 3 comments\nCOMMUNITIES BY ATTENTION: r/birding (0.8), r/aww (0.2)\n"
+                                       f'COMMENTS:\n- [r/birding] "saw a heron today"\n- [r/aww] "{HOSTILE}"'),
+                     "tokens": 40, "token_counter": "approximate", "evidence_hash": "h", "evidence_version": "v"}
+                    for i in members]
+        with lake.atomic_partition(lake_dir, PERSONAS, {"shard": shard}) as folder:
+            lake.write_table(folder, pa.Table.from_pylist(personas, schema=PERSONAS_SCHEMA), PERSONAS_SCHEMA)
+        with lake.atomic_partition(lake_dir, EVIDENCE, {"shard": shard}) as folder:
+            lake.write_table(folder, pa.Table.from_pylist(evidence, schema=EVIDENCE_SCHEMA), EVIDENCE_SCHEMA)
+    # The first user is a benchmark user: one reference image in the image cache, one ZIPBench image.
+    user, shard = USERS[0], shard_of(USERS[0])
+    with lake.atomic_partition(lake_dir, "zipbench_users") as folder:
+        lake.write_table(folder, pa.Table.from_pylist([{"user_id": user, "shard": shard,
+                                                        "reference_url_keys": [REFERENCE_KEY]}]))
+    reference = data_dir / "raw" / "images" / REFERENCE_KEY[:2] / REFERENCE_KEY
+    reference.parent.mkdir(parents=True)
+    Image.new("RGB", (16, 16), (0, 128, 128)).save(reference, format="PNG")
+    with lake.atomic_partition(lake_dir, "zipbench_prompts") as folder:
+        lake.write_table(folder, pa.Table.from_pylist([{"user_id": user, "shard": shard, "prompt_id": "animal-1",
+                                                        "category": "animal", "base_prompt": "a fox in the snow",
+                                                        "source": "v", "seed": 7}]))
+    relpath = f"generic/{shard}/{user}__animal-1.png"
+    (data_dir / "zipbench" / "images" / relpath).parent.mkdir(parents=True)
+    Image.new("RGB", (16, 16), (200, 60, 60)).save(data_dir / "zipbench" / "images" / relpath, format="PNG")
+    with lake.atomic_partition(lake_dir, "zipbench_images", {"method": "generic", "shard": shard}) as folder:
+        lake.write_table(folder, pa.Table.from_pylist([{
+            "user_id": user, "prompt_id": "animal-1", "method": "generic", "shard": shard, "seed": 7,
+            "final_prompt": "a fox in the snow", "image_path": relpath, "generator": "offline", "generation_key": "k"}],
+            schema=MANIFEST_SCHEMA), MANIFEST_SCHEMA)
+    return lake_dir
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    folder = tmp_path / "data"
+    write_minimal_lake(folder)
+    return folder
+
+
+def make_studio(data_dir: Path, n_prompts: int = 3, hosts=("testserver", "127.0.0.1", "localhost"),
+                flush_interval_s: float = 0.05, **kwargs) -> Studio:
+    settings = StudioSettings(data_dir, StudyConfig(n_prompts=n_prompts), EDITOR_TOKEN, tuple(hosts), flush_interval_s)
+    return Studio(settings, LLMResource(), ImageGeneratorResource(), **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
