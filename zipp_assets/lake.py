@@ -1,26 +1,48 @@
-"""The Parquet lake: dataset paths, atomic partition writes and readers.
+"""The lake: one Delta Lake table per dataset (delta-rs), on a local path or an object store.
 
-Layout (Hive-style, one dataset per asset):
-    lake/<dataset>/month=YYYY-MM/part-*.parquet
-    lake/<dataset>/shard=NNN/part-*.parquet
-    lake/<dataset>/part-*.parquet
+    <lake root>/<dataset>/            a Delta table (`_delta_log/` and its Parquet files)
 
-A partition is written into a hidden temporary folder beside it and swapped in with one rename, so
-readers never see a half-written partition, a re-run replaces rather than duplicates, and a killed
-writer leaves the previous version intact. Readers skip names that start with `.` or `_`.
+The root is a local path or a URI (`s3://bucket/prefix`, `gs://...`, `az://...`); credentials and
+endpoints come from the environment (`storage_options`). Nothing here writes a file into a table
+except delta-rs, and nothing reads one except through a table version.
+
+Writes. A partition (`{"month": "2019-01"}`, `{"shard": "007"}`, ...) is replaced with one
+predicate-overwrite commit; a table without partitions with one overwrite commit. A caller fills a
+local scratch folder with Parquet files (`atomic_partition`, `RotatingParquetWriter`); only when
+its block ends without error are those rows committed, so a failed or killed writer leaves the
+previous version current (its orphaned data files are removed by `vacuum`). Append-only tables
+(`append_rows`) add one commit per call.
+
+Build ids. Tables built together (a month's rows and its quarantine; users, subreddits and
+graph_edges; user embeddings and attention) are written under one build id (`build`). The id is
+recorded per partition as a Delta app transaction (`txn` action, app id `zipp.build[/key=value]`,
+version = the id) in the same commit as the rows. It is therefore part of the table version a
+reader sees, atomically with the rows, it is there for a partition written empty (an empty
+quarantine), and it survives vacuum and checkpoints. A kill between two tables' commits leaves
+ids that disagree; `open_tables` refuses such a set with `BuildMismatch` naming the tables.
+
+Reads. `open_table` pins one table version (a `TableSnapshot`): a concurrent writer never changes
+what it returns. polars and DuckDB read it as an Arrow dataset (`TableSnapshot.to_dataset`). A
+partition that was never written is an error (`PartitionNotFound`), never an empty result.
+
+Versions. Every table version opened and committed inside `recording()` is noted, for the
+materialization's metadata (`zipp_assets.metadata.lake_versions`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import errno
+import fcntl
 import os
+import re
+import secrets
 import shutil
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,125 +50,474 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 PARQUET_COMPRESSION = "zstd"
-_TMP_PREFIX = ".tmp-"
-_OLD_PREFIX = ".old-"
+LakeRoot = str | os.PathLike
+Partition = Mapping[str, str]
+
+_DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_PARTITION_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # safe inside a quoted predicate and a path
+_BUILD_APP_ID = "zipp.build"
+# Object-store settings read from the environment (delta-rs's object_store keys).
+_STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
 
 
-def dataset_dir(lake_dir: Path, dataset: str) -> Path:
-    _check_name(dataset, "dataset")
-    return Path(lake_dir) / dataset
+class TableNotFound(FileNotFoundError):
+    pass
 
 
-def partition_dir(lake_dir: Path, dataset: str, partition: Mapping[str, str] | None = None) -> Path:
-    path = dataset_dir(lake_dir, dataset)
+class PartitionNotFound(FileNotFoundError):
+    pass
+
+
+class BuildMismatch(RuntimeError):
+    """Tables that must come from one build carry different build ids (a writer stopped half way)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Locations
+
+
+def is_object_store(root: LakeRoot) -> bool:
+    text = str(root)
+    return "://" in text and not text.startswith("file://")
+
+
+def _root_text(root: LakeRoot) -> str:
+    if is_object_store(root):
+        return str(root).rstrip("/")
+    return str(Path(str(root).removeprefix("file://")).expanduser().resolve())
+
+
+def storage_options(root: LakeRoot, environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """delta-rs storage options for an object-store root, from AWS_*/GOOGLE_*/AZURE_* variables
+    (keys, region, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, AWS_CONDITIONAL_PUT=etag, ...); None locally."""
+    if not is_object_store(root):
+        return None
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in env.items() if k.startswith(_STORAGE_ENV_PREFIXES) and v}
+
+
+def _check_dataset(dataset: str) -> None:
+    if not _DATASET_NAME.match(dataset or ""):
+        raise ValueError(f"invalid dataset name: {dataset!r}")
+
+
+def _check_partition(partition: Partition | None) -> dict[str, str]:
+    # Partition values come from partition keys and end up in a predicate and a path: allow only
+    # plain names, never quotes, separators or a leading dot.
+    checked = {}
     for key, value in (partition or {}).items():
-        _check_name(key, "partition key")
-        _check_name(str(value), "partition value")
-        path = path / f"{key}={value}"
-    return path
+        if not _PARTITION_KEY.match(str(key)):
+            raise ValueError(f"invalid partition key: {key!r}")
+        if not _PARTITION_VALUE.match(str(value)) or ".." in str(value):
+            raise ValueError(f"invalid partition value: {value!r}")
+        checked[str(key)] = str(value)
+    return checked
 
 
-def _check_name(name: str, what: str) -> None:
-    # Partition values come from partition keys; never let one climb out of the lake.
-    if not name or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
-        raise ValueError(f"invalid {what}: {name!r}")
+def table_uri(root: LakeRoot, dataset: str) -> str:
+    _check_dataset(dataset)
+    return f"{_root_text(root)}/{dataset}"
+
+
+def dataset_dir(root: LakeRoot, dataset: str) -> Path | str:
+    """Where the table lives (a Path on a local lake, a URI on an object store). For messages and
+    links: read and write it only through this module."""
+    uri = table_uri(root, dataset)
+    return uri if is_object_store(root) else Path(uri)
+
+
+def partition_dir(root: LakeRoot, dataset: str, partition: Partition | None = None) -> Path | str:
+    """Where delta-rs puts a partition's files (Hive-style `key=value`), for messages only."""
+    location = dataset_dir(root, dataset)
+    for key, value in _check_partition(partition).items():
+        location = location / f"{key}={value}" if isinstance(location, Path) else f"{location}/{key}={value}"
+    return location
+
+
+def _partition_label(partition: Partition) -> str:
+    return "/".join(f"{k}={v}" for k, v in partition.items())
+
+
+def _build_app_id(partition: Partition) -> str:
+    return f"{_BUILD_APP_ID}/{_partition_label(partition)}" if partition else _BUILD_APP_ID
+
+
+def new_build_id() -> int:
+    return secrets.randbits(62) + 1  # a Delta txn version: a positive int64
+
+
+def format_build(build_id: int | None) -> str:
+    return "none" if build_id is None else f"{build_id:016x}"
+
+
+def _check_not_legacy(root: LakeRoot, dataset: str) -> None:
+    if is_object_store(root):
+        return
+    folder = Path(table_uri(root, dataset))
+    if folder.is_dir() and not (folder / "_delta_log").is_dir() and any(folder.rglob("*.parquet")):
+        raise RuntimeError(f"{folder} holds Parquet files but no Delta log: it was written by the earlier, "
+                           "pre-Delta lake. Delete it (or the whole lake folder) and materialize again.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording versions read and written
+
+
+@dataclass
+class LakeActivity:
+    """Table versions opened and committed while a `recording()` block ran."""
+
+    read: dict[str, set[int]] = field(default_factory=dict)
+    written: dict[str, set[int]] = field(default_factory=dict)
+
+
+_recorders: list[LakeActivity] = []
+_recorders_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def atomic_partition(
-    lake_dir: Path, dataset: str, partition: Mapping[str, str] | None = None
-) -> Iterator[Path]:
-    """Yield an empty temporary folder; on success swap it in as the partition, on error drop it.
-
-    Any earlier version of the partition stays readable until the swap and is removed after it.
-    """
-    final = partition_dir(lake_dir, dataset, partition)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(final)
-    tmp = final.parent / f"{_TMP_PREFIX}{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+def recording() -> Iterator[LakeActivity]:
+    activity = LakeActivity()
+    with _recorders_lock:
+        _recorders.append(activity)
     try:
-        yield tmp
-        _fsync_tree(tmp)
-        _swap_in(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _remove_stale_temporaries(final: Path) -> None:
-    """Remove temporaries of this partition left by writers that are no longer running."""
-    for prefix in (_TMP_PREFIX, _OLD_PREFIX):
-        for leftover in final.parent.glob(f"{prefix}{final.name}.*"):
-            pid_text = leftover.name.rsplit(".", 2)[-2]
-            if pid_text.isdigit() and _pid_alive(int(pid_text)) and int(pid_text) != os.getpid():
-                continue
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync_tree(folder: Path) -> None:
-    for child in folder.iterdir():
-        if child.is_file():
-            fd = os.open(child, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
+        yield activity
     finally:
-        os.close(fd)
+        with _recorders_lock:
+            _recorders.remove(activity)
 
 
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
+def _note(kind: str, dataset: str, version: int) -> None:
+    with _recorders_lock:
+        for activity in _recorders:
+            getattr(activity, kind).setdefault(dataset, set()).add(version)
 
 
-def _renameat2_exchange(a: Path, b: Path) -> bool:
-    """Atomically exchange two paths (Linux renameat2). False where the system cannot."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class TableSnapshot:
+    """One version of one table. Everything it returns comes from that version."""
+
+    def __init__(self, root: LakeRoot, dataset: str, table):
+        self.root, self.dataset, self._table = root, dataset, table
+        self.version: int = table.version()
+        self.partition_columns: list[str] = list(table.metadata().partition_columns)
+
+    def __repr__(self) -> str:
+        return f"TableSnapshot({self.dataset!r}, version={self.version})"
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._table.to_pyarrow_dataset().schema
+
+    def build_id(self, partition: Partition | None = None) -> int | None:
+        """The build id the partition (or the whole table) was last written under; None if never."""
+        return self._table.transaction_version(_build_app_id(_check_partition(partition)))
+
+    def partitions(self) -> list[dict[str, str]]:
+        """Partitions that hold rows in this version (a partition written empty holds none)."""
+        return sorted(self._table.partitions(), key=lambda p: sorted(p.items()))
+
+    def has_partition(self, partition: Partition | None = None) -> bool:
+        """Written at this version: recorded by a build (even with no rows), or holding appended rows."""
+        partition = _check_partition(partition)
+        if not partition or self.build_id(partition) is not None:
+            return True
+        return partition in self._table.partitions()
+
+    def to_dataset(self, partitions: Sequence[Partition] | None = None) -> pads.Dataset:
+        """This version as an Arrow dataset (all of it, or the given partitions, each of which must
+        have been written): for pyarrow, DuckDB (`con.register`) and polars (`pl.scan_pyarrow_dataset`)."""
+        if partitions is None:
+            return self._table.to_pyarrow_dataset()
+        checked = [_check_partition(p) for p in partitions]
+        missing = [p for p in checked if not self.has_partition(p)]
+        if missing:
+            raise PartitionNotFound(f"{self.dataset} (version {self.version}) has no partition "
+                                    f"{', '.join(_partition_label(p) for p in missing)}: materialize it first")
+        if not checked:
+            return pads.dataset([], schema=self.schema)
+        return self._table.to_pyarrow_dataset(
+            file_pruning_predicate=[[(k, "=", v) for k, v in p.items()] for p in checked])
+
+    def read(self, partitions: Sequence[Partition] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+        return self.to_dataset(partitions).to_table(columns=list(columns) if columns is not None else None)
+
+    def file_uris(self) -> list[str]:
+        """The data files of this version (for inspection only; read through `to_dataset`)."""
+        return list(self._table.file_uris())
+
+
+def table_exists(root: LakeRoot, dataset: str) -> bool:
+    from deltalake import DeltaTable
+
+    _check_not_legacy(root, dataset)
+    return DeltaTable.is_deltatable(table_uri(root, dataset), storage_options(root))
+
+
+def open_table(root: LakeRoot, dataset: str, version: int | None = None) -> TableSnapshot:
+    """The table at `version` (default: the current one), pinned."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    uri = table_uri(root, dataset)
+    _check_not_legacy(root, dataset)
+    try:
+        table = DeltaTable(uri, version=version, storage_options=storage_options(root))
+    except TableNotFoundError:
+        raise TableNotFound(f"no table {dataset!r} in the lake at {_root_text(root)}: materialize it first") from None
+    snapshot = TableSnapshot(root, dataset, table)
+    _note("read", dataset, snapshot.version)
+    return snapshot
+
+
+def check_same_build(snapshots: Sequence[TableSnapshot], partition: Partition | None = None) -> int | None:
+    """The one build id the tables share (for `partition`, or as whole tables); else BuildMismatch."""
+    ids = {s.dataset: s.build_id(partition) for s in snapshots}
+    if len(set(ids.values())) > 1:
+        where = f" partition {_partition_label(_check_partition(partition))}" if partition else ""
+        listed = ", ".join(f"{name} (version {s.version}) has build {format_build(ids[name])}"
+                           for name, s in zip(ids, snapshots))
+        raise BuildMismatch(f"tables written together disagree{where}: {listed}. A writer stopped between "
+                            "their commits; materialize them again.")
+    return next(iter(ids.values()), None)
+
+
+def open_tables(root: LakeRoot, datasets: Sequence[str], partitions: Sequence[Partition] | None = None
+                ) -> dict[str, TableSnapshot]:
+    """Tables built together, each pinned at its current version, after checking that they share a
+    build id: as whole tables, or for each of `partitions` (all partitions any of them holds when
+    `partitions` is None and they are partitioned)."""
+    snapshots = {d: open_table(root, d) for d in datasets}
+    tables = list(snapshots.values())
+    if any(s.partition_columns for s in tables):
+        wanted = partitions if partitions is not None else [
+            dict(p) for p in {tuple(sorted(q.items())) for s in tables for q in s.partitions()}]
+        for partition in wanted:
+            check_same_build(tables, partition)
+    else:
+        check_same_build(tables)
+    return snapshots
+
+
+def read_table(root: LakeRoot, dataset: str, partitions: Sequence[Partition] | None = None,
+               columns: Sequence[str] | None = None) -> pa.Table:
+    """The current version of a table (or of some partitions, each of which must exist)."""
+    return open_table(root, dataset).read(partitions, columns)
+
+
+def partition_exists(root: LakeRoot, dataset: str, partition: Partition | None = None) -> bool:
+    if not table_exists(root, dataset):
         return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:
-        return False
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if result == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
+    return open_table(root, dataset).has_partition(partition)
 
 
-def _swap_in(tmp: Path, final: Path) -> None:
-    if not final.exists():
-        os.rename(tmp, final)
-        return
-    if _renameat2_exchange(tmp, final):
-        shutil.rmtree(tmp)  # tmp now holds the previous version
-        return
-    # Fallback without an atomic exchange: the partition is briefly absent, never half-written.
-    old = final.parent / f"{_OLD_PREFIX}{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    os.rename(final, old)
-    os.rename(tmp, final)
-    shutil.rmtree(old)
+def parquet_files(root: LakeRoot, dataset: str, partitions: Sequence[Partition] | None = None) -> list[Path]:
+    """TRANSITIONAL, being removed: the data files of the current version of a local table (partition
+    columns are in their `key=value` folder names, not in the files). Read `open_table(...).to_dataset()`."""
+    if is_object_store(root) or not table_exists(root, dataset):
+        return []
+    snapshot = open_table(root, dataset)
+    if partitions is None:
+        return sorted(Path(u) for u in snapshot.file_uris())
+    files: list[Path] = []
+    for partition in partitions:
+        filters = [(k, "=", v) for k, v in _check_partition(partition).items()]
+        files.extend(sorted(Path(u) for u in snapshot._table.file_uris(file_pruning_predicate=filters)))
+    return files
+
+
+def list_tables(root: LakeRoot) -> list[str]:
+    """Names of the Delta tables under the root."""
+    if is_object_store(root):
+        from deltalake.fs import DeltaStorageHandler
+        from pyarrow.fs import FileSelector, FileType, PyFileSystem
+
+        fs = PyFileSystem(DeltaStorageHandler(_root_text(root), storage_options(root)))
+        names = [Path(i.path).name for i in fs.get_file_info(FileSelector("", allow_not_found=True))
+                 if i.type == FileType.Directory]
+    else:
+        folder = Path(_root_text(root))
+        return sorted(p.name for p in folder.iterdir() if _DATASET_NAME.match(p.name) and (p / "_delta_log").is_dir()) \
+            if folder.is_dir() else []
+    return sorted(n for n in names if _DATASET_NAME.match(n) and table_exists(root, n))
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _scratch_reader(files: Sequence[Path], partition: dict[str, str]) -> pa.RecordBatchReader:
+    """The scratch files' rows, in file order, with each partition key added as a string column."""
+    schema = pq.read_schema(files[0])
+    added = [k for k in partition if k not in schema.names]
+    out_schema = schema
+    for key in added:
+        out_schema = out_schema.append(pa.field(key, pa.string()))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for path in files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=256_000):
+                batch = pa.Table.from_batches([batch]).select(schema.names).cast(schema).to_batches()
+                for b in batch:
+                    extra = [pa.array([partition[k]] * b.num_rows, pa.string()) for k in added]
+                    yield pa.RecordBatch.from_arrays(b.columns + extra, schema=out_schema)
+
+    return pa.RecordBatchReader.from_batches(out_schema, batches())
+
+
+def _commit(root: LakeRoot, dataset: str, data: pa.RecordBatchReader, partition: dict[str, str], mode: str,
+            build_id: int | None) -> int:
+    from deltalake import DeltaTable, WriterProperties, write_deltalake
+    from deltalake.transaction import CommitProperties, Transaction
+
+    _check_not_legacy(root, dataset)
+    uri, options = table_uri(root, dataset), storage_options(root)
+    existing = DeltaTable(uri, storage_options=options) if DeltaTable.is_deltatable(uri, options) else None
+    custom = {"zipp.partition": _partition_label(partition) or "(whole table)"}
+    transactions = None
+    if build_id is not None:
+        custom["zipp.build_id"] = format_build(build_id)
+        transactions = [Transaction(app_id=_build_app_id(partition), version=build_id)]
+    kwargs: dict = {"mode": mode, "writer_properties": WriterProperties(compression=PARQUET_COMPRESSION.upper()),
+                    "commit_properties": CommitProperties(custom_metadata=custom, app_transactions=transactions)}
+    if mode == "overwrite" and partition:
+        kwargs |= {"predicate": " AND ".join(f"{k} = '{v}'" for k, v in partition.items()),
+                   "partition_by": list(partition), "schema_mode": "merge"}
+    elif mode == "overwrite":
+        kwargs |= {"schema_mode": "overwrite"}  # the whole table is replaced, its schema too
+    else:
+        kwargs |= {"partition_by": list(partition) or None, "schema_mode": "merge"}
+    if existing is None:
+        write_deltalake(uri, data, storage_options=options, **kwargs)
+        version = DeltaTable(uri, storage_options=options).version()
+    else:
+        write_deltalake(existing, data, **kwargs)
+        version = existing.version()
+    _note("written", dataset, version)
+    return version
+
+
+_SCRATCH_PREFIX = "zipp-lake-"
+
+
+def scratch_parent() -> Path:
+    """Where writers stage Parquet files before a commit: ZIPP_SCRATCH_DIR, else the system's
+    temporary folder (TMPDIR). It needs room for the largest partition written at once."""
+    folder = Path(os.environ.get("ZIPP_SCRATCH_DIR") or tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _remove_abandoned_scratch(parent: Path) -> None:
+    """Remove scratch folders of writers that died (their lock is free: the kernel drops a dead
+    process's locks), so killed runs do not fill the disk."""
+    for folder in parent.glob(f"{_SCRATCH_PREFIX}*"):
+        lock_path = folder / ".lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR)
+        except FileNotFoundError:
+            if time.time() - folder.stat().st_mtime > 3600:  # never got its lock (created and killed at once)
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live writer holds it
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+class Build:
+    """Tables written together under one build id. Each gets a local scratch folder to fill with
+    Parquet files; `commit` writes them to their tables, one Delta commit each, in order."""
+
+    def __init__(self, root: LakeRoot, build_id: int | None = None):
+        self.root = root
+        self.build_id = build_id if build_id is not None else new_build_id()
+        parent = scratch_parent()
+        _remove_abandoned_scratch(parent)
+        self._scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=parent))
+        self._lock = os.open(self._scratch / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)  # held while this writer lives
+        self._parts: list[tuple[str, dict[str, str], Path]] = []
+        self.versions: dict[str, int] = {}
+
+    def partition(self, dataset: str, partition: Partition | None = None) -> Path:
+        checked = _check_partition(partition)
+        _check_dataset(dataset)
+        folder = self._scratch / f"{len(self._parts):02d}-{dataset}"
+        folder.mkdir()
+        self._parts.append((dataset, checked, folder))
+        return folder
+
+    def commit(self) -> dict[str, int]:
+        for dataset, partition, folder in self._parts:
+            files = sorted(folder.glob("*.parquet"))
+            if not files:
+                raise ValueError(f"nothing was written for {dataset} {_partition_label(partition)}: "
+                                 "a partition needs at least one Parquet file (empty ones carry the schema)")
+            self.versions[dataset] = _commit(self.root, dataset, _scratch_reader(files, partition), partition,
+                                             "overwrite", self.build_id)
+        return self.versions
+
+    def discard(self) -> None:
+        shutil.rmtree(self._scratch, ignore_errors=True)
+        os.close(self._lock)
+
+
+@contextlib.contextmanager
+def build(root: LakeRoot, build_id: int | None = None) -> Iterator[Build]:
+    """Scratch folders for tables written together; committed, under one build id, only if the
+    block ends without an error."""
+    together = Build(root, build_id)
+    try:
+        yield together
+        together.commit()
+    finally:
+        together.discard()
+
+
+@contextlib.contextmanager
+def atomic_partition(root: LakeRoot, dataset: str, partition: Partition | None = None,
+                     build_id: int | None = None) -> Iterator[Path]:
+    """A local scratch folder for one partition (or a whole table); on success its Parquet files'
+    rows replace the partition in one Delta commit, on error nothing is committed."""
+    with build(root, build_id) as together:
+        yield together.partition(dataset, partition)
+
+
+def write_partition(root: LakeRoot, dataset: str, table: pa.Table, partition: Partition | None = None,
+                    build_id: int | None = None) -> int:
+    """Replace a partition (or a whole table) with `table` in one commit; returns the new version."""
+    checked = _check_partition(partition)
+    reader = _scratch_reader_from_table(table, checked)
+    return _commit(root, dataset, reader, checked, "overwrite", build_id if build_id is not None else new_build_id())
+
+
+def append_rows(root: LakeRoot, dataset: str, table: pa.Table, partition: Partition | None = None) -> int:
+    """Add rows to an append-only table (or one of its partitions) in one commit."""
+    checked = _check_partition(partition)
+    return _commit(root, dataset, _scratch_reader_from_table(table, checked), checked, "append", None)
+
+
+def _scratch_reader_from_table(table: pa.Table, partition: dict[str, str]) -> pa.RecordBatchReader:
+    for key, value in partition.items():
+        if key not in table.schema.names:
+            table = table.append_column(key, pa.array([value] * table.num_rows, pa.string()))
+    return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
 
 
 class RotatingParquetWriter:
-    """Writes record batches into part-NNNNN.parquet files of at most `rows_per_file` rows."""
+    """Writes record batches into part-NNNNN.parquet files of at most `rows_per_file` rows, in a
+    local folder (typically an `atomic_partition` scratch folder)."""
 
     def __init__(self, folder: Path, schema: pa.Schema, rows_per_file: int = 5_000_000):
         self.folder = Path(folder)
@@ -195,50 +566,15 @@ class RotatingParquetWriter:
 
 
 def write_table(folder: Path, table: pa.Table, schema: pa.Schema | None = None) -> Path:
-    """Write one table as part-00000.parquet into `folder` (typically an atomic_partition)."""
+    """Write one table as part-00000.parquet into a local `folder` (typically an atomic_partition)."""
     with RotatingParquetWriter(folder, schema or table.schema, rows_per_file=max(table.num_rows, 1)) as w:
         w.write(table)
     return w.files[0]
 
 
-def partition_exists(lake_dir: Path, dataset: str, partition: Mapping[str, str] | None = None) -> bool:
-    folder = partition_dir(lake_dir, dataset, partition)
-    return folder.is_dir() and any(folder.glob("part-*.parquet"))
-
-
-def parquet_files(
-    lake_dir: Path, dataset: str, partitions: Sequence[Mapping[str, str]] | None = None
-) -> list[Path]:
-    """Part files of the dataset, or of the given partitions only (in the given order)."""
-    if partitions is None:
-        root = dataset_dir(lake_dir, dataset)
-        return sorted(
-            p for p in root.rglob("part-*.parquet")
-            if not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
-        )
-    files: list[Path] = []
-    for partition in partitions:
-        files.extend(sorted(partition_dir(lake_dir, dataset, partition).glob("part-*.parquet")))
-    return files
-
-
-def read_table(
-    lake_dir: Path,
-    dataset: str,
-    partitions: Sequence[Mapping[str, str]] | None = None,
-    columns: Sequence[str] | None = None,
-) -> pa.Table:
-    """Read a dataset (or some of its partitions); Hive keys in the path are not added as columns."""
-    files = parquet_files(lake_dir, dataset, partitions)
-    if not files:
-        where = f" partitions {list(partitions)}" if partitions is not None else ""
-        raise FileNotFoundError(f"no Parquet files for dataset {dataset!r}{where} under {lake_dir}")
-    return pads.dataset([str(f) for f in files], format="parquet").to_table(columns=columns)
-
-
 def append_file(folder: Path, table: pa.Table) -> Path:
-    """Add one immutable part file to an append-only dataset folder, atomically (temporary name,
-    then rename): a killed writer leaves either the whole file or none."""
+    """Add one immutable Parquet file to a local work folder (not the lake: use `append_rows`),
+    atomically (temporary name, then rename): a killed writer leaves either the whole file or none."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
@@ -248,11 +584,30 @@ def append_file(folder: Path, table: pa.Table) -> Path:
     return folder / name
 
 
+# ---------------------------------------------------------------------------------------------
+# Maintenance
+
+
+def vacuum(root: LakeRoot, retention_hours: float, datasets: Sequence[str] | None = None,
+           dry_run: bool = False) -> dict[str, list[str]]:
+    """Delete files that no version younger than `retention_hours` needs, and files no commit ever
+    referenced (a killed writer's), from every table (or `datasets`). The lake's setting is the
+    authority, so Delta's own minimum retention is not enforced. Returns the files per table."""
+    from deltalake import DeltaTable
+
+    if retention_hours < 0:
+        raise ValueError(f"retention must be at least 0 hours, got {retention_hours}")
+    removed = {}
+    for dataset in datasets if datasets is not None else list_tables(root):
+        table = DeltaTable(table_uri(root, dataset), storage_options=storage_options(root))
+        removed[dataset] = table.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
+                                        enforce_retention_duration=False, full=True)
+    return removed
+
+
 def spilling_duckdb(memory_limit: str):
     """A DuckDB connection that spills past `memory_limit` into the system's temporary folder (DuckDB's
     own default is `.tmp` under the working directory, which may be a checkout or read-only)."""
-    import tempfile
-
     import duckdb
 
     con = duckdb.connect()

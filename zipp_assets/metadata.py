@@ -55,3 +55,17 @@ def new_figure(width: float = 6.0, height: float = 3.0, ncols: int = 1):
     import matplotlib.pyplot as plt
 
     return plt.subplots(ncols=ncols, figsize=(width, height))
+
+
+def lake_versions(activity, written: Sequence[str] | None = None) -> dict[str, dg.MetadataValue]:
+    """The Delta versions of the lake tables a materialization read and wrote (`lake.recording()`):
+    {table: version} each, a list where one table was read or written at several versions. Reading
+    back a version the step wrote itself is not counted as reading; `written` limits the written
+    tables to an asset's own."""
+    def plain(versions: dict[str, set[int]]) -> dict:
+        return {name: (sorted(v) if len(v) > 1 else next(iter(v))) for name, v in sorted(versions.items()) if v}
+
+    read = {name: v - activity.written.get(name, set()) for name, v in activity.read.items()}
+    own = {name: v for name, v in activity.written.items() if written is None or name in written}
+    return {"lake_versions_read": dg.MetadataValue.json(plain(read)),
+            "lake_versions_written": dg.MetadataValue.json(plain(own))}

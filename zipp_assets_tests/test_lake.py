@@ -1,52 +1,188 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from zipp_assets import lake
 
 
-def _write(folder: Path, values: list[int]) -> None:
-    lake.write_table(folder, pa.table({"x": values}))
+def _write_month(root, month: str, values: list[int], dataset: str = "d", build_id: int | None = None) -> None:
+    with lake.atomic_partition(root, dataset, {"month": month}, build_id=build_id) as folder:
+        lake.write_table(folder, pa.table({"x": pa.array(values, pa.int64())}))
 
 
-def test_atomic_partition_replaces_and_never_duplicates(tmp_path):
-    for values in ([1, 2, 3], [4, 5]):
+def _rows(root, dataset: str = "d") -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for row in lake.read_table(root, dataset).to_pylist():
+        out.setdefault(row["month"], []).append(row["x"])
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def test_predicate_overwrite_replaces_one_month_only_in_one_commit(tmp_path):
+    _write_month(tmp_path, "2019-01", [1, 2, 3])
+    _write_month(tmp_path, "2019-02", [7])
+    before = lake.open_table(tmp_path, "d").version
+    _write_month(tmp_path, "2019-01", [4, 5])
+    table = lake.open_table(tmp_path, "d")
+    assert _rows(tmp_path) == {"2019-01": [4, 5], "2019-02": [7]}
+    assert table.version == before + 1 and table.partition_columns == ["month"]
+    assert table.read([{"month": "2019-02"}], columns=["x"]).to_pylist() == [{"x": 7}]
+
+
+def test_rerun_replaces_never_duplicates(tmp_path):
+    for _ in range(3):
+        _write_month(tmp_path, "2019-01", [1, 2])
+        lake.write_partition(tmp_path, "g", pa.table({"y": ["a", "b"]}))
+    assert _rows(tmp_path) == {"2019-01": [1, 2]}
+    assert lake.read_table(tmp_path, "g")["y"].to_pylist() == ["a", "b"]
+
+
+def test_a_reader_keeps_its_version_while_a_writer_overwrites(tmp_path):
+    _write_month(tmp_path, "2019-01", [1, 2, 3])
+    reader = lake.open_table(tmp_path, "d")
+    dataset = reader.to_dataset()  # as a running query would hold it
+    _write_month(tmp_path, "2019-01", [9])
+    assert sorted(reader.read()["x"].to_pylist()) == [1, 2, 3]
+    assert sorted(dataset.to_table()["x"].to_pylist()) == [1, 2, 3]
+    assert sorted(lake.open_table(tmp_path, "d", version=reader.version).read()["x"].to_pylist()) == [1, 2, 3]
+    assert lake.read_table(tmp_path, "d")["x"].to_pylist() == [9]
+
+
+def test_a_failed_write_leaves_the_previous_version_current(tmp_path):
+    _write_month(tmp_path, "2019-01", [1])
+    version = lake.open_table(tmp_path, "d").version
+    with pytest.raises(RuntimeError, match="killed half way"):
         with lake.atomic_partition(tmp_path, "d", {"month": "2019-01"}) as folder:
-            _write(folder, values)
-    assert lake.read_table(tmp_path, "d")["x"].to_pylist() == [4, 5]
-    leftovers = [p.name for p in (tmp_path / "d").iterdir()]
-    assert leftovers == ["month=2019-01"]
-
-
-def test_failure_inside_write_keeps_previous_partition(tmp_path):
-    with lake.atomic_partition(tmp_path, "d", {"month": "2019-01"}) as folder:
-        _write(folder, [1])
-    with pytest.raises(RuntimeError):
-        with lake.atomic_partition(tmp_path, "d", {"month": "2019-01"}) as folder:
-            _write(folder, [9, 9, 9])
+            lake.write_table(folder, pa.table({"x": [9, 9, 9]}))
             raise RuntimeError("killed half way")
-    assert lake.read_table(tmp_path, "d")["x"].to_pylist() == [1]
-    assert [p.name for p in (tmp_path / "d").iterdir()] == ["month=2019-01"]
+    # A commit that Delta refuses (a column changes type) fails whole, too.
+    with pytest.raises(Exception, match="(?i)cast"):
+        with lake.atomic_partition(tmp_path, "d", {"month": "2019-01"}) as folder:
+            lake.write_table(folder, pa.table({"x": ["not a number"]}))
+    assert lake.open_table(tmp_path, "d").version == version
+    assert _rows(tmp_path) == {"2019-01": [1]}
 
 
-def test_temporaries_of_dead_writers_are_invisible_and_cleaned(tmp_path):
-    with lake.atomic_partition(tmp_path, "d", {"month": "2019-01"}) as folder:
-        _write(folder, [1])
-    stale = tmp_path / "d" / ".tmp-month=2019-01.999999999.deadbeef"  # a pid that cannot be running
-    stale.mkdir()
-    _write(stale, [7, 7])
-    assert lake.read_table(tmp_path, "d")["x"].to_pylist() == [1]  # readers skip hidden folders
-    with lake.atomic_partition(tmp_path, "d", {"month": "2019-01"}) as folder:
-        _write(folder, [2])
-    assert not stale.exists()
-    assert lake.read_table(tmp_path, "d")["x"].to_pylist() == [2]
+def test_a_killed_writer_leaves_the_previous_version_and_its_files_are_vacuumed(tmp_path):
+    root = tmp_path / "lake"
+    _write_month(root, "2019-01", [1])
+    version = lake.open_table(root, "d").version
+    script = (
+        "import os, pyarrow as pa\n"
+        "from zipp_assets import lake\n"
+        f"with lake.atomic_partition({str(root)!r}, 'd', {{'month': '2019-01'}}) as folder:\n"
+        "    lake.write_table(folder, pa.table({'x': pa.array([5, 6], pa.int64())}))\n"
+        "    os._exit(9)\n"  # killed before the commit
+    )
+    env = {**os.environ, "ZIPP_SCRATCH_DIR": str(tmp_path / "scratch")}
+    assert subprocess.run([sys.executable, "-c", script], env=env).returncode == 9
+    assert lake.open_table(root, "d").version == version and _rows(root) == {"2019-01": [1]}
+    stray = root / "d" / "month=2019-01" / "part-stray.parquet"  # what a writer killed inside the commit leaves
+    pq.write_table(pa.table({"x": [5]}), stray)
+    os.utime(stray, (1, 1))
+    assert _rows(root) == {"2019-01": [1]}  # never referenced, never read
+    lake.vacuum(root, retention_hours=1)
+    assert not stray.exists() and _rows(root) == {"2019-01": [1]}
 
 
-@pytest.mark.parametrize("bad", ["../escape", "a/b", ".hidden", ""])
-def test_partition_values_cannot_leave_the_lake(tmp_path, bad):
+def test_vacuum_removes_unreferenced_files_older_than_the_retention_and_keeps_the_current_version(tmp_path):
+    _write_month(tmp_path, "2019-01", [1])
+    old_files = set(lake.open_table(tmp_path, "d").file_uris())
+    _write_month(tmp_path, "2019-01", [2])
+    _write_month(tmp_path, "2019-02", [3])
+    current = set(lake.open_table(tmp_path, "d").file_uris())
+    assert lake.vacuum(tmp_path, retention_hours=24) == {"d": []}  # removed only minutes ago: kept
+    assert all(Path(f).exists() for f in old_files)
+    assert lake.read_table(tmp_path, "d", columns=["x"]).num_rows == 2
+    removed = lake.vacuum(tmp_path, retention_hours=0)
+    assert {str(tmp_path / "d" / f) for f in removed["d"]} == old_files
+    assert not any(Path(f).exists() for f in old_files) and all(Path(f).exists() for f in current)
+    assert _rows(tmp_path) == {"2019-01": [2], "2019-02": [3]}
+    with pytest.raises(ValueError):
+        lake.vacuum(tmp_path, retention_hours=-1)
+
+
+def test_a_partition_that_was_never_written_is_an_error_and_an_empty_one_is_a_partition(tmp_path):
+    _write_month(tmp_path, "2019-01", [1])
+    _write_month(tmp_path, "2019-02", [])
+    table = lake.open_table(tmp_path, "d")
+    assert table.has_partition({"month": "2019-02"}) and lake.partition_exists(tmp_path, "d", {"month": "2019-02"})
+    assert table.read([{"month": "2019-02"}]).num_rows == 0
+    assert not lake.partition_exists(tmp_path, "d", {"month": "2019-03"})
+    with pytest.raises(lake.PartitionNotFound, match="month=2019-03"):
+        table.read([{"month": "2019-01"}, {"month": "2019-03"}])
+    with pytest.raises(lake.TableNotFound, match="nothing_here"):
+        lake.read_table(tmp_path, "nothing_here")
+    assert not lake.partition_exists(tmp_path, "nothing_here", {"month": "2019-01"})
+
+
+def test_tables_built_together_share_a_build_id_and_a_mismatch_names_the_tables(tmp_path):
+    with lake.build(tmp_path) as together:
+        lake.write_table(together.partition("users"), pa.table({"user_index": [0, 1]}))
+        lake.write_table(together.partition("graph_edges"), pa.table({"user_index": [0, 1, 1]}))
+    tables = lake.open_tables(tmp_path, ["users", "graph_edges"])
+    assert tables["users"].build_id() == tables["graph_edges"].build_id() == together.build_id
+    # graph_edges rebuilt alone, as if the writer of both had died between its two commits
+    lake.write_partition(tmp_path, "graph_edges", pa.table({"user_index": [0, 1, 2]}))
+    with pytest.raises(lake.BuildMismatch, match=r"users \(version 0\) has build .*, graph_edges \(version 1\) has build"):
+        lake.open_tables(tmp_path, ["users", "graph_edges"])
+
+
+def test_monthly_pairs_are_checked_month_by_month(tmp_path):
+    for month, build_id in (("2019-01", 11), ("2019-02", 12)):
+        _write_month(tmp_path, month, [1], "rows", build_id)
+        _write_month(tmp_path, month, [], "rows_quarantine", build_id)  # empty: still carries its build
+    assert set(lake.open_tables(tmp_path, ["rows", "rows_quarantine"])) == {"rows", "rows_quarantine"}
+    _write_month(tmp_path, "2019-02", [2], "rows", 13)
+    lake.open_tables(tmp_path, ["rows", "rows_quarantine"], [{"month": "2019-01"}])  # that month still agrees
+    with pytest.raises(lake.BuildMismatch, match="month=2019-02"):
+        lake.open_tables(tmp_path, ["rows", "rows_quarantine"])
+
+
+def test_every_version_read_and_written_is_recorded(tmp_path):
+    _write_month(tmp_path, "2019-01", [1])
+    with lake.recording() as activity:
+        lake.read_table(tmp_path, "d")
+        _write_month(tmp_path, "2019-02", [2], "e")
+        _write_month(tmp_path, "2019-03", [3], "e")
+    assert activity.read == {"d": {0}} and activity.written == {"e": {0, 1}}
+    lake.read_table(tmp_path, "d")
+    assert activity.read == {"d": {0}}  # nothing after the block
+
+
+def test_append_only_tables_add_rows_per_commit(tmp_path):
+    lake.append_rows(tmp_path, "log", pa.table({"v": [1]}), {"encoder": "a"})
+    lake.append_rows(tmp_path, "log", pa.table({"v": [2, 3]}), {"encoder": "a"})
+    table = lake.open_table(tmp_path, "log")
+    assert table.version == 1 and sorted(table.read([{"encoder": "a"}])["v"].to_pylist()) == [1, 2, 3]
+    assert table.has_partition({"encoder": "a"}) and not table.has_partition({"encoder": "b"})
+
+
+def test_duckdb_and_polars_read_a_version_through_arrow(tmp_path):
+    import polars as pl
+
+    _write_month(tmp_path, "2019-01", [1, 2])
+    _write_month(tmp_path, "2019-02", [3])
+    dataset = lake.open_table(tmp_path, "d").to_dataset()
+    with duckdb.connect() as con:
+        con.register("d", dataset)
+        assert con.sql("SELECT month, sum(x) FROM d GROUP BY 1 ORDER BY 1").fetchall() == [("2019-01", 3), ("2019-02", 3)]
+    assert pl.scan_pyarrow_dataset(dataset).filter(pl.col("x") > 1).collect().height == 2
+
+
+@pytest.mark.parametrize("bad", ["../escape", "a/b", ".hidden", "", "x' OR '1'='1", "a b"])
+def test_partition_values_cannot_leave_the_lake_or_the_predicate(tmp_path, bad):
     with pytest.raises(ValueError):
         lake.partition_dir(tmp_path, "d", {"month": bad})
+    with pytest.raises(ValueError):
+        lake.atomic_partition(tmp_path, "d", {"month": bad}).__enter__()
+    with pytest.raises(ValueError):
+        lake.read_table(tmp_path, "../d")
 
 
 def test_rotating_writer_splits_files_and_writes_schema_when_empty(tmp_path):
@@ -55,16 +191,44 @@ def test_rotating_writer_splits_files_and_writes_schema_when_empty(tmp_path):
     with lake.RotatingParquetWriter(tmp_path / "a", schema, rows_per_file=2) as w:
         w.write(pa.table({"x": [1, 2, 3, 4, 5]}))
     assert len(w.files) == 3 and w.rows_written == 5
-    (tmp_path / "b").mkdir()
-    with lake.RotatingParquetWriter(tmp_path / "b", schema) as empty:
-        pass
+    with lake.atomic_partition(tmp_path / "lake", "b") as folder:
+        with lake.RotatingParquetWriter(folder, schema) as empty:
+            pass
     assert len(empty.files) == 1
-    assert lake.read_table(tmp_path, "b").num_rows == 0
+    assert lake.read_table(tmp_path / "lake", "b").schema == schema
 
 
-def test_reading_a_missing_dataset_names_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing_here"):
-        lake.read_table(tmp_path, "nothing_here")
+def test_scratch_of_dead_writers_is_swept_and_a_live_writers_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZIPP_SCRATCH_DIR", str(tmp_path / "scratch"))
+    dead = lake.Build(tmp_path / "lake")
+    os.close(dead._lock)  # its process died: the kernel dropped its lock
+    with lake.build(tmp_path / "lake") as live:
+        assert not dead._scratch.exists()
+        with lake.build(tmp_path / "lake") as other:
+            assert live._scratch.exists() and other._scratch.exists()
+            lake.write_table(other.partition("t"), pa.table({"x": [1]}))
+        lake.write_table(live.partition("u"), pa.table({"x": [1]}))
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_a_pre_delta_folder_is_refused_with_advice(tmp_path):
+    (tmp_path / "d" / "month=2019-01").mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "d" / "month=2019-01" / "part-00000.parquet")
+    with pytest.raises(RuntimeError, match="pre-Delta lake"):
+        lake.read_table(tmp_path, "d")
+    with pytest.raises(RuntimeError, match="pre-Delta lake"):
+        _write_month(tmp_path, "2019-01", [1])
+
+
+def test_object_store_roots_take_credentials_from_the_environment():
+    env = {"AWS_ACCESS_KEY_ID": "k", "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ALLOW_HTTP": "true",
+           "HOME": "/root", "AWS_SESSION_TOKEN": ""}
+    assert lake.storage_options("s3://bucket/lake", env) == {"AWS_ACCESS_KEY_ID": "k",
+                                                            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+                                                            "AWS_ALLOW_HTTP": "true"}
+    assert lake.storage_options("/data/lake", env) is None
+    assert lake.table_uri("s3://bucket/lake/", "users") == "s3://bucket/lake/users"
+    assert lake.dataset_dir("s3://bucket/lake", "users") == "s3://bucket/lake/users"
 
 
 def test_duckdb_spills_into_the_system_temporary_folder_not_the_working_directory(tmp_path, monkeypatch):

@@ -10,9 +10,9 @@ from zipp_assets import lake as lake_io
 from zipp_assets.graph.images import ImageLoader, LoaderConfig
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.tables import GraphConfig, build_graph_tables
-from zipp_assets.graph.visual import PROFILES, build_visual_profiles, embed_images
+from zipp_assets.graph.visual import PROFILES, build_visual_profiles, embed_images, encoder_slug
 from zipp_assets.imaging.resources import ImageEncoderResource
-from zipp_assets.metadata import markdown_table, new_figure, png_markdown
+from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.resources import ZippLake
 
 GROUP = "graph"
@@ -29,13 +29,12 @@ class GraphTablesConfig(dg.Config):
     memory_limit: str = "2GB"
 
 
-def _degree_histogram(lake_dir) -> dg.MetadataValue:
-    files = [str(f) for f in lake_io.parquet_files(lake_dir, "graph_edges")]
+def _degree_histogram(edges) -> dg.MetadataValue:
     with duckdb.connect() as con:
+        con.register("graph_edges", edges)
         rows = con.sql(
-            "SELECT degree, count(*) FROM (SELECT count(*) AS degree FROM read_parquet($f) GROUP BY user_index) "
-            "GROUP BY degree ORDER BY degree",
-            params={"f": files},
+            "SELECT degree, count(*) FROM (SELECT count(*) AS degree FROM graph_edges GROUP BY user_index) "
+            "GROUP BY degree ORDER BY degree"
         ).fetchall()
     figure, axes = new_figure(6, 3)
     axes.bar([r[0] for r in rows], [r[1] for r in rows], width=0.8)
@@ -64,31 +63,35 @@ def _degree_histogram(lake_dir) -> dg.MetadataValue:
 def graph_tables(context: dg.AssetExecutionContext, config: GraphTablesConfig, lake: ZippLake):
     settings = lake.settings
     graph_config = GraphConfig(**config.model_dump())
-    report = build_graph_tables(settings.lake_dir, pseudonym_key(settings), graph_config)
+    with lake_io.recording() as activity:
+        report = build_graph_tables(settings.lake_dir, pseudonym_key(settings), graph_config)
     context.log.info(
         f"graph over {len(report.months)} months: {report.users:,} users, {report.subreddits:,} subreddits, "
         f"{report.edges:,} edges ({report.split_counts}); {report.users_dropped:,} users filtered out"
     )
-    common = {"months": f"{report.months[0]}..{report.months[-1]} ({len(report.months)})", "seconds": round(report.seconds, 3)}
-    top = lake_io.read_table(settings.lake_dir, "subreddits").sort_by([("user_count", "descending")]).slice(0, 10)
+    common = {"months": f"{report.months[0]}..{report.months[-1]} ({len(report.months)})", "seconds": round(report.seconds, 3),
+              "build": report.build_id}
+    written = {name: lake_io.open_table(settings.lake_dir, name, version) for name, version in report.versions.items()}
+    top = written["subreddits"].read().sort_by([("user_count", "descending")]).slice(0, 10)
     yield dg.MaterializeResult(asset_key="users", metadata={
-        **common, "rows": report.users, "users_filtered_out": report.users_dropped,
+        **common, **lake_versions(activity, ["users"]), "rows": report.users, "users_filtered_out": report.users_dropped,
         "author_keys_merged_into_fullname": report.aliased_keys, "ambiguous_author_keys": report.ambiguous_keys})
     yield dg.MaterializeResult(
         asset_key="subreddits",
-        metadata={**common, "rows": report.subreddits, "largest": dg.MetadataValue.md(markdown_table(top.to_pylist()))},
+        metadata={**common, **lake_versions(activity, ["subreddits"]), "rows": report.subreddits,
+                  "largest": dg.MetadataValue.md(markdown_table(top.to_pylist()))},
     )
     yield dg.MaterializeResult(
         asset_key="graph_edges",
-        metadata={**common, "rows": report.edges, **{f"{k}_edges": v for k, v in report.split_counts.items()},
-                  "degree_plot": _degree_histogram(settings.lake_dir)},
+        metadata={**common, **lake_versions(activity, ["graph_edges"]), "rows": report.edges,
+                  **{f"{k}_edges": v for k, v in report.split_counts.items()},
+                  "degree_plot": _degree_histogram(written["graph_edges"].to_dataset())},
     )
-    files = [str(f) for f in lake_io.parquet_files(settings.lake_dir, "graph_edges")]
     with duckdb.connect() as con:
+        con.register("graph_edges", written["graph_edges"].to_dataset())
         orphans = con.sql(
-            "SELECT count(*) FROM (SELECT user_index FROM read_parquet($f) GROUP BY user_index "
-            "HAVING count(*) FILTER (WHERE split = 'train') = 0)",
-            params={"f": files},
+            "SELECT count(*) FROM (SELECT user_index FROM graph_edges GROUP BY user_index "
+            "HAVING count(*) FILTER (WHERE split = 'train') = 0)"
         ).fetchall()[0][0]
     yield dg.AssetCheckResult(
         asset_key="graph_edges", check_name="every_user_keeps_a_training_edge", passed=orphans == 0,
@@ -126,8 +129,9 @@ def image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingsC
         LoaderConfig(timeout_seconds=config.timeout_seconds, deadline_seconds=config.deadline_seconds,
                      max_bytes=int(config.max_megabytes * 2**20), allow_http=config.allow_http),
     )
-    report = embed_images(settings.lake_dir, loader, encoder, config.chunk_size, config.load_workers,
-                          config.retry_failed, progress=context.log.info)
+    with lake_io.recording() as activity:
+        report = embed_images(settings.lake_dir, loader, encoder, config.chunk_size, config.load_workers,
+                              config.retry_failed, progress=context.log.info)
     stand_in = "" if image_encoder.backend == "open_clip" else " (offline stand-in, not CLIP)"
     return dg.MaterializeResult(metadata={
         "encoder": encoder.name + stand_in,
@@ -140,6 +144,7 @@ def image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingsC
         "failure_reasons": dg.MetadataValue.md(markdown_table([{"reason": k, "images": v} for k, v in report.failure_reasons.items()])),
         "seconds": round(report.seconds, 2),
         "images_per_second": round(report.embedded / report.seconds, 1) if report.seconds else 0.0,
+        **lake_versions(activity),
     })
 
 
@@ -154,9 +159,11 @@ def image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingsC
 def user_visual_profiles(context: dg.AssetExecutionContext, lake: ZippLake, image_encoder: ImageEncoderResource):
     settings = lake.settings
     encoder_name = image_encoder.encoder_name
-    report = build_visual_profiles(settings.lake_dir, encoder_name, pseudonym_key(settings))
+    with lake_io.recording() as activity:
+        report = build_visual_profiles(settings.lake_dir, encoder_name, pseudonym_key(settings))
     context.log.info(f"{report.users:,} visual profiles from {report.train_images:,} images, {report.heldout_images:,} held out")
-    counts = lake_io.read_table(settings.lake_dir, PROFILES, columns=["n_train_images"])["n_train_images"].to_numpy()
+    written = lake_io.open_table(settings.lake_dir, PROFILES, max(activity.written[PROFILES]))
+    counts = written.read([{"encoder": encoder_slug(encoder_name)}], ["n_train_images"])["n_train_images"].to_numpy()
     figure, axes = new_figure(6, 3)
     axes.hist(counts, bins=range(1, int(counts.max(initial=1)) + 2), color="#4a7")
     axes.set_xlabel("training images per user")
@@ -169,6 +176,7 @@ def user_visual_profiles(context: dg.AssetExecutionContext, lake: ZippLake, imag
         "encoder": encoder_name,
         "seconds": round(report.seconds, 3),
         "images_per_user": png_markdown(figure),
+        **lake_versions(activity),
     })
 
 

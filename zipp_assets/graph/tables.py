@@ -7,13 +7,14 @@ millions of edges is built within a few GB. Users are pseudonymised here; no use
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
 from zipp_assets import lake
 from zipp_assets.graph.user_keys import canonical_key_sql, create_pseudonym_table, create_user_aliases
+from zipp_assets.reddit.ingest import open_ingested
 
 USERS_SCHEMA = pa.schema(
     [
@@ -55,6 +56,7 @@ GRAPH_EDGES_SCHEMA = pa.schema(
 )
 EDGE_FEATURES = ["log_comments", "log_submissions", "signed_log_score", "recency_years", "span_years"]
 SPLITS = ("train", "val", "test")
+GRAPH_TABLES = ["users", "subreddits", "graph_edges"]  # written together under one build id
 
 
 @dataclass(frozen=True)
@@ -86,26 +88,39 @@ class GraphReport:
     seconds: float
     aliased_keys: int = 0  # author-keyed users merged into their author_fullname
     ambiguous_keys: int = 0
+    versions: dict[str, int] = field(default_factory=dict)  # table -> the Delta version written
+    build_id: str = ""  # shared by the three tables
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _files(lake_dir: Path, dataset: str) -> list[str]:
-    files = [str(f) for f in lake.parquet_files(lake_dir, dataset)]
-    if not files:
-        raise FileNotFoundError(f"no {dataset} partitions under {lake_dir}: ingest some months first")
-    return files
+def monthly_edges(lake_dir: Path) -> tuple[lake.TableSnapshot, list[str]]:
+    """The monthly edges at their current version and the months they cover. A month that is
+    ingested (comments and submissions) but has no edges is an error: the graph would silently
+    leave it out."""
+    edges = lake.open_table(lake_dir, "reddit_user_subreddit_edges")
+    months = sorted(p["month"] for p in edges.partitions())
+    ingested = [open_ingested(lake_dir, kind) for kind in ("comments", "submissions")]
+    candidates = {p["month"] for table in ingested for p in table.partitions()}
+    missing = sorted(m for m in candidates if all(t.has_partition({"month": m}) for t in ingested)
+                     and not edges.has_partition({"month": m}))
+    if missing:
+        raise lake.PartitionNotFound(f"months {', '.join(missing)} are ingested but have no reddit_user_subreddit_edges "
+                                     f"(version {edges.version}): materialize those edges first")
+    if not months:
+        raise FileNotFoundError(f"reddit_user_subreddit_edges (version {edges.version}) has no rows: ingest some months first")
+    return edges, months
 
 
 def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphConfig()) -> GraphReport:
-    """Write `users`, `subreddits` and `graph_edges` from every month of edges in the lake."""
+    """Write `users`, `subreddits` and `graph_edges`, under one build id, from every month of edges."""
     started = time.perf_counter()
-    edge_files = _files(lake_dir, "reddit_user_subreddit_edges")
-    submission_files = _files(lake_dir, "reddit_submissions")
-    months = sorted({Path(f).parent.name.removeprefix("month=") for f in edge_files})
-    with lake.spilling_duckdb(config.memory_limit) as con:
+    edges_by_month, months = monthly_edges(lake_dir)
+    with lake.spilling_duckdb(config.memory_limit) as con, lake.build(lake_dir) as together:
         con.execute("SET preserve_insertion_order = false")
+        con.register("monthly_edges", edges_by_month.to_dataset())
+        con.register("all_submissions", open_ingested(lake_dir, "submissions").to_dataset())
         aliases = create_user_aliases(con, lake_dir)
         # One person, one user: author-keyed months are mapped onto the person's author_fullname
         # first, so months are counted as distinct months, not as rows per key.
@@ -117,21 +132,19 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
                    sum(e.submission_count)::BIGINT AS submission_count, sum(e.score_sum)::BIGINT AS score_sum,
                    min(e.first_utc) AS first_utc, max(e.last_utc) AS last_utc,
                    count(DISTINCT e.month)::BIGINT AS active_months
-            FROM read_parquet($edges, hive_partitioning = true) e {join}
+            FROM monthly_edges e {join}
             GROUP BY 1, e.subreddit
-            """,
-            params={"edges": edge_files},
+            """
         ).fetchall()
         con.sql(
             f"CREATE TEMP TABLE user_months AS SELECT {canonical} AS user_key, "
             f"count(DISTINCT e.month)::BIGINT AS active_months "
-            f"FROM read_parquet($edges, hive_partitioning = true) e {join} GROUP BY 1",
-            params={"edges": edge_files},
+            f"FROM monthly_edges e {join} GROUP BY 1"
         ).fetchall()
         all_users = con.sql("SELECT count(DISTINCT user_key) FROM pairs").fetchall()[0][0]
         submitter, submitter_join = canonical_key_sql("sub.user_key")
         nsfw_filter = (
-            f"AND user_key NOT IN (SELECT {submitter} FROM read_parquet($subs) sub {submitter_join} "
+            f"AND user_key NOT IN (SELECT {submitter} FROM all_submissions sub {submitter_join} "
             "WHERE sub.user_key IS NOT NULL GROUP BY 1 HAVING bool_and(coalesce(sub.over_18, false)))"
             if config.exclude_nsfw_only_users
             else ""
@@ -157,7 +170,6 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
                 "min_inter": config.min_user_interactions,
                 "min_subs": config.min_user_subreddits,
                 "min_sub_users": config.min_subreddit_users,
-                **({"subs": submission_files} if config.exclude_nsfw_only_users else {}),
             },
         ).fetchall()
         create_pseudonym_table(con, "SELECT DISTINCT user_key FROM kept_pairs", key, "pseudonyms")
@@ -205,10 +217,9 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
             """,
             params={"newest": newest},
         )
-        with lake.atomic_partition(lake_dir, "graph_edges") as folder:
-            with lake.RotatingParquetWriter(folder, GRAPH_EDGES_SCHEMA) as writer:
-                for batch in edges.to_arrow_reader(500_000):
-                    writer.write(pa.Table.from_batches([batch]))
+        with lake.RotatingParquetWriter(together.partition("graph_edges"), GRAPH_EDGES_SCHEMA) as writer:
+            for batch in edges.to_arrow_reader(500_000):
+                writer.write(pa.Table.from_batches([batch]))
         # First and last activity only to the month (its first day, UTC): exact times, joined with
         # the public dumps, would name the person behind a pseudonym.
         con.execute("SET TimeZone = 'UTC'")
@@ -231,11 +242,11 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
             GROUP BY s.subreddit_index, s.subreddit ORDER BY s.subreddit_index
             """
         ).to_arrow_table()
-    for dataset, table, schema in (("users", users, USERS_SCHEMA), ("subreddits", subreddits, SUBREDDITS_SCHEMA)):
-        with lake.atomic_partition(lake_dir, dataset) as folder:
-            lake.write_table(folder, table.cast(schema), schema)
+        for dataset, table, schema in (("users", users, USERS_SCHEMA), ("subreddits", subreddits, SUBREDDITS_SCHEMA)):
+            lake.write_table(together.partition(dataset), table.cast(schema), schema)
+    # Committed: three commits under one build id (readers refuse a set whose ids differ).
     split_counts = dict.fromkeys(SPLITS, 0)
-    edges_table = lake.read_table(lake_dir, "graph_edges", columns=["split"])
+    edges_table = lake.open_table(lake_dir, "graph_edges", together.versions["graph_edges"]).read(columns=["split"])
     for value, count in zip(*_value_counts(edges_table["split"])):
         split_counts[value] = count
     return GraphReport(
@@ -248,6 +259,8 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
         seconds=time.perf_counter() - started,
         aliased_keys=aliases["aliased_keys"],
         ambiguous_keys=aliases["ambiguous_keys"],
+        versions=together.versions,
+        build_id=lake.format_build(together.build_id),
     )
 
 

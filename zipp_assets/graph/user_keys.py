@@ -22,32 +22,41 @@ import pyarrow as pa
 
 from zipp_assets import lake
 from zipp_assets.graph.pseudonyms import pseudonymize
+from zipp_assets.reddit.ingest import dataset_name, open_ingested
 
 ALIASES = "user_aliases"  # temp table: user_key (an author name) -> canonical_key (its fullname)
+
+
+def ingested_authors(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> str | None:
+    """Register the ingested comments and submissions (those in the lake, each at its current
+    version) on `con`; return a query of their (author, author_fullname, user_key) rows, or None
+    when nothing is ingested."""
+    parts = []
+    for kind in ("comments", "submissions"):
+        if lake.table_exists(lake_dir, dataset_name(kind)):
+            con.register(f"ingested_{kind}", open_ingested(lake_dir, kind).to_dataset())
+            parts.append(f"SELECT author, author_fullname, user_key FROM ingested_{kind}")
+    return " UNION ALL ".join(parts) or None
 
 
 def create_user_aliases(con: duckdb.DuckDBPyConnection, lake_dir: Path) -> dict[str, int]:
     """Create the temp table `user_aliases` on `con`; return how many keys it maps and how many it
     could not (authors seen with more than one fullname)."""
-    files = [str(f) for dataset in ("reddit_comments", "reddit_submissions") for f in lake.parquet_files(lake_dir, dataset)]
-    if not files:
+    authors = ingested_authors(con, lake_dir)
+    if authors is None:
         con.sql(f"CREATE OR REPLACE TEMP TABLE {ALIASES} (user_key VARCHAR, canonical_key VARCHAR)")
         return {"aliased_keys": 0, "ambiguous_keys": 0}
     con.sql(
-        """
+        f"""
         CREATE OR REPLACE TEMP TABLE alias_candidates AS
-        WITH keys AS (
-            SELECT author, author_fullname, user_key
-            FROM read_parquet($files, union_by_name = true) WHERE author IS NOT NULL
-        ),
+        WITH keys AS (SELECT * FROM ({authors}) WHERE author IS NOT NULL),
         named AS (SELECT DISTINCT author FROM keys WHERE author_fullname IS NULL AND user_key = author),
         both_keys AS (SELECT DISTINCT author, author_fullname FROM keys WHERE author_fullname IS NOT NULL)
         SELECT n.author AS user_key, min(b.author_fullname) AS canonical_key,
                count(DISTINCT b.author_fullname) AS fullnames
         FROM named n JOIN both_keys b USING (author)
         GROUP BY n.author
-        """,
-        params={"files": files},
+        """
     ).fetchall()
     con.sql(
         f"CREATE OR REPLACE TEMP TABLE {ALIASES} AS "
@@ -92,17 +101,16 @@ def user_ids_for_usernames(lake_dir: Path, usernames: list[str], key: bytes) -> 
     wanted = sorted({u for u in usernames if u})
     if not wanted:
         return {}
-    files = [str(f) for dataset in ("reddit_comments", "reddit_submissions") for f in lake.parquet_files(lake_dir, dataset)]
     fullname: dict[str, str] = {}
-    if files:
-        with duckdb.connect() as con:
+    with duckdb.connect() as con:
+        authors = ingested_authors(con, lake_dir)
+        if authors is not None:
             con.register("wanted", pa.table({"author": wanted}))
             rows = con.sql(
                 "SELECT author, min(author_fullname), count(DISTINCT author_fullname) "
-                "FROM read_parquet($files, union_by_name = true) JOIN wanted USING (author) "
-                "WHERE author_fullname IS NOT NULL GROUP BY author",
-                params={"files": files},
+                f"FROM ({authors}) JOIN wanted USING (author) "
+                "WHERE author_fullname IS NOT NULL GROUP BY author"
             ).fetchall()
-        fullname = {author: full for author, full, n in rows if n == 1}
+            fullname = {author: full for author, full, n in rows if n == 1}
     canonical = [fullname.get(u, u) for u in wanted]
     return dict(zip(wanted, pseudonymize(canonical, key)))

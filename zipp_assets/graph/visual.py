@@ -1,8 +1,11 @@
 """Users' visual behaviour: embeddings of the images they post, and a visual profile per user.
 
 `embed_images` is incremental and resumable: it embeds only images (by URL key) not yet embedded
-by the same encoder and not already recorded as failed, in chunks that are each written as an
-immutable Parquet file. A killed run loses at most the chunk in flight; a re-run carries on.
+by the same encoder and not already recorded as failed, in chunks that are each appended to the
+table in one commit. A killed run loses at most the chunk in flight; a re-run carries on.
+
+A visual profile is indexed by the graph's user_index, so `user_visual_profiles` is written under
+the build id of the graph tables it was computed from; readers refuse profiles of another build.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pyarrow as pa
 
 from zipp_assets import lake
 from zipp_assets.graph.images import ImageLoader, ImageLoadError
+from zipp_assets.graph.tables import GRAPH_TABLES
 from zipp_assets.graph.user_keys import canonical_key_sql, create_pseudonym_table, create_user_aliases
 from zipp_assets.imaging.encoders import ImageEncoder, l2_normalize
 
@@ -54,29 +58,40 @@ class EmbedReport:
     failure_reasons: dict[str, int] = field(default_factory=dict)
 
 
-def _pending_images(lake_dir: Path, embed_dir: Path, retry_failed: bool) -> tuple[list[tuple[str, str]], int, int, int]:
-    posts = [str(f) for f in lake.parquet_files(lake_dir, "reddit_image_posts")]
-    if not posts:
-        raise FileNotFoundError(f"no reddit_image_posts under {lake_dir}: ingest some months first")
-    done = [str(f) for f in sorted(embed_dir.glob("part-*.parquet"))]
-    failed = [str(f) for f in lake.parquet_files(lake_dir, FAILURES)] if lake.dataset_dir(lake_dir, FAILURES).is_dir() else []
+def embeddings_of(lake_dir: Path, encoder_name: str, required: bool = True):
+    """The image embeddings of one encoder (an Arrow dataset of the current version), or None when
+    that encoder has embedded nothing and `required` is False."""
+    partition = {"encoder": encoder_slug(encoder_name)}
+    if not required and not lake.partition_exists(lake_dir, EMBEDDINGS, partition):
+        return None
+    if not lake.partition_exists(lake_dir, EMBEDDINGS, partition):
+        raise FileNotFoundError(f"no image embeddings for encoder {encoder_name!r} in the lake: materialize "
+                                "image_embeddings first")
+    return lake.open_table(lake_dir, EMBEDDINGS).to_dataset([partition])
+
+
+def _pending_images(lake_dir: Path, encoder_name: str, retry_failed: bool) -> tuple[list[tuple[str, str]], int, int, int]:
+    posts = lake.open_table(lake_dir, "reddit_image_posts").to_dataset()
+    done = embeddings_of(lake_dir, encoder_name, required=False)
+    failed = lake.open_table(lake_dir, FAILURES).to_dataset() if lake.table_exists(lake_dir, FAILURES) else None
     with duckdb.connect() as con:
+        con.register("posts", posts)
         con.sql(
-            "CREATE TEMP TABLE candidates AS SELECT url_key, any_value(image_url) AS url FROM read_parquet($p) "
-            "WHERE NOT over_18 GROUP BY url_key",
-            params={"p": posts},
+            "CREATE TEMP TABLE candidates AS SELECT url_key, any_value(image_url) AS url FROM posts "
+            "WHERE NOT over_18 GROUP BY url_key"
         ).fetchall()
         total = con.sql("SELECT count(*) FROM candidates").fetchall()[0][0]
         exclude, embedded, known_failed = [], 0, 0
-        if done:
-            embedded = con.sql("SELECT count(DISTINCT url_key) FROM read_parquet($d) WHERE url_key IN (SELECT url_key FROM candidates)", params={"d": done}).fetchall()[0][0]
-            exclude.append("SELECT url_key FROM read_parquet($d)")
-        if failed and not retry_failed:
-            known_failed = con.sql("SELECT count(DISTINCT url_key) FROM read_parquet($f) WHERE url_key IN (SELECT url_key FROM candidates)", params={"f": failed}).fetchall()[0][0]
-            exclude.append("SELECT url_key FROM read_parquet($f)")
+        if done is not None:
+            con.register("done", done)
+            embedded = con.sql("SELECT count(DISTINCT url_key) FROM done WHERE url_key IN (SELECT url_key FROM candidates)").fetchall()[0][0]
+            exclude.append("SELECT url_key FROM done")
+        if failed is not None and not retry_failed:
+            con.register("failed", failed)
+            known_failed = con.sql("SELECT count(DISTINCT url_key) FROM failed WHERE url_key IN (SELECT url_key FROM candidates)").fetchall()[0][0]
+            exclude.append("SELECT url_key FROM failed")
         where = " AND ".join(f"url_key NOT IN ({q})" for q in exclude) or "true"
-        params = {**({"d": done} if done else {}), **({"f": failed} if failed and not retry_failed else {})}
-        pending = con.sql(f"SELECT url_key, url FROM candidates WHERE {where} ORDER BY url_key", params=params).fetchall()
+        pending = con.sql(f"SELECT url_key, url FROM candidates WHERE {where} ORDER BY url_key").fetchall()
     return pending, total, embedded, known_failed
 
 
@@ -91,8 +106,8 @@ def embed_images(
 ) -> EmbedReport:
     """Embed every not-yet-embedded, non-NSFW image of `reddit_image_posts` with `encoder`."""
     started = time.perf_counter()
-    embed_dir = lake.partition_dir(lake_dir, EMBEDDINGS, {"encoder": encoder_slug(encoder.name)})
-    pending, total, embedded, known_failed = _pending_images(lake_dir, embed_dir, retry_failed)
+    partition = {"encoder": encoder_slug(encoder.name)}
+    pending, total, embedded, known_failed = _pending_images(lake_dir, encoder.name, retry_failed)
     report = EmbedReport(encoder=encoder.name, candidates=total, already_embedded=embedded, known_failures=known_failed)
     say = progress or (lambda _msg: None)
     say(f"{len(pending):,} images to embed with {encoder.name} ({embedded:,} done before, {known_failed:,} known failures)")
@@ -116,11 +131,11 @@ def embed_images(
                     images.append(image)
             if images:
                 vectors = encoder.encode(images)
-                lake.append_file(embed_dir, pa.table({"url_key": keys, "embedding": pa.FixedSizeListArray.from_arrays(
-                    pa.array(vectors.reshape(-1), pa.float32()), encoder.dim)}, schema=schema))
+                lake.append_rows(lake_dir, EMBEDDINGS, pa.table({"url_key": keys, "embedding": pa.FixedSizeListArray.from_arrays(
+                    pa.array(vectors.reshape(-1), pa.float32()), encoder.dim)}, schema=schema), partition)
             if failures:
                 now = datetime.now(timezone.utc)
-                lake.append_file(lake.dataset_dir(lake_dir, FAILURES), pa.table({
+                lake.append_rows(lake_dir, FAILURES, pa.table({
                     "url_key": [f[0] for f in failures], "url": [f[1] for f in failures],
                     "reason": [f[2] for f in failures], "attempted_utc": [now] * len(failures),
                 }, schema=FAILURES_SCHEMA))
@@ -157,23 +172,19 @@ def build_visual_profiles(
     has no profile (n_train_images 0), only held-out images.
     """
     started = time.perf_counter()
-    embed_dir = lake.partition_dir(lake_dir, EMBEDDINGS, {"encoder": encoder_slug(encoder_name)})
-    embedded = [str(f) for f in sorted(embed_dir.glob("part-*.parquet"))]
-    if not embedded:
-        raise FileNotFoundError(f"no image embeddings for encoder {encoder_name!r} under {embed_dir}")
-    posts = [str(f) for f in lake.parquet_files(lake_dir, "reddit_image_posts")]
-    edges = [str(f) for f in lake.parquet_files(lake_dir, "graph_edges")]
-    if not edges:
-        raise FileNotFoundError(f"no graph_edges under {lake_dir}: build the graph tables first")
-    users = lake.read_table(lake_dir, "users", columns=["user_index", "user_id"])
-    subreddits = lake.read_table(lake_dir, "subreddits", columns=["subreddit_index", "subreddit"])
+    embedded = embeddings_of(lake_dir, encoder_name)
+    graph = lake.open_tables(lake_dir, GRAPH_TABLES)
+    users = graph["users"].read(columns=["user_index", "user_id"])
+    subreddits = graph["subreddits"].read(columns=["subreddit_index", "subreddit"])
     with duckdb.connect() as con:
         create_user_aliases(con, lake_dir)
         canonical, join = canonical_key_sql("p.user_key")
+        con.register("image_posts", lake.open_table(lake_dir, "reddit_image_posts").to_dataset())
+        con.register("graph_edges", graph["graph_edges"].to_dataset())
+        con.register("embedded", embedded)
         con.sql(
             f"CREATE TEMP TABLE posts AS SELECT DISTINCT {canonical} AS user_key, p.url_key, p.subreddit "
-            f"FROM read_parquet($p) p {join} WHERE NOT p.over_18",
-            params={"p": posts},
+            f"FROM image_posts p {join} WHERE NOT p.over_18"
         ).fetchall()
         create_pseudonym_table(con, "SELECT DISTINCT user_key FROM posts", key, "pseudonyms")
         con.register("graph_users", users)
@@ -185,7 +196,7 @@ def build_visual_profiles(
                        bool_and(coalesce(e.split = 'train', false)) AS trainable
                 FROM posts p JOIN pseudonyms ps USING (user_key) JOIN graph_users g USING (user_id)
                 LEFT JOIN graph_subreddits s ON s.subreddit = p.subreddit
-                LEFT JOIN read_parquet($edges) e
+                LEFT JOIN graph_edges e
                        ON e.user_index = g.user_index AND e.subreddit_index = s.subreddit_index
                 GROUP BY g.user_index, ps.user_id, p.url_key
             ),
@@ -195,13 +206,12 @@ def build_visual_profiles(
                        count(*) FILTER (WHERE i.trainable) OVER (PARTITION BY i.user_id) AS n,
                        row_number() OVER (PARTITION BY i.user_id, i.trainable
                                           ORDER BY md5(i.user_id || '/' || i.url_key) DESC) AS rank
-                FROM images i JOIN read_parquet($e) emb USING (url_key)
+                FROM images i JOIN embedded emb USING (url_key)
             )
             SELECT user_index, user_id, url_key, embedding,
                    (NOT trainable OR (n >= {min_images_for_heldout} AND rank > 1 AND bucket < {heldout_fraction})) AS heldout
             FROM joined ORDER BY user_index, url_key
-            """,
-            params={"e": embedded, "edges": edges},
+            """
         ).to_arrow_table()
     user_index = rows["user_index"].to_numpy()
     heldout = rows["heldout"].to_numpy(zero_copy_only=False)
@@ -230,7 +240,8 @@ def build_visual_profiles(
     profiles = np.stack(out["profile"]) if out["profile"] else np.zeros((0, dim or 1), np.float32)
     table = pa.table({**{k: v for k, v in out.items() if k != "profile"},
                       "profile": pa.FixedSizeListArray.from_arrays(pa.array(profiles.reshape(-1), pa.float32()), dim or 1)})
-    with lake.atomic_partition(lake_dir, PROFILES, {"encoder": encoder_slug(encoder_name)}) as folder:
+    with lake.atomic_partition(lake_dir, PROFILES, {"encoder": encoder_slug(encoder_name)},
+                               build_id=graph["users"].build_id()) as folder:
         lake.write_table(folder, table.select(schema.names), schema)
     return ProfileReport(
         users=int(sum(1 for n in out["n_train_images"] if n)),

@@ -12,7 +12,7 @@ from zipp_assets.personas.verbalize import CHANGES, PERSONAS
 def drift_by_remining(lake_dir: Path) -> list[dict]:
     """One row per re-mining (oldest first): users in the lake, re-verbalized, new, changed, and for
     each persona field how many users' values moved."""
-    if not lake.dataset_dir(lake_dir, CHANGES).is_dir() or not lake.parquet_files(lake_dir, CHANGES):
+    if not lake.table_exists(lake_dir, CHANGES):
         return []
     users = lake.read_table(lake_dir, PERSONAS, columns=["user_id"]).num_rows
     rows: dict[str, dict] = {}

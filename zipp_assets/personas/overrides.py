@@ -1,7 +1,7 @@
 """Edits to personas by people: an append-only override table with its audit trail.
 
 Each edit is one row (user, field, new value, old value, editor, time) in `persona_overrides`,
-written as its own immutable file. The effective persona is the mined one with the latest edit of
+appended in its own commit. The effective persona is the mined one with the latest edit of
 each field applied on top, so an edit survives every re-mining until someone edits it again.
 An edit is validated against the persona schema before it is written.
 """
@@ -25,7 +25,7 @@ OVERRIDES_SCHEMA = pa.schema([
 
 
 def read_overrides(lake_dir: Path) -> list[dict]:
-    if not lake.dataset_dir(lake_dir, OVERRIDES).is_dir() or not lake.parquet_files(lake_dir, OVERRIDES):
+    if not lake.table_exists(lake_dir, OVERRIDES):
         return []
     return sorted(lake.read_table(lake_dir, OVERRIDES).to_pylist(), key=lambda r: r["edited_utc"])
 
@@ -46,7 +46,7 @@ def edit_persona(lake_dir: Path, user_id: str, field: str, value, editor: str, c
         raise ValueError("an edit needs an editor name (at most 80 characters)")
     base = current if current is not None else Persona().model_dump()
     edited = Persona.model_validate({**base, field: value}).model_dump()  # raises on a value the schema refuses
-    lake.append_file(lake.dataset_dir(lake_dir, OVERRIDES), pa.Table.from_pylist([{
+    lake.append_rows(lake_dir, OVERRIDES, pa.Table.from_pylist([{
         "user_id": user_id, "field": field, "value_json": json.dumps(edited[field]),
         "old_value_json": json.dumps(base.get(field)), "editor": editor, "edited_utc": datetime.now(timezone.utc),
     }], schema=OVERRIDES_SCHEMA))

@@ -152,7 +152,7 @@ def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: 
     with lake.atomic_partition(lake_dir, PERSONAS, {"shard": shard}) as folder:
         lake.write_table(folder, pa.Table.from_pylist(rows, schema=PERSONAS_SCHEMA), PERSONAS_SCHEMA)
     if changes:
-        lake.append_file(lake.dataset_dir(lake_dir, CHANGES), pa.Table.from_pylist(changes, schema=CHANGES_SCHEMA))
+        lake.append_rows(lake_dir, CHANGES, pa.Table.from_pylist(changes, schema=CHANGES_SCHEMA))
     shutil.rmtree(work, ignore_errors=True)
     report.seconds = time.perf_counter() - started
     return report

@@ -9,7 +9,8 @@ from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
-from zipp_assets.metadata import markdown_table, new_figure, png_markdown
+from zipp_assets import lake as lake_io
+from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.partitions import monthly_partitions
 from zipp_assets.reddit import checks
 from zipp_assets.reddit.derived import DerivedReport, build_image_posts, build_user_subreddit_edges
@@ -45,6 +46,7 @@ def _ingest_metadata(reports: Sequence[IngestReport]) -> dict:
             "MB_compressed": round(r.bytes_compressed / 1e6, 1),
             "seconds": round(r.seconds, 2),
             "rows_per_s": round(r.rows_per_second),
+            "build": r.build_id,
         }
         for r in reports
     ]
@@ -61,7 +63,6 @@ def _ingest_metadata(reports: Sequence[IngestReport]) -> dict:
         "quarantine_reasons": dg.MetadataValue.md(
             markdown_table([{"reason": k, "lines": v} for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])])
         ),
-        "files": dg.MetadataValue.md("\n".join(f"- `{f}`" for r in reports for f in r.files_written)),
     }
 
 
@@ -72,9 +73,20 @@ def _materialized_so_far(context: dg.AssetExecutionContext, keys: Sequence[dg.As
             context.log_event(dg.AssetMaterialization(asset_key=key, partition=month, metadata={"note": "written before a later month failed"}))
 
 
-def _per_month(check, files_by_month: dict[str, list[str]], *args) -> checks.CheckOutcome:
-    """Run a check on each month's files on their own (keys are unique within a month)."""
-    return checks.merge_by_partition({month: check(files, *args) for month, files in files_by_month.items()})
+def _written_month(lake_dir, dataset: str, month: str, version: int):
+    """The month as its own commit wrote it (the table version that commit made)."""
+    return lake_io.open_table(lake_dir, dataset, version).to_dataset([{"month": month}])
+
+
+def _unique_per_month(lake_dir, dataset: str, versions: dict[str, int], key: list[str]) -> checks.CheckOutcome:
+    """Keys are unique within a month: check each month as written, on its own."""
+    return checks.merge_by_partition({month: checks.check_unique(_written_month(lake_dir, dataset, month, version), key)
+                                      for month, version in versions.items()})
+
+
+def _schema_check(lake_dir, dataset: str, version: int) -> checks.CheckOutcome:
+    table = lake_io.open_table(lake_dir, dataset, version)
+    return checks.check_schema(table.schema, SCHEMAS[dataset], f"{dataset} version {version}", table.partition_columns)
 
 
 def _ingestion_asset(kind: str) -> dg.AssetsDefinition:
@@ -108,29 +120,33 @@ def _ingestion_asset(kind: str) -> dg.AssetsDefinition:
     def ingest(context: dg.AssetExecutionContext, lake: ZippLake) -> Iterator:
         settings = lake.settings
         reports: list[IngestReport] = []
-        for month in sorted(context.partition_keys):
-            try:
-                reports.append(
-                    ingest_month(settings.lake_dir, settings.reddit_raw_dir, kind, month, progress=context.log.info)
+        with lake_io.recording() as activity:
+            for month in sorted(context.partition_keys):
+                try:
+                    reports.append(
+                        ingest_month(settings.lake_dir, settings.reddit_raw_dir, kind, month, progress=context.log.info)
+                    )
+                except (DumpNotFoundError, DumpReadError) as exc:
+                    _materialized_so_far(context, [main_key, quarantine_key], [r.month for r in reports])
+                    raise dg.Failure(description=str(exc), metadata={"month": month}) from None
+                r = reports[-1]
+                context.log.info(
+                    f"{r.file}: {r.lines_in:,} lines -> {r.rows_out:,} rows, {r.quarantined} quarantined, "
+                    f"{r.seconds:.1f}s ({r.rows_per_second:,.0f} lines/s)"
                 )
-            except (DumpNotFoundError, DumpReadError) as exc:
-                _materialized_so_far(context, [main_key, quarantine_key], [r.month for r in reports])
-                raise dg.Failure(description=str(exc), metadata={"month": month}) from None
-            r = reports[-1]
-            context.log.info(
-                f"{r.file}: {r.lines_in:,} lines -> {r.rows_out:,} rows, {r.quarantined} quarantined, "
-                f"{r.seconds:.1f}s ({r.rows_per_second:,.0f} lines/s)"
-            )
-        files = [f for r in reports for f in r.files_written]
-        files_by_month = {r.month: r.files_written for r in reports}
-        yield dg.MaterializeResult(asset_key=main_key, metadata=_ingest_metadata(reports))
+        main, quarantine = dataset_name(kind), quarantine_dataset_name(kind)
+        versions = {r.month: r.versions[main] for r in reports}
+        yield dg.MaterializeResult(asset_key=main_key, metadata={**_ingest_metadata(reports),
+                                                                 **lake_versions(activity, [main])})
         yield dg.MaterializeResult(
             asset_key=quarantine_key,
-            metadata={"quarantined": sum(r.quarantined for r in reports), "months": ", ".join(r.month for r in reports)},
+            metadata={"quarantined": sum(r.quarantined for r in reports), "months": ", ".join(r.month for r in reports),
+                      **lake_versions(activity, [quarantine])},
         )
         for name, outcome in (
-            ("columns_and_types", checks.check_schema(files, SCHEMAS[dataset_name(kind)])),
-            ("unique_ids", _per_month(checks.check_unique, files_by_month, ["id"])),
+            ("columns_and_types", checks.merge_by_partition(
+                {m: _schema_check(settings.lake_dir, main, v) for m, v in versions.items()})),
+            ("unique_ids", _unique_per_month(settings.lake_dir, main, versions, ["id"])),
             (
                 "quarantine_fraction",
                 checks.check_quarantine_fraction(
@@ -159,7 +175,7 @@ def _derived_metadata(reports: Sequence[DerivedReport]) -> dict:
         "per_month": dg.MetadataValue.md(
             markdown_table([{"month": r.month, "rows_in": r.rows_in, "rows_out": r.rows_out, "seconds": round(r.seconds, 2)} for r in reports], 60)
         ),
-        "files": dg.MetadataValue.md("\n".join(f"- `{f}`" for r in reports for f in r.files_written)),
+        "versions": dg.MetadataValue.json({r.month: r.version for r in reports}),
     }
 
 
@@ -174,32 +190,36 @@ def _derived_metadata(reports: Sequence[DerivedReport]) -> dict:
     check_specs=[dg.AssetCheckSpec("columns_and_types", asset="reddit_image_posts")],
 )
 def reddit_image_posts(context: dg.AssetExecutionContext, lake: ZippLake) -> Iterator:
-    reports = [build_image_posts(lake.settings.lake_dir, month) for month in sorted(context.partition_keys)]
-    metadata = _derived_metadata(reports)
-    files = [f for r in reports for f in r.files_written]
-    metadata["by_source"] = dg.MetadataValue.md(markdown_table(_count_by(files, "image_source")))
-    yield dg.MaterializeResult(metadata=metadata)
-    outcome = checks.check_schema(files, SCHEMAS["reddit_image_posts"])
+    lake_dir = lake.settings.lake_dir
+    with lake_io.recording() as activity:
+        reports = [build_image_posts(lake_dir, month) for month in sorted(context.partition_keys)]
+        metadata = _derived_metadata(reports)
+        written = lake_io.open_table(lake_dir, "reddit_image_posts", reports[-1].version).to_dataset(
+            [{"month": r.month} for r in reports])
+        metadata["by_source"] = dg.MetadataValue.md(markdown_table(_count_by(written, "image_source")))
+        outcome = checks.merge_by_partition(
+            {r.month: _schema_check(lake_dir, "reddit_image_posts", r.version) for r in reports})
+    yield dg.MaterializeResult(metadata={**metadata, **lake_versions(activity)})
     yield dg.AssetCheckResult(check_name="columns_and_types", passed=outcome.passed, description=outcome.description, metadata=outcome.metadata)
 
 
-def _count_by(files: Sequence[str], column: str) -> list[dict]:
+def _count_by(rows, column: str) -> list[dict]:
     import duckdb
 
     with duckdb.connect() as con:
-        rows = con.sql(
-            f'SELECT "{column}", count(*) FROM read_parquet($f) GROUP BY 1 ORDER BY 2 DESC', params={"f": list(files)}
-        ).fetchall()
+        con.register("counted", rows)
+        rows = con.sql(f'SELECT "{column}", count(*) FROM counted GROUP BY 1 ORDER BY 2 DESC').fetchall()
     return [{column: value, "rows": count} for value, count in rows]
 
 
-def _degree_plot(files: Sequence[str]) -> dg.MetadataValue:
+def _degree_plot(edges) -> dg.MetadataValue:
     """Subreddits per user and users per subreddit, log-log: the heavy tails a graph should have."""
     import duckdb
 
     with duckdb.connect() as con:
-        user_degrees = con.sql("SELECT count(*) d FROM read_parquet($f) GROUP BY user_key", params={"f": list(files)}).fetchnumpy()["d"]
-        sub_degrees = con.sql("SELECT count(*) d FROM read_parquet($f) GROUP BY subreddit", params={"f": list(files)}).fetchnumpy()["d"]
+        con.register("edges", edges)
+        user_degrees = con.sql("SELECT count(*) d FROM edges GROUP BY user_key").fetchnumpy()["d"]
+        sub_degrees = con.sql("SELECT count(*) d FROM edges GROUP BY subreddit").fetchnumpy()["d"]
     figure, axes = new_figure(7, 3)
     for values, label in ((user_degrees, "subreddits per user"), (sub_degrees, "users per subreddit")):
         if len(values):
@@ -229,16 +249,20 @@ def _degree_plot(files: Sequence[str]) -> dg.MetadataValue:
     ],
 )
 def reddit_user_subreddit_edges(context: dg.AssetExecutionContext, lake: ZippLake) -> Iterator:
-    reports = [build_user_subreddit_edges(lake.settings.lake_dir, month) for month in sorted(context.partition_keys)]
-    files = [f for r in reports for f in r.files_written]
-    files_by_month = {r.month: r.files_written for r in reports}
-    metadata = _derived_metadata(reports)
-    metadata["degree_plot"] = _degree_plot(files)
-    yield dg.MaterializeResult(metadata=metadata)
-    for name, outcome in (
-        ("columns_and_types", checks.check_schema(files, SCHEMAS["reddit_user_subreddit_edges"])),
-        ("unique_user_subreddit", _per_month(checks.check_unique, files_by_month, ["user_key", "subreddit"])),
-    ):
+    lake_dir, dataset = lake.settings.lake_dir, "reddit_user_subreddit_edges"
+    with lake_io.recording() as activity:
+        reports = [build_user_subreddit_edges(lake_dir, month) for month in sorted(context.partition_keys)]
+        metadata = _derived_metadata(reports)
+        metadata["degree_plot"] = _degree_plot(lake_io.open_table(lake_dir, dataset, reports[-1].version).to_dataset(
+            [{"month": r.month} for r in reports]))
+        outcomes = (
+            ("columns_and_types", checks.merge_by_partition(
+                {r.month: _schema_check(lake_dir, dataset, r.version) for r in reports})),
+            ("unique_user_subreddit",
+             _unique_per_month(lake_dir, dataset, {r.month: r.version for r in reports}, ["user_key", "subreddit"])),
+        )
+    yield dg.MaterializeResult(metadata={**metadata, **lake_versions(activity)})
+    for name, outcome in outcomes:
         yield dg.AssetCheckResult(check_name=name, passed=outcome.passed, description=outcome.description, metadata=outcome.metadata)
 
 

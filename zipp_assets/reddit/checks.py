@@ -1,14 +1,12 @@
-"""Data checks over written lake files (plain functions; assets.py reports them to Dagster)."""
+"""Data checks over written lake tables (plain functions; assets.py reports them to Dagster)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 
 @dataclass
@@ -18,44 +16,40 @@ class CheckOutcome:
     metadata: dict = field(default_factory=dict)
 
 
-def check_schema(files: Sequence[Path | str], expected: pa.Schema) -> CheckOutcome:
-    """Every file has exactly the expected columns, in order, with the expected types."""
+def check_schema(actual: pa.Schema, expected: pa.Schema, label: str = "table",
+                 partition_columns: Sequence[str] = ()) -> CheckOutcome:
+    """The table version has exactly the expected columns, in order, with the expected types (the
+    lake's partition columns aside)."""
     problems = []
-    for path in files:
-        actual = pq.read_schema(path)
-        if actual.names != expected.names:
-            problems.append(f"{Path(path).name}: columns {actual.names} != {expected.names}")
-            continue
+    names = [n for n in actual.names if n in expected.names or n not in partition_columns]
+    if names != expected.names:
+        problems.append(f"{label}: columns {names} != {expected.names}")
+    else:
         for want in expected:
             got = actual.field(want.name)
             if not got.type.equals(want.type):
-                problems.append(f"{Path(path).name}: `{want.name}` is {got.type}, expected {want.type}")
+                problems.append(f"{label}: `{want.name}` is {got.type}, expected {want.type}")
     return CheckOutcome(
         passed=not problems,
         description="columns and types match" if not problems else "; ".join(problems[:5]),
-        metadata={"files_checked": len(files), "problems": len(problems)},
+        metadata={"problems": len(problems)},
     )
 
 
-def check_unique(files: Sequence[Path | str], key: Sequence[str]) -> CheckOutcome:
-    """No two rows share the key (DuckDB, out of core)."""
-    if not files:
-        return CheckOutcome(True, "no files", {"rows": 0, "duplicate_rows": 0})
+def check_unique(rows, key: Sequence[str]) -> CheckOutcome:
+    """No two rows share the key (DuckDB, out of core); `rows` is an Arrow table or dataset."""
     columns = ", ".join(f'"{c}"' for c in key)
     with duckdb.connect() as con:
+        con.register("checked_rows", rows)
         rows, distinct = con.sql(
-            f"SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT {columns} FROM read_parquet($f))) "
-            "FROM read_parquet($f)",
-            params={"f": [str(f) for f in files]},
+            f"SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT {columns} FROM checked_rows)) FROM checked_rows"
         ).fetchall()[0]
         examples = []
         if rows != distinct:
             examples = [
                 r[0]
                 for r in con.sql(
-                    f"SELECT concat_ws('/', {columns}) FROM read_parquet($f) GROUP BY {columns} "
-                    "HAVING count(*) > 1 LIMIT 5",
-                    params={"f": [str(f) for f in files]},
+                    f"SELECT concat_ws('/', {columns}) FROM checked_rows GROUP BY {columns} HAVING count(*) > 1 LIMIT 5"
                 ).fetchall()
             ]
     duplicates = rows - distinct

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from zipp_assets import lake
+from zipp_assets.reddit.ingest import open_ingested
 from zipp_assets.reddit.authors import is_person, person_filter_sql
 from zipp_assets.reddit.image_urls import url_cache_key
 from zipp_assets.reddit.schemas import EDGES_SCHEMA, IMAGE_POSTS_SCHEMA
@@ -24,31 +25,23 @@ class DerivedReport:
     rows_in: int
     rows_out: int
     seconds: float
-    files_written: list[str]
+    version: int  # the Delta version this month's commit made
 
 
-def _month_files(lake_dir: Path, dataset: str, month: str) -> list[str]:
-    files = lake.parquet_files(lake_dir, dataset, [{"month": month}])
-    if not files:
-        raise FileNotFoundError(
-            f"{dataset} has no partition for {month} under {lake_dir}: materialize it first"
-        )
-    return [str(f) for f in files]
-
-
-def _final_paths(lake_dir: Path, dataset: str, month: str, writer: lake.RotatingParquetWriter) -> list[str]:
-    folder = lake.partition_dir(lake_dir, dataset, {"month": month})
-    return [str(folder / f.name) for f in writer.files]
+def ingested_month(lake_dir: Path, kind: str, month: str) -> pads.Dataset:
+    """The month of `reddit_<kind>`, after checking that it and its quarantine come from one ingestion
+    (a month that was never ingested is an error, not an empty month)."""
+    return open_ingested(lake_dir, kind, [month]).to_dataset([{"month": month}])
 
 
 def build_image_posts(lake_dir: Path, month: str) -> DerivedReport:
     """One row per image of each submission by a person: what the image stages will fetch and embed."""
     started = time.perf_counter()
-    files = _month_files(lake_dir, "reddit_submissions", month)
     columns = ["id", "user_key", "author", "subreddit", "created_utc", "over_18", "image_urls", "image_sources"]
-    dataset = pads.dataset(files, format="parquet")
+    dataset = ingested_month(lake_dir, "submissions", month)
     rows_in = 0
-    with lake.atomic_partition(lake_dir, "reddit_image_posts", {"month": month}) as folder:
+    with lake.build(lake_dir) as together:
+        folder = together.partition("reddit_image_posts", {"month": month})
         with lake.RotatingParquetWriter(folder, IMAGE_POSTS_SCHEMA) as writer:
             for batch in dataset.to_batches(columns=columns, batch_size=BATCH_ROWS):
                 rows_in += batch.num_rows
@@ -81,7 +74,8 @@ def build_image_posts(lake_dir: Path, month: str) -> DerivedReport:
                         }
                     )
                 )
-    return DerivedReport(month, rows_in, writer.rows_written, time.perf_counter() - started, _final_paths(lake_dir, "reddit_image_posts", month, writer))
+    return DerivedReport(month, rows_in, writer.rows_written, time.perf_counter() - started,
+                         together.versions["reddit_image_posts"])
 
 
 def _positions_within_lists(lists: pa.ChunkedArray) -> list[int]:
@@ -98,16 +92,16 @@ def build_user_subreddit_edges(lake_dir: Path, month: str, memory_limit: str = "
     the lake in batches, so a month of any size fits.
     """
     started = time.perf_counter()
-    comments = _month_files(lake_dir, "reddit_comments", month)
-    submissions = _month_files(lake_dir, "reddit_submissions", month)
+    comments = ingested_month(lake_dir, "comments", month)
+    submissions = ingested_month(lake_dir, "submissions", month)
     person = person_filter_sql("author")
     query = f"""
         WITH interactions AS (
             SELECT user_key, subreddit, 1 AS is_comment, coalesce(score, 0) AS score, created_utc
-            FROM read_parquet($comments) WHERE user_key IS NOT NULL AND {person}
+            FROM comments WHERE user_key IS NOT NULL AND {person}
             UNION ALL
             SELECT user_key, subreddit, 0 AS is_comment, coalesce(score, 0) AS score, created_utc
-            FROM read_parquet($submissions) WHERE user_key IS NOT NULL AND {person}
+            FROM submissions WHERE user_key IS NOT NULL AND {person}
         )
         SELECT user_key, subreddit,
                sum(is_comment)::BIGINT AS comment_count,
@@ -122,13 +116,14 @@ def build_user_subreddit_edges(lake_dir: Path, month: str, memory_limit: str = "
     rows_in = 0
     with lake.spilling_duckdb(memory_limit) as con:
         con.execute("SET preserve_insertion_order = false")
-        rows_in = con.sql(
-            "SELECT (SELECT count(*) FROM read_parquet($c)) + (SELECT count(*) FROM read_parquet($s))",
-            params={"c": comments, "s": submissions},
-        ).fetchall()[0][0]
-        reader = con.sql(query, params={"comments": comments, "submissions": submissions}).to_arrow_reader(BATCH_ROWS)
-        with lake.atomic_partition(lake_dir, "reddit_user_subreddit_edges", {"month": month}) as folder:
+        con.register("comments", comments)
+        con.register("submissions", submissions)
+        rows_in = con.sql("SELECT (SELECT count(*) FROM comments) + (SELECT count(*) FROM submissions)").fetchall()[0][0]
+        reader = con.sql(query).to_arrow_reader(BATCH_ROWS)
+        with lake.build(lake_dir) as together:
+            folder = together.partition("reddit_user_subreddit_edges", {"month": month})
             with lake.RotatingParquetWriter(folder, EDGES_SCHEMA) as writer:
                 for batch in reader:
                     writer.write(pa.Table.from_batches([batch]))
-    return DerivedReport(month, rows_in, writer.rows_written, time.perf_counter() - started, _final_paths(lake_dir, "reddit_user_subreddit_edges", month, writer))
+    return DerivedReport(month, rows_in, writer.rows_written, time.perf_counter() - started,
+                         together.versions["reddit_user_subreddit_edges"])

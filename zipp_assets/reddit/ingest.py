@@ -29,6 +29,14 @@ def quarantine_dataset_name(kind: str) -> str:
     return f"reddit_{kind}_quarantine"
 
 
+def open_ingested(lake_dir: Path, kind: str, months: list[str] | None = None) -> lake.TableSnapshot:
+    """`reddit_<kind>` at its current version, after checking that each month (or each of `months`)
+    comes from the same ingestion as its quarantine; a month that disagrees is refused."""
+    rows, quarantine = dataset_name(kind), quarantine_dataset_name(kind)
+    partitions = [{"month": m} for m in months] if months is not None else None
+    return lake.open_tables(lake_dir, [rows, quarantine], partitions)[rows]
+
+
 @dataclass
 class IngestReport:
     kind: str
@@ -40,7 +48,8 @@ class IngestReport:
     bytes_compressed: int = 0
     bytes_decompressed: int = 0
     seconds: float = 0.0
-    files_written: list[str] = field(default_factory=list)
+    versions: dict[str, int] = field(default_factory=dict)  # table -> the Delta version this month's commit made
+    build_id: str = ""  # shared by the month's rows and its quarantine
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -154,7 +163,6 @@ def ingest_file(
         if pending is not None:
             pending.result()
     report.seconds = time.perf_counter() - started
-    report.files_written = [str(p) for p in writer.files]
     report.quarantine_reasons = dict(reasons.most_common(20))
     return report
 
@@ -169,19 +177,19 @@ def ingest_month(
 ) -> IngestReport:
     """Ingest RC_ (comments) or RS_ (submissions) of `month` into the lake, replacing any earlier run.
 
-    The month's table and its quarantine are written to temporary folders and swapped in only when
-    the whole file has been read: a corrupt file or a kill leaves the earlier partition intact.
+    The month's rows and its quarantine are written to local scratch folders and committed to their
+    Delta tables, under one build id, only when the whole file has been read: a corrupt file or a
+    kill leaves the earlier version of the month current.
     """
     if kind not in TABLE_BUILDERS:
         raise ValueError(f"unknown dump kind {kind!r}; expected one of {sorted(TABLE_BUILDERS)}")
     path = find_dump(reddit_dir, kind, month)
     (progress or log.info)(f"ingesting {path} ({file_size(path):,} bytes compressed)")
     partition = {"month": month}
-    with (
-        lake.atomic_partition(lake_dir, dataset_name(kind), partition) as out_dir,
-        lake.atomic_partition(lake_dir, quarantine_dataset_name(kind), partition) as quarantine_dir,
-    ):
+    with lake.build(lake_dir) as together:
+        out_dir = together.partition(dataset_name(kind), partition)
+        quarantine_dir = together.partition(quarantine_dataset_name(kind), partition)
         report = ingest_file(path, kind, out_dir, quarantine_dir, block_bytes, progress=progress, month=month)
-    final = lake.partition_dir(lake_dir, dataset_name(kind), partition)
-    report.files_written = [str(final / Path(f).name) for f in report.files_written]
+    report.versions = together.versions
+    report.build_id = lake.format_build(together.build_id)
     return report

@@ -58,9 +58,8 @@ def test_a_killed_run_resumes_where_it_stopped(visual_lake):
     resumed = embed_images(lake_dir, ImageLoader(cache, [cache]), PixelStatsEncoder(), chunk_size=32)
     assert resumed.already_embedded == 64
     assert resumed.already_embedded + resumed.embedded == resumed.candidates
-    folder = lake.partition_dir(lake_dir, "image_embeddings", {"encoder": encoder_slug(PixelStatsEncoder.name)})
-    keys = pq.read_table(folder)["url_key"].to_pylist()
-    assert len(keys) == len(set(keys))
+    keys = lake.read_table(lake_dir, "image_embeddings", [{"encoder": encoder_slug(PixelStatsEncoder.name)}])["url_key"]
+    assert len(keys) == len(set(keys.to_pylist()))
 
 
 def test_profiles_keep_heldout_images_apart_and_follow_planted_styles(visual_lake, tiny_world):
@@ -105,8 +104,8 @@ def test_profiles_use_only_images_of_training_links(visual_lake):
         user = users.get(ids[p["user_key"]])
         if user is not None and p["user_key"].startswith("t2_"):  # fullname-keyed: its pseudonym is the graph's
             images_of.setdefault(user, {}).setdefault(p["url_key"], set()).add(split.get((user, subreddits.get(p["subreddit"]))))
-    folder = lake.partition_dir(lake_dir, "image_embeddings", {"encoder": encoder_slug(PixelStatsEncoder.name)})
-    vectors = {r["url_key"]: np.array(r["embedding"]) for r in pq.read_table(folder).to_pylist()}
+    embedded = lake.read_table(lake_dir, "image_embeddings", [{"encoder": encoder_slug(PixelStatsEncoder.name)}])
+    vectors = {r["url_key"]: np.array(r["embedding"]) for r in embedded.to_pylist()}
     checked_heldout_links = 0
     for profile in lake.read_table(lake_dir, PROFILES).to_pylist():
         mine = images_of.get(profile["user_index"], {})
@@ -126,3 +125,15 @@ def test_profiles_need_embeddings_first(visual_lake):
     lake_dir, _ = visual_lake
     with pytest.raises(FileNotFoundError, match="no image embeddings"):
         build_visual_profiles(lake_dir, "never-run-encoder", KEY)
+
+
+def test_profiles_carry_the_graph_build_and_refuse_a_graph_half_rebuilt(visual_lake):
+    lake_dir, cache = visual_lake
+    embed_images(lake_dir, ImageLoader(cache, [cache]), PixelStatsEncoder())
+    build_visual_profiles(lake_dir, PixelStatsEncoder.name, KEY)
+    graph_build = lake.open_table(lake_dir, "users").build_id()
+    assert lake.open_table(lake_dir, PROFILES).build_id({"encoder": encoder_slug(PixelStatsEncoder.name)}) == graph_build
+    # users rewritten alone, as by a graph build killed after its first commit
+    lake.write_partition(lake_dir, "users", lake.read_table(lake_dir, "users"))
+    with pytest.raises(lake.BuildMismatch, match="users .* subreddits .* graph_edges"):
+        build_visual_profiles(lake_dir, PixelStatsEncoder.name, KEY)

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from zipp_assets import lake
 from zipp_assets.definitions import defs
 from zipp_assets.reddit.assets import reddit_assets
 from zipp_assets.reddit.sensors import SETTLE_SECONDS, months_to_request, new_reddit_dumps, scan_dumps
@@ -55,7 +56,13 @@ def test_month_materializes_with_metadata_and_passing_checks(data_dir):
     assert comments["rows_in"].value == comments["rows_out"].value + comments["quarantined"].value > 500
     assert comments["rows_per_second"].value > 0 and comments["seconds"].value > 0
     assert "data:image/png;base64," in by_key["reddit_user_subreddit_edges"].metadata["degree_plot"].value
-    assert (data_dir / "lake" / "reddit_user_subreddit_edges" / "month=2018-01").is_dir()
+    assert lake.partition_exists(data_dir / "lake", "reddit_user_subreddit_edges", {"month": "2018-01"})
+    # Each materialization names the Delta versions it wrote and read.
+    edges = by_key["reddit_user_subreddit_edges"].metadata
+    assert edges["lake_versions_written"].value == {"reddit_user_subreddit_edges": lake.open_table(
+        data_dir / "lake", "reddit_user_subreddit_edges").version}
+    assert set(edges["lake_versions_read"].value) == {"reddit_comments", "reddit_comments_quarantine",
+                                                      "reddit_submissions", "reddit_submissions_quarantine"}
 
 
 def test_quarantine_over_threshold_blocks_downstream(data_dir):
@@ -116,4 +123,4 @@ def test_a_range_run_that_fails_records_the_months_it_wrote(data_dir):
     assert "RC_2018-02.zst" in str(failure.event_specific_data.error.message) + str(failure.event_specific_data.user_failure_data)
     # The months written before the failure are in the lake and known to Dagster as materialized.
     assert instance.get_materialized_partitions(dg.AssetKey("reddit_comments")) == {"2017-12", "2018-01"}
-    assert sorted(p.name for p in (data_dir / "lake" / "reddit_comments").iterdir()) == ["month=2017-12", "month=2018-01"]
+    assert lake.open_table(data_dir / "lake", "reddit_comments").partitions() == [{"month": "2017-12"}, {"month": "2018-01"}]

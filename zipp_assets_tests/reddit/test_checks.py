@@ -1,28 +1,25 @@
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from zipp_assets.reddit.checks import check_quarantine_fraction, check_schema, check_unique
 
 
-def test_schema_check_names_the_wrong_column(tmp_path):
+def test_schema_check_names_the_wrong_column():
     expected = pa.schema([("id", pa.string()), ("score", pa.int64())])
-    good, bad, missing = tmp_path / "good.parquet", tmp_path / "bad.parquet", tmp_path / "missing.parquet"
-    pq.write_table(pa.table({"id": ["a"], "score": [1]}, schema=expected), good)
-    pq.write_table(pa.table({"id": ["a"], "score": ["1"]}), bad)
-    pq.write_table(pa.table({"id": ["a"]}), missing)
-    assert check_schema([good], expected).passed
-    outcome = check_schema([good, bad, missing], expected)
-    assert not outcome.passed
-    assert "`score` is string, expected int64" in outcome.description
-    assert "missing.parquet: columns ['id']" in outcome.description
+    assert check_schema(expected, expected).passed
+    assert check_schema(expected.append(pa.field("month", pa.string())), expected, partition_columns=["month"]).passed
+    wrong_type = check_schema(pa.schema([("id", pa.string()), ("score", pa.string())]), expected, "reddit_comments")
+    assert not wrong_type.passed and "reddit_comments: `score` is string, expected int64" in wrong_type.description
+    missing = check_schema(pa.schema([("id", pa.string())]), expected, "reddit_comments")
+    assert not missing.passed and "reddit_comments: columns ['id']" in missing.description
+    extra = check_schema(expected.append(pa.field("month", pa.string())), expected)  # not a partition column
+    assert not extra.passed
 
 
-def test_unique_check_counts_and_shows_duplicates(tmp_path):
-    pq.write_table(pa.table({"id": ["a", "b"]}), tmp_path / "1.parquet")
-    pq.write_table(pa.table({"id": ["b", "c"]}), tmp_path / "2.parquet")
-    outcome = check_unique([tmp_path / "1.parquet", tmp_path / "2.parquet"], ["id"])
+def test_unique_check_counts_and_shows_duplicates():
+    outcome = check_unique(pa.table({"id": ["a", "b", "b", "c"]}), ["id"])
     assert not outcome.passed and outcome.metadata["duplicate_rows"] == 1 and outcome.metadata["examples"] == "b"
-    assert check_unique([tmp_path / "1.parquet"], ["id"]).passed
+    assert check_unique(pa.table({"id": ["a", "b"]}), ["id"]).passed
+    assert check_unique(pa.table({"id": pa.array([], pa.string())}), ["id"]).passed
 
 
 def test_quarantine_fraction_threshold():

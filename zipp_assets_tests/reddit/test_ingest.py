@@ -4,7 +4,6 @@ import signal
 import subprocess
 import sys
 
-import pyarrow.parquet as pq
 import pytest
 
 from zipp_assets import lake
@@ -40,25 +39,28 @@ def test_corrupt_dump_fails_and_keeps_the_earlier_partition(tmp_path):
     raw, lake_dir = tmp_path / "raw", tmp_path / "lake"
     write_dump(raw / "RC_2019-01.zst", _comments(300))
     ingest_month(lake_dir, raw, "comments", "2019-01")
+    version = lake.open_table(lake_dir, "reddit_comments").version
     path = write_dump(raw / "RC_2019-01.zst", _comments(30000, start=1000))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 2 // 3])  # truncated, as by an interrupted download
     with pytest.raises(DumpReadError, match=r"RC_2019-01\.zst: truncated"):
         ingest_month(lake_dir, raw, "comments", "2019-01")
     assert lake.read_table(lake_dir, "reddit_comments").num_rows == 300
-    assert sorted(p.name for p in (lake_dir / "reddit_comments").iterdir()) == ["month=2019-01"]
+    assert lake.open_table(lake_dir, "reddit_comments").version == version  # nothing was committed
 
 
 def test_missing_month_fails_naming_the_files(tmp_path):
     with pytest.raises(DumpNotFoundError, match=r"RS_2011-05\.zst"):
         ingest_month(tmp_path / "lake", tmp_path / "raw", "submissions", "2011-05")
-    assert not (tmp_path / "lake" / "reddit_submissions").exists() or not any((tmp_path / "lake" / "reddit_submissions").iterdir())
+    assert not lake.table_exists(tmp_path / "lake", "reddit_submissions")
 
 
-def test_killed_ingestion_leaves_previous_partition_and_rerun_recovers(tmp_path):
-    raw, lake_dir = tmp_path / "raw", tmp_path / "lake"
+def test_killed_ingestion_leaves_previous_partition_and_rerun_recovers(tmp_path, monkeypatch):
+    raw, lake_dir, scratch = tmp_path / "raw", tmp_path / "lake", tmp_path / "scratch"
+    monkeypatch.setenv("ZIPP_SCRATCH_DIR", str(scratch))
     write_dump(raw / "RC_2019-01.zst", _comments(200))
     ingest_month(lake_dir, raw, "comments", "2019-01")
+    versions = {d: lake.open_table(lake_dir, d).version for d in ("reddit_comments", "reddit_comments_quarantine")}
     write_dump(raw / "RC_2019-01.zst", _comments(400_000))
     script = (
         "import sys, time\n"
@@ -77,12 +79,13 @@ def test_killed_ingestion_leaves_previous_partition_and_rerun_recovers(tmp_path)
     os.kill(proc.pid, signal.SIGKILL)  # ...when the process dies
     proc.wait(timeout=30)
     assert lake.read_table(lake_dir, "reddit_comments").num_rows == 200
-    hidden = [p.name for p in (lake_dir / "reddit_comments").iterdir() if p.name.startswith(".tmp-")]
-    assert hidden, "the killed writer's temporary folder is expected to be left behind"
+    assert {d: lake.open_table(lake_dir, d).version for d in versions} == versions  # no commit was made
+    assert [p.name for p in scratch.iterdir()], "the killed writer's scratch folder is expected to be left behind"
     report = ingest_month(lake_dir, raw, "comments", "2019-01")
     assert report.rows_out == 400_000
-    assert [p.name for p in (lake_dir / "reddit_comments").iterdir()] == ["month=2019-01"]
-    assert sum(pq.ParquetFile(f).metadata.num_rows for f in lake.parquet_files(lake_dir, "reddit_comments")) == 400_000
+    assert lake.read_table(lake_dir, "reddit_comments").num_rows == 400_000
+    assert report.versions == {d: v + 1 for d, v in versions.items()}
+    assert not list(scratch.iterdir())  # the dead writer's scratch was swept, the new one removed
 
 
 def test_progress_is_reported_for_long_files(tmp_path, monkeypatch):
