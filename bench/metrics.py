@@ -14,10 +14,10 @@ float32; each user's images and references scatter around a user direction.
 (b) CMMD, the paper's (biased) estimator, of the generated images against all references: the
     project's `cmmd` (float64, 2,048-row blocks) against the paper's formula on full float64 kernel
     matrices (the official code's arithmetic, in numpy), where those fit under --max-full-gb.
-Each side's result is compared with the other's (largest absolute difference), and each side's peak
-memory above what the process held before it is taken (GB, the kernel's high-water mark, reset per
-run). Prints a table with the ratio reference / project and how the project's cost grows from one size
-to the next; --out writes JSON.
+Each side's result is compared with the other's (largest absolute difference); each side's wall and
+CPU seconds (all threads) and peak memory above what the process held before it (GB, the kernel's
+high-water mark, reset per run) are taken. Prints a table with the ratios reference / project and how
+the project's CPU time grows from one size to the next; --out writes JSON.
 Default sizes: CLIPScore 5,000 to 160,000 generated images (40,000 is ZIPBench's size), CMMD 2,500 to
 20,000; CMMD's cost grows with the square of the images, so 40,000 is behind --full.
 """
@@ -86,20 +86,23 @@ def cmmd_full_matrices(x: np.ndarray, y: np.ndarray, sigma: float = 10.0, scale:
 
 
 def timed(function, repeats: int):
-    """(best seconds, result, peak memory above the start in GB) over up to `repeats` runs; a run over a
-    second is not repeated (machine noise matters less there, and the default run stays short)."""
-    best, result, extra = float("inf"), None, 0.0
+    """(best wall seconds, result, peak memory above the start in GB, CPU seconds of that best run) over up
+    to `repeats` runs; a run over a second is not repeated (the default run stays short). CPU seconds add
+    up every thread; on a shared machine they move less with other people's load than wall seconds do."""
+    best, result, extra, cpu = float("inf"), None, 0.0, float("nan")
     for _ in range(repeats):
         result = None  # the previous run's result is not part of this run's peak
         reset_peak()
         before = rss_bytes()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = function()
-        best = min(best, time.perf_counter() - started)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        if seconds < best:
+            best, cpu = seconds, cpu_seconds
         extra = max(extra, (peak_bytes() - before) / 1e9)
         if best > 1.0:
             break
-    return best, result, extra
+    return best, result, extra, cpu
 
 
 def max_difference(a, b) -> float:
@@ -112,21 +115,22 @@ def bench_clip(n: int, max_full_gb: float, repeats: int) -> list[dict]:
     data = embeddings(n)
     gen, gen_user, ref, ref_user = data["gen"], data["gen_user"], data["ref"], data["ref_user"]
     rows = []
-    project_s, project, project_gb = timed(lambda: clip_score_image_image(gen, gen_user, ref, ref_user).scores,
-                                           repeats)
+    project_s, project, project_gb, project_cpu = timed(
+        lambda: clip_score_image_image(gen, gen_user, ref, ref_user).scores, repeats)
     references = {"loop over users": lambda: clip_user_loop(gen, gen_user, ref, ref_user)}
     full_gb = len(gen) * len(ref) * 4 / 1e9
     if full_gb <= max_full_gb:
         references["full matrix"] = lambda: clip_full_matrix(gen, gen_user, ref, ref_user)
     else:
         rows.append({"metric": "CLIPScore", "n": n, "refs": len(ref), "project_s": project_s,
-                     "project_gb": project_gb, "reference": "full matrix",
+                     "project_cpu_s": project_cpu, "project_gb": project_gb, "reference": "full matrix",
                      "skipped": f"one {len(gen):,} x {len(ref):,} float32 matrix is {full_gb:.1f} GB"})
     for name, function in references.items():
-        seconds, value, reference_gb = timed(function, repeats)
+        seconds, value, reference_gb, cpu = timed(function, repeats)
         rows.append({"metric": "CLIPScore", "n": n, "refs": len(ref), "project_s": project_s,
-                     "project_gb": project_gb, "reference": name, "reference_s": seconds,
-                     "reference_gb": reference_gb, "ratio": seconds / project_s,
+                     "project_cpu_s": project_cpu, "project_gb": project_gb, "reference": name,
+                     "reference_s": seconds, "reference_cpu_s": cpu, "reference_gb": reference_gb,
+                     "ratio": seconds / project_s, "cpu_ratio": cpu / project_cpu,
                      "max_abs_diff": max_difference(project, value)})
     return rows
 
@@ -134,37 +138,37 @@ def bench_clip(n: int, max_full_gb: float, repeats: int) -> list[dict]:
 def bench_cmmd(n: int, max_full_gb: float, repeats: int) -> list[dict]:
     data = embeddings(n)
     gen, ref = data["gen"], data["ref"]
-    project_s, project, project_gb = timed(lambda: cmmd(ref, gen).value, repeats)
+    project_s, project, project_gb, project_cpu = timed(lambda: cmmd(ref, gen).value, repeats)
     kernel_gb = max(len(gen), len(ref)) ** 2 * 8 / 1e9
-    row = {"metric": "CMMD", "n": n, "refs": len(ref), "project_s": project_s, "project_gb": project_gb,
-           "reference": "full matrices", "value": project}
+    row = {"metric": "CMMD", "n": n, "refs": len(ref), "project_s": project_s, "project_cpu_s": project_cpu,
+           "project_gb": project_gb, "reference": "full matrices", "value": project}
     if kernel_gb <= max_full_gb:
-        seconds, value, reference_gb = timed(lambda: cmmd_full_matrices(ref, gen), repeats)
-        row.update(reference_s=seconds, reference_gb=reference_gb, ratio=seconds / project_s,
-                   max_abs_diff=abs(project - value))
+        seconds, value, reference_gb, cpu = timed(lambda: cmmd_full_matrices(ref, gen), repeats)
+        row.update(reference_s=seconds, reference_cpu_s=cpu, reference_gb=reference_gb, ratio=seconds / project_s,
+                   cpu_ratio=cpu / project_cpu, max_abs_diff=abs(project - value))
     else:
         row["skipped"] = f"one {len(gen):,} x {len(gen):,} float64 kernel matrix is {kernel_gb:.1f} GB"
     return [row]
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'metric':10} {'generated':>10} {'refs':>7} {'project s':>10} {'GB':>5} {'reference':>16} "
-          f"{'ref s':>8} {'GB':>5} {'ratio':>7} {'max |diff|':>11}")
+    print(f"{'metric':9} {'generated':>9} {'refs':>6} | {'project s':>9} {'cpu s':>7} {'GB':>5} | {'reference':>15} "
+          f"{'ref s':>7} {'cpu s':>7} {'GB':>5} | {'ratio':>6} {'cpu':>6} {'max |diff|':>10}")
     for r in rows:
-        head = (f"{r['metric']:10} {r['n']:>10,} {r['refs']:>7,} {r['project_s']:>10.3f} {r['project_gb']:>5.2f} "
-                f"{r['reference']:>16}")
+        head = (f"{r['metric']:9} {r['n']:>9,} {r['refs']:>6,} | {r['project_s']:>9.3f} {r['project_cpu_s']:>7.3f} "
+                f"{r['project_gb']:>5.2f} | {r['reference']:>15}")
         if "skipped" in r:
             print(f"{head} skipped: {r['skipped']}")
         else:
-            print(f"{head} {r['reference_s']:>8.3f} {r['reference_gb']:>5.2f} {r['ratio']:>6.1f}x "
-                  f"{r['max_abs_diff']:>11.2e}")
+            print(f"{head} {r['reference_s']:>7.3f} {r['reference_cpu_s']:>7.3f} {r['reference_gb']:>5.2f} | "
+                  f"{r['ratio']:>5.1f}x {r['cpu_ratio']:>5.1f}x {r['max_abs_diff']:>10.1e}")
 
 
 def print_growth(rows: list[dict]) -> None:
-    """Project time per size against the previous size, with the size ratio (and its square for CMMD)."""
+    """The project's cost per size against the previous size (CPU seconds, steadier than wall here)."""
     for metric in ("CLIPScore", "CMMD"):
-        sizes = sorted({(r["n"], r["project_s"]) for r in rows if r["metric"] == metric and "project_s" in r})
-        steps = [f"{b[0] / a[0]:.0f}x images -> {b[1] / a[1]:.1f}x time" for a, b in zip(sizes, sizes[1:])]
+        sizes = sorted({(r["n"], r["project_cpu_s"]) for r in rows if r["metric"] == metric})
+        steps = [f"{b[0] / a[0]:.0f}x images -> {b[1] / a[1]:.1f}x CPU time" for a, b in zip(sizes, sizes[1:])]
         if steps:
             print(f"growth, project {metric}: " + "; ".join(steps))
 

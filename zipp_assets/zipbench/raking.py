@@ -224,7 +224,8 @@ class ReweightedScores:
 
 def reweighted_scores(scores: Mapping[int, float], weights: Mapping[int, float], seed: int = 0) -> ReweightedScores:
     """A per-user score before and after demographic weighting, over the users that have both a finite
-    score and a weight; intervals resample users with replacement (weighted bootstrap)."""
+    score and a weight (`weights`: user -> weight, e.g. `dict(zip(frame["user"], rake(frame, ...).weights))`);
+    intervals resample users with replacement, each with its weight (weighted bootstrap)."""
     users = sorted(u for u, s in scores.items() if np.isfinite(s) and u in weights)
     missing = sum(1 for u, s in scores.items() if np.isfinite(s) and u not in weights)
     values = np.array([scores[u] for u in users], dtype=np.float64)
