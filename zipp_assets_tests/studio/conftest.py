@@ -98,3 +98,56 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class StudioServer:
+    """`python -m zipp_assets.studio` in its own process on a free loopback port: a real uvicorn server."""
+
+    def __init__(self, data_dir: Path, prompts: int, log_path: Path):
+        self.data_dir, self.prompts, self.log_path = data_dir, prompts, log_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self, timeout: float = 60.0) -> "StudioServer":
+        import os
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        env = os.environ | {"ZIPP_DATA_DIR": str(self.data_dir), "ZIPP_PROFILE": "demo", "DGLBACKEND": "pytorch",
+                            "ZIPP_STUDIO_EDITOR_TOKEN": EDITOR_TOKEN}
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "zipp_assets.studio", "--port", str(self.port), "--prompts", str(self.prompts)],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the studio exited with {self.process.returncode}: "
+                                   f"{self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"the studio did not answer within {timeout}s: {self.log_path.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final flush."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except Exception:
+                self.process.kill()
+                self.process.wait(30)
+        self._log.close()

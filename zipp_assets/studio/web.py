@@ -1,0 +1,504 @@
+"""The studio's web layer (Starlette): routes that parse a request, call the `Studio`, render a page.
+
+Server-rendered HTML from Jinja2 templates with autoescaping on, so every piece of untrusted text
+(Reddit snippets, model output, participant input) is escaped. No JavaScript. Guards on every
+request: a Host allow-list (loopback by default, against DNS rebinding), strict security headers
+(a CSP that allows no script), forms only through `read_form` (size and field limits, CSRF, Origin),
+and cookies that are HttpOnly and SameSite=Strict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from zipp_assets.llm.types import sniff_image_type
+from zipp_assets.personas.schema import EDITABLE_FIELDS
+from zipp_assets.personas.shards import SHARD_KEYS
+from zipp_assets.studio import browse
+from zipp_assets.studio.jobs import QueueFull
+from zipp_assets.studio.security import (
+    MAX_FORM_BYTES,
+    FormRefused,
+    csrf_ok,
+    field_as_text,
+    field_help,
+    new_token,
+    parse_form,
+)
+from zipp_assets.studio.service import REGENERATION_METHODS, Studio
+from zipp_assets.studio.study import (
+    AGE_CHOICES,
+    GENDER_CHOICES,
+    InvalidInput,
+    parse_prompts,
+    parse_survey,
+    prompt_field,
+)
+from zipp_assets.zipbench.rewrite import METHODS
+
+HERE = Path(__file__).parent
+CSRF_COOKIE, STUDY_COOKIE, EDITOR_COOKIE = "zipp_csrf", "zipp_study", "zipp_editor"
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
+                                 b"frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cache-control", b"no-store"),
+]
+_JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+class SecurityHeaders:
+    """Adds `SECURITY_HEADERS` to every HTTP response (a plain ASGI middleware, no buffering)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    (k, v) for k, v in SECURITY_HEADERS if k not in names]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                               undefined=jinja2.StrictUndefined)
+templates.filters["pct"] = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+templates.filters["num"] = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"
+
+
+def _set_cookie(response: Response, name: str, value: str, max_age: int | None = None) -> None:
+    response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="strict", path="/")
+
+
+def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
+    """A page; it also hands the browser a CSRF cookie on its first visit."""
+    studio: Studio = request.app.state.studio
+    csrf = request.cookies.get(CSRF_COOKIE)
+    fresh = not (csrf and re.fullmatch(r"[A-Za-z0-9_-]{20,100}", csrf))
+    if fresh:
+        csrf = new_token()
+    editor = studio.editors.editor(request.cookies.get(EDITOR_COOKIE))
+    html = templates.get_template(template).render(
+        csrf_token=csrf, editor=editor, editing_enabled=studio.editors.enabled, **context)
+    response = HTMLResponse(html, status_code=status)
+    if fresh:
+        _set_cookie(response, CSRF_COOKIE, csrf)
+    return response
+
+
+def error_page(request: Request, status: int, message: str, errors: dict | None = None) -> HTMLResponse:
+    return render(request, "error.html", status=status, message=message, errors=errors or {})
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The request's form after every check: size, type, fields, CSRF token and Origin. FormRefused if not."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+        raise FormRefused(f"the form is larger than {MAX_FORM_BYTES} bytes", 413)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise FormRefused(f"the form is larger than {MAX_FORM_BYTES} bytes", 413)
+    origin = request.headers.get("origin")
+    if origin is not None and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        raise FormRefused("the form was sent from another site", 403)
+    form = parse_form(body, request.headers.get("content-type"))
+    if not csrf_ok(form, request.cookies.get(CSRF_COOKIE)):
+        raise FormRefused("the form's security token is missing or stale: reload the page and send it again", 403)
+    return form
+
+
+def see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def _editor(request: Request) -> str | None:
+    return request.app.state.studio.editors.editor(request.cookies.get(EDITOR_COOKIE))
+
+
+def _need_editor(request: Request) -> HTMLResponse | None:
+    """None for a signed-in editor, else the page that says how to sign in."""
+    if _editor(request) is None:
+        studio: Studio = request.app.state.studio
+        message = "Sign in as an editor first." if studio.editors.enabled else studio.editors.why_disabled
+        return error_page(request, 403, message)
+    return None
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+async def home(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    return render(request, "home.html", study=studio.settings.study,
+                  generator=studio.models.image_generator.description, llm=studio.models.llm_resource.description)
+
+
+async def personas_page(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    query, shard = request.query_params.get("q", "").strip(), request.query_params.get("shard", "")
+    try:
+        rows, matched = await run_in_threadpool(browse.search_personas, studio.lake_dir, query, shard)
+    except ValueError as error:
+        return render(request, "personas.html", status=400, rows=[], matched=0, query="", shard="",
+                      shards=SHARD_KEYS, error=str(error))
+    return render(request, "personas.html", rows=rows, matched=matched, query=query, shard=shard, shards=SHARD_KEYS,
+                  error=None)
+
+
+async def persona_page(request: Request, errors: dict | None = None, status: int = 200,
+                       notice: str | None = None) -> Response:
+    studio: Studio = request.app.state.studio
+    user_id = request.path_params["user_id"]
+    try:
+        detail = await run_in_threadpool(browse.persona_detail, studio.lake_dir, studio.settings.data_dir, user_id)
+    except ValueError:
+        detail = None
+    if detail is None:
+        return error_page(request, 404, "No persona for that pseudonym.")
+    persona = detail["persona"] or {}
+    fields = [{"name": f, "value": field_as_text(persona, f), "help": field_help(f)} for f in EDITABLE_FIELDS]
+    return render(request, "persona.html", status=status, d=detail, fields=fields, errors=errors or {},
+                  methods=REGENERATION_METHODS, notice=notice or request.query_params.get("notice", "")[:100])
+
+
+async def persona_edit(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    form = await read_form(request)
+    refused = _need_editor(request)
+    if refused:
+        return refused
+    user_id = request.path_params["user_id"]
+    try:
+        if set(form) - {"field", "value", "csrf_token"}:
+            raise InvalidInput({"form": "unexpected fields"})
+        await run_in_threadpool(studio.edit, user_id, form.get("field", ""), form.get("value", ""), _editor(request))
+    except InvalidInput as error:
+        return await persona_page(request, errors=error.errors, status=400)
+    except ValueError:
+        return error_page(request, 404, "No persona for that pseudonym.")
+    return see_other(f"/personas/{user_id}?notice=saved")
+
+
+async def persona_regenerate(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    form = await read_form(request)
+    refused = _need_editor(request)
+    if refused:
+        return refused
+    user_id = request.path_params["user_id"]
+    try:
+        if set(form) - {"prompt_id", "method", "csrf_token"}:
+            raise InvalidInput({"form": "unexpected fields"})
+        job = await run_in_threadpool(studio.queue_regeneration, user_id, form.get("prompt_id", ""),
+                                      form.get("method", ""), _editor(request))
+    except InvalidInput as error:
+        return await persona_page(request, errors=error.errors, status=400)
+    except ValueError:
+        return error_page(request, 404, "No persona for that pseudonym.")
+    except QueueFull as error:
+        return error_page(request, 503, str(error))
+    return see_other(f"/jobs/{job.id}")
+
+
+async def jobs_page(request: Request) -> Response:
+    refused = _need_editor(request)
+    return refused or render(request, "jobs.html", jobs=request.app.state.studio.jobs.listed())
+
+
+async def job_page(request: Request) -> Response:
+    refused = _need_editor(request)
+    if refused:
+        return refused
+    job_id = request.path_params["job_id"]
+    job = request.app.state.studio.jobs.get(job_id) if _JOB_ID.match(job_id) else None
+    if job is None or job.owner != "editor":
+        return error_page(request, 404, "No such job (the list is kept in memory until the studio restarts).")
+    return render(request, "job.html", job=job)
+
+
+async def audit_page(request: Request) -> Response:
+    refused = _need_editor(request)
+    if refused:
+        return refused
+    edits = await run_in_threadpool(browse.all_edits, request.app.state.studio.lake_dir)
+    return render(request, "audit.html", edits=edits)
+
+
+async def results_page(request: Request) -> Response:
+    refused = _need_editor(request)
+    if refused:
+        return refused
+    studio: Studio = request.app.state.studio
+    rows = await run_in_threadpool(studio.results)
+    return render(request, "results.html", rows=rows, pending=studio.store.pending())
+
+
+async def editor_page(request: Request) -> Response:
+    return render(request, "editor.html", errors={})
+
+
+async def editor_sign_in(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    form = await read_form(request)
+    try:
+        if set(form) - {"name", "token", "csrf_token"}:
+            raise InvalidInput({"form": "unexpected fields"})
+        session = studio.editors.sign_in(form.get("name", ""), form.get("token", ""))
+    except InvalidInput as error:
+        return render(request, "editor.html", status=403 if "token" in error.errors else 400, errors=error.errors)
+    response = see_other("/personas")
+    _set_cookie(response, EDITOR_COOKIE, session)
+    return response
+
+
+async def editor_sign_out(request: Request) -> Response:
+    await read_form(request)
+    request.app.state.studio.editors.sign_out(request.cookies.get(EDITOR_COOKIE))
+    response = see_other("/")
+    response.delete_cookie(EDITOR_COOKIE, path="/")
+    return response
+
+
+# --- the study ---------------------------------------------------------------------------------
+
+
+def _participant(request: Request) -> dict | None:
+    return request.app.state.studio.session_of(request.cookies.get(STUDY_COOKIE))
+
+
+def _continue(session: dict, studio: Studio) -> RedirectResponse:
+    step = studio.progress(session).step
+    return see_other({"prompts": "/study/prompts", "done": "/study/done"}.get(step, "/study/compare"))
+
+
+async def study_intro(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    session = _participant(request)
+    if session is not None:
+        return _continue(session, studio)
+    return render(request, "study_survey.html", errors={}, values={}, ages=AGE_CHOICES, genders=GENDER_CHOICES,
+                  n_prompts=studio.settings.study.n_prompts)
+
+
+async def study_survey(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    form = await read_form(request)
+    if _participant(request) is not None:
+        return _continue(_participant(request), studio)
+    values = {k: v for k, v in form.items() if k != "csrf_token"}
+    try:
+        survey = parse_survey(values)
+    except InvalidInput as error:
+        return render(request, "study_survey.html", status=400, errors=error.errors, values=values, ages=AGE_CHOICES,
+                      genders=GENDER_CHOICES, n_prompts=studio.settings.study.n_prompts)
+    token = await run_in_threadpool(studio.start_session, survey)
+    response = see_other("/study/prompts")
+    _set_cookie(response, STUDY_COOKIE, token, max_age=30 * 24 * 3600)
+    return response
+
+
+async def study_prompts(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    session = _participant(request)
+    if session is None:
+        return see_other("/study")
+    if session["prompts_json"]:
+        return _continue(session, studio)
+    suggestions = studio.suggestions(session)
+    prompts = [{"field": prompt_field(i), "value": s["base_prompt"]} for i, s in enumerate(suggestions)]
+    return render(request, "study_prompts.html", prompts=prompts, errors={})
+
+
+async def study_prompts_submit(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    form = await read_form(request)
+    session = _participant(request)
+    if session is None:
+        return see_other("/study")
+    if session["prompts_json"]:
+        return _continue(session, studio)
+    suggestions = studio.suggestions(session)
+    try:
+        prompts = parse_prompts(form, session["session_id"], suggestions, int(session["n_prompts"]))
+    except InvalidInput as error:
+        shown = [{"field": prompt_field(i), "value": form.get(prompt_field(i), "")[:300]}
+                 for i in range(int(session["n_prompts"]))]
+        return render(request, "study_prompts.html", status=400, prompts=shown, errors=error.errors)
+    await run_in_threadpool(studio.save_prompts, session, prompts)
+    return see_other("/study/compare")
+
+
+async def study_compare(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    session = _participant(request)
+    if session is None:
+        return see_other("/study")
+    progress = await run_in_threadpool(studio.progress, session)
+    if progress.step in ("prompts", "done"):
+        return _continue(session, studio)
+    if progress.step == "waiting":
+        return render(request, "study_wait.html", progress=progress)
+    if progress.step == "failed":
+        return render(request, "error.html", status=500, errors={},
+                      message=f"Your images could not be prepared ({progress.error}). Please tell the researcher.")
+    studio.mark_shown(session["session_id"], progress.index)
+    return render(request, "study_compare.html", progress=progress, comparison=progress.comparison)
+
+
+async def study_vote(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    form = await read_form(request)
+    session = _participant(request)
+    if session is None:
+        return see_other("/study")
+    try:
+        row = await run_in_threadpool(studio.vote, session, form)
+    except InvalidInput as error:
+        return error_page(request, 400, "That vote could not be recorded.", error.errors)
+    response = _continue(session, studio)
+    if row is not None:
+        response.headers["x-zipp-vote-id"] = row["vote_id"]  # the acknowledgement the load test checks
+    return response
+
+
+async def study_done(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    session = _participant(request)
+    if session is None:
+        return see_other("/study")
+    if studio.progress(session).step != "done":
+        return _continue(session, studio)
+    persona = json.loads(session["persona_json"]) if session["persona_json"] else None
+    return render(request, "study_done.html", persona=persona, model=session["persona_model"] or "",
+                  votes=len(studio.store.votes_of(session["session_id"])))
+
+
+async def study_image(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    session = _participant(request)
+    index, side = request.path_params["index"], request.path_params["side"]
+    path = studio.session_image(session, index, side) if session is not None else None
+    if path is None or not path.is_file():
+        return Response("not found", status_code=404, media_type="text/plain")
+    return FileResponse(path, media_type="image/png")
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+def _file_under(root: Path, relative: str) -> Path | None:
+    path = (root / relative).resolve()
+    return path if path.is_relative_to(root.resolve()) and path.is_file() else None
+
+
+async def zipbench_image(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    method, shard, name = (request.path_params[k] for k in ("method", "shard", "name"))
+    if method not in METHODS or shard not in SHARD_KEYS or not browse.IMAGE_NAME.match(name):
+        return Response("not found", status_code=404, media_type="text/plain")
+    path = _file_under(studio.settings.data_dir / "zipbench" / "images", f"{method}/{shard}/{name}")
+    return FileResponse(path, media_type="image/png") if path else Response("not found", 404, media_type="text/plain")
+
+
+async def reference_image(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    key = request.path_params["key"]
+    if not browse.IMAGE_KEY.match(key):
+        return Response("not found", status_code=404, media_type="text/plain")
+    path = _file_under(studio.settings.data_dir / "raw" / "images", f"{key[:2]}/{key}")
+    if path is None:
+        return Response("not found", status_code=404, media_type="text/plain")
+    with open(path, "rb") as f:
+        kind = sniff_image_type(f.read(16))
+    if kind is None:  # only images are served, whatever the cache holds
+        return Response("not an image", status_code=404, media_type="text/plain")
+    return FileResponse(path, media_type=kind)
+
+
+async def regenerated_image(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    user_id, name = request.path_params["user_id"], request.path_params["name"]
+    if not browse.USER_ID.match(user_id) or not browse.IMAGE_NAME.match(name):
+        return Response("not found", status_code=404, media_type="text/plain")
+    path = _file_under(browse.regenerated_dir(studio.settings.data_dir, user_id), name)
+    return FileResponse(path, media_type="image/png") if path else Response("not found", 404, media_type="text/plain")
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+
+async def _refused(request: Request, error: FormRefused) -> Response:
+    return error_page(request, error.status, str(error))
+
+
+def create_app(studio: Studio, start: bool = True) -> Starlette:
+    """The ASGI app; with `start`, the studio starts and stops with it (lifespan)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if start:
+            await run_in_threadpool(studio.start)
+        try:
+            yield
+        finally:
+            if start:
+                await run_in_threadpool(studio.stop)
+
+    routes = [
+        Route("/", home),
+        Route("/personas", personas_page),
+        Route("/personas/{user_id}", persona_page),
+        Route("/personas/{user_id}/edit", persona_edit, methods=["POST"]),
+        Route("/personas/{user_id}/regenerate", persona_regenerate, methods=["POST"]),
+        Route("/jobs", jobs_page),
+        Route("/jobs/{job_id}", job_page),
+        Route("/audit", audit_page),
+        Route("/results", results_page),
+        Route("/editor", editor_page),
+        Route("/editor", editor_sign_in, methods=["POST"]),
+        Route("/editor/sign-out", editor_sign_out, methods=["POST"]),
+        Route("/study", study_intro),
+        Route("/study", study_survey, methods=["POST"]),
+        Route("/study/prompts", study_prompts),
+        Route("/study/prompts", study_prompts_submit, methods=["POST"]),
+        Route("/study/compare", study_compare),
+        Route("/study/vote", study_vote, methods=["POST"]),
+        Route("/study/done", study_done),
+        Route("/study/image/{index:int}/{side}", study_image),
+        Route("/images/zipbench/{method}/{shard}/{name}", zipbench_image),
+        Route("/images/reference/{key}", reference_image),
+        Route("/images/regenerated/{user_id}/{name}", regenerated_image),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(studio.settings.allowed_hosts)),
+                  Middleware(SecurityHeaders)]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                    exception_handlers={FormRefused: _refused})
+    app.state.studio = studio
+    return app
