@@ -73,6 +73,35 @@ def _materialized_so_far(context: dg.AssetExecutionContext, keys: Sequence[dg.As
             context.log_event(dg.AssetMaterialization(asset_key=key, partition=month, metadata={"note": "written before a later month failed"}))
 
 
+def _months_within_quarantine_limit(context: dg.AssetExecutionContext, lake: ZippLake, kinds: Sequence[str]
+                                    ) -> tuple[list[str], dict[str, str]]:
+    """The run's months whose `kinds` are within the quarantine limit (the rest are refused); if none is, fail now."""
+    cleared, blocked = checks.months_within_quarantine_limit(
+        lake.settings.lake_dir, kinds, sorted(context.partition_keys), lake.settings.quarantine_max_fraction)
+    if blocked:
+        context.log.warning(f"refusing {len(blocked)} month(s) over the quarantine limit: {_blocked_text(blocked)}")
+    if not cleared:
+        raise dg.Failure(description=f"every month is over the quarantine limit: {_blocked_text(blocked)}",
+                         metadata={"blocked_months": ", ".join(blocked)})
+    return cleared, blocked
+
+
+def _blocked_text(blocked: dict[str, str]) -> str:
+    return "; ".join(f"{month} ({why})" for month, why in blocked.items())
+
+
+def _refuse_blocked_months(context: dg.AssetExecutionContext, key: str, built: Sequence[str], metadata: dict,
+                           blocked: dict[str, str]) -> None:
+    """With months refused, record the months built (a MaterializeResult would mark every month of the
+    run) and fail the run, naming the refused months."""
+    if not blocked:
+        return
+    for month in built:
+        context.log_event(dg.AssetMaterialization(asset_key=key, partition=month, metadata=metadata))
+    raise dg.Failure(description=f"built {', '.join(built)}; refused, over the quarantine limit: {_blocked_text(blocked)}",
+                     metadata={"blocked_months": ", ".join(blocked), "built_months": ", ".join(built)})
+
+
 def _written_month(lake_dir, dataset: str, month: str, version: int):
     """The month as its own commit wrote it (the table version that commit made)."""
     return lake_io.open_table(lake_dir, dataset, version).to_dataset([{"month": month}])
@@ -109,11 +138,13 @@ def _ingestion_asset(kind: str) -> dg.AssetsDefinition:
         check_specs=[
             dg.AssetCheckSpec("columns_and_types", asset=main_key, description="columns and Arrow types as declared"),
             dg.AssetCheckSpec("unique_ids", asset=main_key, description="no id appears twice in the month"),
+            # Blocking per month, not per run: Dagster's blocking would stop the whole step downstream,
+            # good months of a range too, so image posts and edges refuse each month over the limit.
             dg.AssetCheckSpec(
                 "quarantine_fraction",
                 asset=main_key,
-                blocking=True,
-                description="quarantined lines stay under ZIPP_QUARANTINE_MAX_FRACTION (default 0.1%)",
+                description="in every month, quarantined lines stay under ZIPP_QUARANTINE_MAX_FRACTION (default "
+                            "0.1%); image posts and edges refuse a month over it",
             ),
         ],
     )
@@ -147,12 +178,8 @@ def _ingestion_asset(kind: str) -> dg.AssetsDefinition:
             ("columns_and_types", checks.merge_by_partition(
                 {m: _schema_check(settings.lake_dir, main, v) for m, v in versions.items()})),
             ("unique_ids", _unique_per_month(settings.lake_dir, main, versions, ["id"])),
-            (
-                "quarantine_fraction",
-                checks.check_quarantine_fraction(
-                    sum(r.lines_in for r in reports), sum(r.quarantined for r in reports), settings.quarantine_max_fraction
-                ),
-            ),
+            ("quarantine_fraction", checks.check_quarantine_by_month(
+                {r.month: (r.lines_in, r.quarantined) for r in reports}, settings.quarantine_max_fraction)),
         ):
             yield dg.AssetCheckResult(
                 asset_key=main_key, check_name=name, passed=outcome.passed,
@@ -191,15 +218,18 @@ def _derived_metadata(reports: Sequence[DerivedReport]) -> dict:
 )
 def reddit_image_posts(context: dg.AssetExecutionContext, lake: ZippLake) -> Iterator:
     lake_dir = lake.settings.lake_dir
+    months, blocked = _months_within_quarantine_limit(context, lake, ["submissions"])
     with lake_io.recording() as activity:
-        reports = [build_image_posts(lake_dir, month) for month in sorted(context.partition_keys)]
+        reports = [build_image_posts(lake_dir, month) for month in months]
         metadata = _derived_metadata(reports)
         written = lake_io.open_table(lake_dir, "reddit_image_posts", reports[-1].version).to_dataset(
             [{"month": r.month} for r in reports])
         metadata["by_source"] = dg.MetadataValue.md(markdown_table(_count_by(written, "image_source")))
         outcome = checks.merge_by_partition(
             {r.month: _schema_check(lake_dir, "reddit_image_posts", r.version) for r in reports})
-    yield dg.MaterializeResult(metadata={**metadata, **lake_versions(activity)})
+    metadata = {**metadata, **lake_versions(activity)}
+    _refuse_blocked_months(context, "reddit_image_posts", months, metadata, blocked)
+    yield dg.MaterializeResult(metadata=metadata)
     yield dg.AssetCheckResult(check_name="columns_and_types", passed=outcome.passed, description=outcome.description, metadata=outcome.metadata)
 
 
@@ -250,8 +280,9 @@ def _degree_plot(edges) -> dg.MetadataValue:
 )
 def reddit_user_subreddit_edges(context: dg.AssetExecutionContext, lake: ZippLake) -> Iterator:
     lake_dir, dataset = lake.settings.lake_dir, "reddit_user_subreddit_edges"
+    months, blocked = _months_within_quarantine_limit(context, lake, ["comments", "submissions"])
     with lake_io.recording() as activity:
-        reports = [build_user_subreddit_edges(lake_dir, month) for month in sorted(context.partition_keys)]
+        reports = [build_user_subreddit_edges(lake_dir, month) for month in months]
         metadata = _derived_metadata(reports)
         metadata["degree_plot"] = _degree_plot(lake_io.open_table(lake_dir, dataset, reports[-1].version).to_dataset(
             [{"month": r.month} for r in reports]))
@@ -261,7 +292,9 @@ def reddit_user_subreddit_edges(context: dg.AssetExecutionContext, lake: ZippLak
             ("unique_user_subreddit",
              _unique_per_month(lake_dir, dataset, {r.month: r.version for r in reports}, ["user_key", "subreddit"])),
         )
-    yield dg.MaterializeResult(metadata={**metadata, **lake_versions(activity)})
+    metadata = {**metadata, **lake_versions(activity)}
+    _refuse_blocked_months(context, dataset, months, metadata, blocked)
+    yield dg.MaterializeResult(metadata=metadata)
     for name, outcome in outcomes:
         yield dg.AssetCheckResult(check_name=name, passed=outcome.passed, description=outcome.description, metadata=outcome.metadata)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+
+from zipp_assets import lake
+from zipp_assets.reddit.ingest import dataset_name, quarantine_dataset_name
 
 
 @dataclass
@@ -67,6 +71,56 @@ def check_quarantine_fraction(lines_in: int, quarantined: int, max_fraction: flo
         description=f"{quarantined} of {lines_in} lines quarantined ({fraction:.4%}; limit {max_fraction:.4%})",
         metadata={"lines_in": lines_in, "quarantined": quarantined, "fraction": fraction, "max_fraction": max_fraction},
     )
+
+
+def check_quarantine_by_month(counts: Mapping[str, tuple[int, int]], max_fraction: float) -> CheckOutcome:
+    """Each month on its own (`counts`: month -> (lines in, quarantined)): one month over the limit
+    fails the check even when the range as a whole is under it."""
+    outcomes = {month: check_quarantine_fraction(lines_in, quarantined, max_fraction)
+                for month, (lines_in, quarantined) in sorted(counts.items())}
+    over = [month for month, o in outcomes.items() if not o.passed]
+    worst = max(outcomes, key=lambda m: outcomes[m].metadata["fraction"], default=None)
+    if over:
+        description = "; ".join(f"{month}: {outcomes[month].description}" for month in over[:5])
+    elif worst is None:
+        description = "no months"
+    else:
+        description = f"every month under the limit (highest {worst}: {outcomes[worst].description})"
+    return CheckOutcome(
+        passed=not over,
+        description=description,
+        metadata={"months_checked": len(outcomes), "months_over_limit": ", ".join(over),
+                  "lines_in": sum(c[0] for c in counts.values()), "quarantined": sum(c[1] for c in counts.values()),
+                  "highest_fraction": outcomes[worst].metadata["fraction"] if worst else 0.0, "max_fraction": max_fraction},
+    )
+
+
+def ingested_quarantine_counts(lake_dir: Path, kind: str, months: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """month -> (lines in, quarantined) as the lake holds them: every line of a dump is either a row
+    or a quarantine row, and both come from one ingestion (checked by their build id)."""
+    rows_name, quarantine_name = dataset_name(kind), quarantine_dataset_name(kind)
+    tables = lake.open_tables(lake_dir, [rows_name, quarantine_name], [{"month": m} for m in months])
+    counts = {}
+    for month in months:
+        rows = tables[rows_name].to_dataset([{"month": month}]).count_rows()
+        quarantined = tables[quarantine_name].to_dataset([{"month": month}]).count_rows()
+        counts[month] = (rows + quarantined, quarantined)
+    return counts
+
+
+def months_within_quarantine_limit(lake_dir: Path, kinds: Sequence[str], months: Sequence[str],
+                                   max_fraction: float) -> tuple[list[str], dict[str, str]]:
+    """The months whose ingested `kinds` are all within the quarantine limit, and the others with why.
+
+    Read from the lake, so a month over the limit stays blocked in any later run, not only in the
+    run that ingested it."""
+    blocked: dict[str, list[str]] = {}
+    for kind in kinds:
+        for month, (lines_in, quarantined) in ingested_quarantine_counts(lake_dir, kind, months).items():
+            outcome = check_quarantine_fraction(lines_in, quarantined, max_fraction)
+            if not outcome.passed:
+                blocked.setdefault(month, []).append(f"{kind}: {outcome.description}")
+    return [m for m in months if m not in blocked], {m: "; ".join(why) for m, why in sorted(blocked.items())}
 
 
 def merge_by_partition(outcomes: dict[str, CheckOutcome]) -> CheckOutcome:

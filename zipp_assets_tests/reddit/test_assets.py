@@ -1,17 +1,23 @@
 """The Dagster wiring, run in process on the tiny world."""
 
+import math
 import os
+import shutil
 import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from zipp_assets import lake
 from zipp_assets.definitions import defs
 from zipp_assets.reddit.assets import reddit_assets
+from zipp_assets.reddit.dumps import iter_line_blocks
+from zipp_assets.reddit.ingest import ingest_month
 from zipp_assets.reddit.sensors import SETTLE_SECONDS, months_to_request, new_reddit_dumps, scan_dumps
 from zipp_assets.resources import ZippLake
+from zipp_assets_tests.conftest import TINY_MONTHS, write_dump
 
 
 @pytest.fixture
@@ -65,12 +71,77 @@ def test_month_materializes_with_metadata_and_passing_checks(data_dir):
                                                       "reddit_submissions", "reddit_submissions_quarantine"}
 
 
+def _step_failures(result) -> dict[str, str]:
+    return {e.step_key: str(e.event_specific_data.user_failure_data or e.event_specific_data.error.message)
+            for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE}
+
+
 def test_quarantine_over_threshold_blocks_downstream(data_dir):
     result = _materialize(data_dir, "2017-12", max_fraction=0.0)
     fraction = [c for c in result.get_asset_check_evaluations() if c.check_name == "quarantine_fraction"]
     assert fraction and not all(c.passed for c in fraction)
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "reddit_user_subreddit_edges" not in materialized
+    assert "2017-12" in _step_failures(result)["reddit_user_subreddit_edges"]
+    # Image posts read only submissions: built if and only if their month passed.
+    submissions_passed = next(c.passed for c in fraction if c.asset_key.to_user_string() == "reddit_submissions")
+    assert ("reddit_image_posts" in materialized) == submissions_passed
+
+
+@pytest.fixture(scope="module")
+def poisoned_range(tiny_world, tmp_path_factory):
+    """The tiny world with junk lines added to both of 2017-12's dumps (about 6% of their lines), run
+    as one range with a quarantine limit above each kind's fraction over the whole range but below
+    2017-12's: summed over the range, the bad month would pass."""
+    root = tmp_path_factory.mktemp("poisoned_range")
+    reddit = root / "raw" / "reddit"
+    shutil.copytree(tiny_world / "raw" / "reddit", reddit)
+    for prefix in ("RC", "RS"):
+        path = reddit / f"{prefix}_2017-12.zst"
+        lines = [line for block in iter_line_blocks(path) for line in block.data.split(b"\n")]
+        write_dump(path, lines + [b"not json at all"] * math.ceil(0.06 * len(lines)))
+    scratch = root / "scratch_lake"
+    reports = {(kind, month): ingest_month(scratch, reddit, kind, month)
+               for kind in ("comments", "submissions") for month in TINY_MONTHS}
+    limit = max(sum(reports[kind, m].quarantined for m in TINY_MONTHS) / sum(reports[kind, m].lines_in for m in TINY_MONTHS)
+                for kind in ("comments", "submissions"))
+    for kind in ("comments", "submissions"):
+        assert reports[kind, "2017-12"].quarantine_fraction > limit >= reports[kind, "2018-01"].quarantine_fraction
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"lake": ZippLake(data_dir=str(root), quarantine_max_fraction=limit)}
+    result = dg.materialize(reddit_assets, resources=resources, instance=instance, raise_on_error=False,
+                            tags={ASSET_PARTITION_RANGE_START_TAG: "2017-12", ASSET_PARTITION_RANGE_END_TAG: "2018-01"})
+    return root, instance, resources, result, limit
+
+
+def test_a_month_over_the_limit_blocks_its_own_image_posts_and_edges_not_the_others(poisoned_range):
+    root, instance, _, result, _ = poisoned_range
+    assert not result.success
+    failures = _step_failures(result)
+    assert set(failures) == {"reddit_image_posts", "reddit_user_subreddit_edges"}
+    assert all("refused, over the quarantine limit: 2017-12" in failures[step] for step in failures)
+    for asset in ("reddit_comments", "reddit_submissions"):  # ingestion kept both months (the quarantine says why)
+        assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {"2017-12", "2018-01"}
+    for asset in ("reddit_image_posts", "reddit_user_subreddit_edges"):
+        assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {"2018-01"}
+        assert lake.open_table(root / "lake", asset).partitions() == [{"month": "2018-01"}]
+
+
+def test_a_bad_month_cannot_hide_inside_a_good_range(poisoned_range):
+    root, instance, resources, result, limit = poisoned_range
+    evaluations = {c.asset_key.to_user_string(): c for c in result.get_asset_check_evaluations()
+                   if c.check_name == "quarantine_fraction"}
+    assert set(evaluations) == {"reddit_comments", "reddit_submissions"}
+    for evaluation in evaluations.values():
+        metadata = {k: v.value for k, v in evaluation.metadata.items()}
+        assert metadata["quarantined"] / metadata["lines_in"] <= limit  # the range as a whole is under the limit...
+        assert not evaluation.passed and metadata["months_over_limit"] == "2017-12"  # ...its bad month still fails
+        assert evaluation.description.startswith("2017-12: ")
+    # A later run of the month alone is refused too: the block is read from the lake, not the run.
+    again = dg.materialize(reddit_assets, selection=["reddit_user_subreddit_edges"], partition_key="2017-12",
+                           resources=resources, instance=instance, raise_on_error=False)
+    assert not again.success and "every month is over the quarantine limit: 2017-12" in _step_failures(again)["reddit_user_subreddit_edges"]
+    assert lake.open_table(root / "lake", "reddit_user_subreddit_edges").partitions() == [{"month": "2018-01"}]
 
 
 def test_missing_month_fails_with_the_file_names(data_dir):

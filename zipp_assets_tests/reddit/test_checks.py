@@ -36,3 +36,17 @@ def test_merging_per_partition_outcomes():
     assert not merged.passed and merged.description == "2019-02: 2 dup"
     assert merged.metadata["rows"] == 7 and merged.metadata["partitions_failed"] == "2019-02"
     assert merge_by_partition({"a": CheckOutcome(True, "ok")}).passed
+
+
+def test_quarantine_by_month_fails_a_bad_month_that_a_sum_would_hide():
+    from zipp_assets.reddit.checks import check_quarantine_by_month
+
+    counts = {"2019-01": (1000, 30), "2019-02": (9000, 10)}  # 4 per mille over both months; 3% in January
+    assert check_quarantine_fraction(10_000, 40, 0.01).passed
+    outcome = check_quarantine_by_month(counts, 0.01)
+    assert not outcome.passed and outcome.metadata["months_over_limit"] == "2019-01"
+    assert outcome.description.startswith("2019-01: 30 of 1000 lines") and "2019-02" not in outcome.description
+    assert (outcome.metadata["lines_in"], outcome.metadata["quarantined"]) == (10_000, 40)
+    passed = check_quarantine_by_month({"2019-02": (9000, 10)}, 0.01)
+    assert passed.passed and "every month under the limit (highest 2019-02" in passed.description
+    assert check_quarantine_by_month({}, 0.01).passed
