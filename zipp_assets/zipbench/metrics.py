@@ -191,26 +191,25 @@ def _cmmd_inputs(name: str, matrix: np.ndarray, minimum: int) -> np.ndarray:
 
 
 def _kernel_minus_one_sum(a: np.ndarray, b: np.ndarray | None, gamma: float, block: int) -> float:
-    """sum over pairs (i, j) of k(a_i, b_j) - 1 for unit rows, k = exp(-gamma * ||a_i - b_j||^2).
+    """sum over pairs (i, j) of k(a_i, b_j) - 1, k = exp(-gamma * ||a_i - b_j||^2), for rows that are unit
+    vectors already multiplied by sqrt(2 gamma).
 
     For unit vectors ||a - b||^2 = 2 - 2 a.b, so k = exp(-2 gamma) * exp(2 gamma a.b): one matrix product of
-    rows scaled by sqrt(2 gamma), one exp, one sum per block. Each block's sum has its count subtracted
-    (the sum of k - 1), so the running total stays small against kernel values near 1 (sigma = 10 on the
-    unit sphere puts them within 2% of 1) that a plain mean would add up in the billions.
+    the scaled rows, one exp, one sum per block. Each block's sum has its count subtracted (the sum of
+    k - 1), so the running total stays small against kernel values near 1 (sigma = 10 on the unit sphere
+    puts them within 2% of 1) that a plain mean would add up in the billions.
     With `b` None the pairs are those of `a` with itself: blocks above the diagonal count twice, diagonal
     blocks are products of a block with itself (numpy computes those as a symmetric product, half the
     work), and each point's pair with itself is exactly k = 1 (contributes 0), so the same sum serves
     both estimators.
     """
     symmetric = b is None
-    scale = np.sqrt(2.0 * gamma)
-    left = a * scale
-    right = left if symmetric else b * scale
+    right = a if symmetric else b
     shift = np.exp(-2.0 * gamma)
     total = 0.0
-    for i in range(0, len(left), block):
+    for i in range(0, len(a), block):
         for j in range(i if symmetric else 0, len(right), block):
-            values = left[i : i + block] @ right[j : j + block].T
+            values = a[i : i + block] @ right[j : j + block].T
             np.exp(values, out=values)
             if symmetric and i == j:
                 np.fill_diagonal(values, 0.0)  # then counted as exactly 1 each, below
@@ -241,8 +240,10 @@ def cmmd(reference: np.ndarray, generated: np.ndarray, *, unbiased: bool = False
     y = _cmmd_inputs("generated", generated, minimum)
     gamma = 1.0 / (2.0 * sigma**2)
     n, m = len(x), len(y)
-    sum_xx = _kernel_minus_one_sum(x, None, gamma, block_size)
     same_set = x.shape == y.shape and np.array_equal(x, y)
+    x *= np.sqrt(2.0 * gamma)  # in place: the kernel sums take unit rows scaled by sqrt(2 gamma)
+    y *= np.sqrt(2.0 * gamma)
+    sum_xx = _kernel_minus_one_sum(x, None, gamma, block_size)
     # A set against itself: Kxy is Kxx, so it is not computed again (and the biased value is exactly 0).
     sum_yy = sum_xx if same_set else _kernel_minus_one_sum(y, None, gamma, block_size)
     sum_xy = sum_xx if same_set else _kernel_minus_one_sum(x, y, gamma, block_size)
