@@ -13,15 +13,16 @@ from zipp_assets.personas.schedules import remining_jobs, remining_schedules, re
 from zipp_assets.reddit.assets import reddit_assets, reddit_monthly_job
 from zipp_assets.reddit.sensors import new_reddit_dumps
 from zipp_assets.resources import ZippLake
+from zipp_assets.studio.assets import studio_assets, studio_sensors
 from zipp_assets.zipbench.assets import zipbench_assets
 
 _lake = ZippLake.from_environment()
 
 defs = dg.Definitions(
-    assets=[*reddit_assets, *graph_assets, *encoder_assets, *persona_assets, *zipbench_assets],
+    assets=[*reddit_assets, *graph_assets, *encoder_assets, *persona_assets, *zipbench_assets, *studio_assets],
     jobs=[reddit_monthly_job, *remining_jobs],
     schedules=remining_schedules,
-    sensors=[new_reddit_dumps, *remining_sensors],
+    sensors=[new_reddit_dumps, *remining_sensors, *studio_sensors],
     resources={
         "lake": _lake,
         "image_encoder": ImageEncoderResource.for_profile(_lake.profile),
