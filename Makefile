@@ -18,19 +18,21 @@ DEMO_MONTHS ?= 2019-01:2019-03
 DEMO_USERS ?= 2000
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
+STUDIO_PORT ?= 8040
 # DGL's CUDA build for the locked torch 2.2.1 (CUDA 12.1), from DGL's own wheel index: the registry's dgl 2.1.0 is
 # a CPU-only build. Pinned by exact version only (no hash: the index cannot be reached where the lock is made).
 DGL_CUDA_VERSION ?= 2.1.0+cu121
 DGL_CUDA_WHEELS ?= https://data.dgl.ai/wheels/torch-2.2/cu121/repo.html
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-gpu demo test test-vllm ui lock bench bench-gpu clean-data
+.PHONY: help setup setup-gpu demo test test-vllm ui studio lock bench bench-gpu clean-data
 
 help:
 	@echo "make demo   install, generate the demo world, materialize every asset, print where results are"
 	@echo "make test   install and run the test suite"
 	@echo "make test-vllm  the vllm backend's tests against a real vLLM server on CPU (own env .vllm-venv, ~6 GB)"
 	@echo "make ui     browse the same Dagster instance at http://$(UI_HOST):$(UI_PORT)"
+	@echo "make studio the persona studio and human A/B study over the lake at http://$(UI_HOST):$(STUDIO_PORT)"
 	@echo "make bench  ingestion, encoder, LLM and ZIPBench metrics benchmarks against their references (bench/README.md)"
 	@echo "make lock   re-resolve requirements.in into requirements.lock"
 	@echo "make setup-gpu  on a GPU machine: the same .venv plus DGL's CUDA build (README, 'Running on a GPU machine')"
@@ -91,6 +93,10 @@ test-vllm: setup $(VLLM_STAMP)
 
 ui: setup
 	$(VENV)/bin/dagster dev -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml
+
+# Editing personas needs ZIPP_STUDIO_EDITOR_TOKEN (16+ characters) in the environment.
+studio: setup
+	$(PY) -m zipp_assets.studio --host $(UI_HOST) --port $(STUDIO_PORT)
 
 bench: setup
 	$(PY) bench/ingest.py
