@@ -246,6 +246,22 @@ class TableSnapshot:
     def read(self, partitions: Sequence[Partition] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         return self.to_dataset(partitions).to_table(columns=list(columns) if columns is not None else None)
 
+    def content_version(self) -> int:
+        """The newest version at or before this one that changed rows: vacuum's own commits change
+        none, so a vacuumed table keeps its content version (what a checkpoint's data version uses)."""
+        from deltalake import DeltaTable
+
+        latest = DeltaTable(table_uri(self.root, self.dataset), storage_options=storage_options(self.root))
+        limit = 16
+        while True:
+            entries = latest.history(limit)  # newest first, numbered from the latest version
+            for entry in entries:
+                if entry["version"] <= self.version and not str(entry.get("operation", "")).startswith("VACUUM"):
+                    return int(entry["version"])
+            if len(entries) < limit:
+                return self.version  # history cleaned up past this point: the version itself
+            limit *= 8
+
     def file_uris(self) -> list[str]:
         """The data files of this version (for inspection only; read through `to_dataset`)."""
         return list(self._table.file_uris())
@@ -284,6 +300,17 @@ def check_same_build(snapshots: Sequence[TableSnapshot], partition: Partition | 
         raise BuildMismatch(f"tables written together disagree{where}: {listed}. A writer stopped between "
                             "their commits; materialize them again.")
     return next(iter(ids.values()), None)
+
+
+def check_built_from(derived: TableSnapshot, partition: Partition | None, source: TableSnapshot) -> None:
+    """`derived` (or its `partition`) was written under the build of `source` it was computed from
+    (visual profiles from the graph tables); else BuildMismatch naming both."""
+    mine, theirs = derived.build_id(partition), source.build_id()
+    if mine != theirs:
+        where = f" partition {_partition_label(_check_partition(partition))}" if partition else ""
+        raise BuildMismatch(f"{derived.dataset} (version {derived.version}){where} has build {format_build(mine)}, but "
+                            f"{source.dataset} (version {source.version}), which it is computed from, has build "
+                            f"{format_build(theirs)}: materialize {derived.dataset} again")
 
 
 def open_tables(root: LakeRoot, datasets: Sequence[str], partitions: Sequence[Partition] | None = None

@@ -30,6 +30,7 @@ from zipp_assets.encoder.evaluate import (
 from zipp_assets.encoder.inference import top_k_subreddits
 from zipp_assets.encoder.model import PersonaEncoder
 from zipp_assets.encoder.train import TrainConfig, infer, train
+from zipp_assets.graph.tables import GRAPH_TABLES
 from zipp_assets.stats import Interval, bootstrap_mean, paired_difference
 from zipp_assets.truth import planted_users
 
@@ -57,8 +58,10 @@ def load_planted_truth(truth_dir: Path, lake_dir: Path, key: bytes) -> PlantedTr
     if planted is None:
         return None
     communities = {c["community"]: c["subreddits"] for c in pq.read_table(Path(truth_dir) / "communities.parquet").to_pylist()}
-    users = lake.read_table(lake_dir, "users", columns=["user_index", "user_id"])
-    subreddit_index = {name: i for i, name in enumerate(lake.read_table(lake_dir, "subreddits")["subreddit"].to_pylist())}
+    graph = lake.open_tables(lake_dir, GRAPH_TABLES)
+    users = graph["users"].read(columns=["user_index", "user_id"])
+    subreddits = graph["subreddits"].read(columns=["subreddit_index", "subreddit"])
+    subreddit_index = dict(zip(subreddits["subreddit"].to_pylist(), subreddits["subreddit_index"].to_pylist()))
     truth = PlantedTruth()
     for user_id, user in zip(users["user_id"].to_pylist(), users["user_index"].to_pylist()):
         record = planted.get(user_id)

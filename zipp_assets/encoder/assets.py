@@ -21,7 +21,7 @@ from zipp_assets.encoder.ablations import OURS, evaluate_all, load_planted_truth
 from zipp_assets.encoder.checkpoint import (
     MODEL_NAME,
     check_data_version,
-    data_version,
+    data_of,
     encoder_for_graph,
     latest_checkpoint,
     load_encoder,
@@ -32,10 +32,9 @@ from zipp_assets.encoder.distributed import train_distributed
 from zipp_assets.encoder.inference import embed_users_to_lake
 from zipp_assets.encoder.train import TrainConfig, config_dict, train
 from zipp_assets.graph.pseudonyms import pseudonym_key
-from zipp_assets.graph.visual import EMBEDDINGS as IMAGE_EMBEDDINGS
-from zipp_assets.graph.visual import encoder_slug
+from zipp_assets.graph.visual import embeddings_of
 from zipp_assets.imaging.resources import ImageEncoderResource
-from zipp_assets.metadata import markdown_table, new_figure, png_markdown
+from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.resources import ZippLake
 
 GROUP = "encoder"
@@ -100,8 +99,9 @@ def persona_encoder(context: dg.AssetExecutionContext, config: EncoderTrainingCo
     settings = lake.settings
     encoder_name = image_encoder.encoder_name
     train_config = config.train_config()  # checks the device before any data is loaded
-    data = load_graph_data(settings.lake_dir, encoder_name)
-    version = data_version(settings.lake_dir, encoder_name)
+    with lake_io.recording() as activity:
+        data = load_graph_data(settings.lake_dir, encoder_name)
+    version = data_of(data, encoder_name)  # the Delta versions read: recorded in the checkpoint
     context.log.info(f"training on {len(data.edges['train']):,} edges, {data.num_users:,} users, "
                      f"{int(data.has_profile.sum()):,} with a visual profile, device {train_config.device}, "
                      f"data version {version}")
@@ -116,11 +116,13 @@ def persona_encoder(context: dg.AssetExecutionContext, config: EncoderTrainingCo
                "seconds": result.seconds, "seed_edges_per_second": result.seed_edges_per_second, "history": result.history,
                "image_align_active": result.image_align_active}
     folder = save_checkpoint(settings.models_dir, result.model, config_dict(train_config), metrics, version,
-                             data.subreddit_names, data.normalization, encoder_name)
+                             data.subreddit_names, data.normalization, encoder_name, data.content_versions)
     shutil.rmtree(resume_dir, ignore_errors=True)
     return dg.MaterializeResult(metadata={
         "checkpoint": dg.MetadataValue.path(str(folder)),
         "data_version": version,
+        "trained_on_table_versions": dg.MetadataValue.json(data.content_versions),
+        **lake_versions(activity),
         "image_align_active": result.image_align_active,
         "resumed_from_epoch": result.resumed_from_epoch if result.resumed_from_epoch is not None else "-",
         "best_epoch": result.best_epoch,
@@ -159,27 +161,29 @@ def encode_users(context: dg.AssetExecutionContext, config: EncodeUsersConfig, l
     if checkpoint.config["image_align_active"] and checkpoint.config["image_encoder"] != image_encoder.encoder_name:
         raise ValueError(f"checkpoint {checkpoint.folder.name} aligned users with {checkpoint.config['image_encoder']!r} "
                          f"images, but the image encoder is now {image_encoder.encoder_name!r}: retrain persona_encoder")
-    version = data_version(settings.lake_dir, image_encoder.encoder_name)
-    mismatch = check_data_version(checkpoint, version, config.on_data_version_mismatch)
-    if mismatch:
-        context.log.warning(mismatch)
-    data = load_graph_data(settings.lake_dir, image_encoder.encoder_name, normalization=checkpoint.normalization)
-    model = encoder_for_graph(checkpoint, data.subreddit_names).to(config.device)
-    with tempfile.TemporaryDirectory(prefix=".encode-users-", dir=settings.data_dir) as scratch:
-        counts = embed_users_to_lake(model, data.message_graph(), data, settings.lake_dir, config.device,
-                                     top_k=config.top_k, scratch_dir=Path(scratch))
-    preview = lake_io.read_table(settings.lake_dir, "user_top_subreddits").slice(0, 10).to_pylist()
+    with lake_io.recording() as activity:
+        data = load_graph_data(settings.lake_dir, image_encoder.encoder_name, normalization=checkpoint.normalization)
+        version = data_of(data, image_encoder.encoder_name)
+        mismatch = check_data_version(checkpoint, version, config.on_data_version_mismatch, data.content_versions)
+        if mismatch:
+            context.log.warning(mismatch)
+        model = encoder_for_graph(checkpoint, data.subreddit_names).to(config.device)
+        with tempfile.TemporaryDirectory(prefix=".encode-users-", dir=settings.data_dir) as scratch:
+            counts = embed_users_to_lake(model, data.message_graph(), data, settings.lake_dir, config.device,
+                                         top_k=config.top_k, scratch_dir=Path(scratch))
+    preview = lake_io.open_table(settings.lake_dir, "user_top_subreddits",
+                                 counts["versions"]["user_top_subreddits"]).read().slice(0, 10).to_pylist()
     top_weights = counts["top_weights"]
     figure, axes = new_figure(6, 3)
     axes.hist(top_weights, bins=30, color="#47a")
     axes.set_xlabel("attention weight of each user's top subreddit")
     axes.set_ylabel("users")
     common = {"checkpoint": str(checkpoint.folder), "checkpoint_data_version": checkpoint.data_version,
-              "data_version": version, "data_version_matches": mismatch is None}
+              "data_version": version, "data_version_matches": mismatch is None, "build": counts["build"]}
     yield dg.MaterializeResult(asset_key="user_embeddings", metadata={
-        **common, "users": counts["users"], "dimension": model.hidden})
+        **common, **lake_versions(activity, ["user_embeddings"]), "users": counts["users"], "dimension": model.hidden})
     yield dg.MaterializeResult(asset_key="user_top_subreddits", metadata={
-        **common, "rows": counts["attention_rows"], "preview": dg.MetadataValue.md(markdown_table(preview)),
+        **common, **lake_versions(activity, ["user_top_subreddits"]), "rows": counts["attention_rows"], "preview": dg.MetadataValue.md(markdown_table(preview)),
         "top_weight_histogram": png_markdown(figure)})
 
 
@@ -230,20 +234,22 @@ def encoder_evaluation(context: dg.AssetExecutionContext, config: EvaluationConf
     encoder_name = image_encoder.encoder_name
     require_device(config.device, needs_dgl=True)
     checkpoint = load_encoder(latest_checkpoint(settings.models_dir))
-    version = data_version(settings.lake_dir, encoder_name)
-    check_data_version(checkpoint, version, "error")  # "ours" must be scored on the data it was trained on
     training = checkpoint.config["training"]
     base = TrainConfig(**(training | {"fanouts": tuple(training["fanouts"]), "device": config.device}))
-    data = load_graph_data(settings.lake_dir, encoder_name, normalization=checkpoint.normalization)
-    table = lake_io.read_table(settings.lake_dir, IMAGE_EMBEDDINGS, [{"encoder": encoder_slug(encoder_name)}])
+    with lake_io.recording() as activity:
+        data = load_graph_data(settings.lake_dir, encoder_name, normalization=checkpoint.normalization)
+        version = data_of(data, encoder_name)
+        # "ours" must be scored on the data it was trained on
+        check_data_version(checkpoint, version, "error", data.content_versions)
+        table = embeddings_of(settings.lake_dir, encoder_name).to_table(columns=["url_key", "embedding"])
+        truth = load_planted_truth(settings.truth_dir, settings.lake_dir, pseudonym_key(settings))
     image_embeddings = dict(zip(table["url_key"].to_pylist(), np.stack(table["embedding"].to_numpy(zero_copy_only=False))))
-    truth = load_planted_truth(settings.truth_dir, settings.lake_dir, pseudonym_key(settings))
     work_dir = settings.models_dir / "encoder_evaluation" / ".work" / f"{checkpoint.folder.name}-{config.inductive_fraction}"
     rows = evaluate_all(data, base, checkpoint.model.to(config.device), image_embeddings, truth, config.inductive_fraction,
                         progress=context.log.info, work_dir=work_dir)
     columns = sorted({k for r in rows for k in r}, key=lambda k: (k != "model", k))
-    with lake_io.atomic_partition(settings.lake_dir, "encoder_evaluation") as folder:
-        lake_io.write_table(folder, pa.table({c: [r.get(c) for r in rows] for c in columns}))
+    with lake_io.recording() as written:
+        lake_io.write_partition(settings.lake_dir, "encoder_evaluation", pa.table({c: [r.get(c) for r in rows] for c in columns}))
     figure, axes = new_figure(7, 3.4)
     names = [r["model"] for r in rows]
     values = np.array([r["posting_accuracy"] for r in rows])
@@ -261,6 +267,7 @@ def encoder_evaluation(context: dg.AssetExecutionContext, config: EvaluationConf
         "test_edges": ours["edges"],
         "planted_truth": truth is not None,
         "posting_accuracy_plot": png_markdown(figure),
+        **lake_versions(activity), "lake_versions_written": lake_versions(written)["lake_versions_written"],
     })
 
 

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import torch
 
 from zipp_assets import lake
-from zipp_assets.graph.tables import EDGE_FEATURES
+from zipp_assets.graph.tables import EDGE_FEATURES, GRAPH_TABLES
 from zipp_assets.graph.visual import PROFILES, encoder_slug
 
 FORWARD, REVERSE = ("user", "posts_in", "subreddit"), ("subreddit", "has_member", "user")
@@ -37,6 +37,11 @@ class GraphData:
     heldout_images: dict[int, list[str]]
     subreddit_names: list[str] = dataclasses.field(default_factory=list)  # in index order
     normalization: FeatureNormalization | None = None
+    # What was read: each table's Delta version and content version (a checkpoint's data version),
+    # and the graph's build id (users, subreddits, graph_edges and the profiles share it).
+    table_versions: dict[str, int] = dataclasses.field(default_factory=dict)
+    content_versions: dict[str, int] = dataclasses.field(default_factory=dict)
+    build_id: int | None = None
 
     @property
     def edge_feature_dim(self) -> int:
@@ -121,12 +126,15 @@ def user_activity_features(pairs: np.ndarray, edges_table, train: np.ndarray, nu
 
 def load_graph_data(lake_dir: Path, image_encoder_name: str | None,
                     normalization: FeatureNormalization | None = None) -> GraphData:
-    """The graph tables as tensors. `normalization` (from a checkpoint) standardises the inputs as at
-    training time; without it, statistics are fitted on this graph's training edges."""
-    num_users = lake.read_table(lake_dir, "users", columns=["user_index"]).num_rows
-    subreddit_names = lake.read_table(lake_dir, "subreddits", columns=["subreddit"])["subreddit"].to_pylist()
+    """The graph tables as tensors, from one version of each, after checking that they (and the
+    visual profiles) come from one graph build. `normalization` (from a checkpoint) standardises the
+    inputs as at training time; without it, statistics are fitted on this graph's training edges."""
+    tables = lake.open_tables(lake_dir, GRAPH_TABLES)
+    num_users = tables["users"].read(columns=["user_index"]).num_rows
+    subreddits = tables["subreddits"].read(columns=["subreddit_index", "subreddit"]).sort_by("subreddit_index")
+    subreddit_names = subreddits["subreddit"].to_pylist()
     num_subreddits = len(subreddit_names)
-    edges_table = lake.read_table(lake_dir, "graph_edges")
+    edges_table = tables["graph_edges"].read()
     split = edges_table["split"]
     masks = {s: pc.equal(split, s).to_numpy(zero_copy_only=False) for s in ("train", "val", "test")}
     train = masks["train"]
@@ -142,16 +150,18 @@ def load_graph_data(lake_dir: Path, image_encoder_name: str | None,
     profiles = torch.zeros((num_users, 1))
     has_profile = torch.zeros(num_users, dtype=torch.bool)
     heldout: dict[int, list[str]] = {}
-    if image_encoder_name is not None:
-        folder = lake.partition_dir(lake_dir, PROFILES, {"encoder": encoder_slug(image_encoder_name)})
-        if folder.is_dir():
-            table = lake.read_table(lake_dir, PROFILES, [{"encoder": encoder_slug(image_encoder_name)}])
-            index = torch.tensor(table["user_index"].to_numpy())
-            matrix = np.stack(table["profile"].to_numpy(zero_copy_only=False)).astype(np.float32)
-            profiles = torch.zeros((num_users, matrix.shape[1]))
-            profiles[index] = torch.from_numpy(matrix)
-            has_profile[index] = torch.from_numpy(table["n_train_images"].to_numpy() > 0)
-            heldout = {int(u): keys for u, keys in zip(index.tolist(), table["heldout_url_keys"].to_pylist()) if keys}
+    partition = {"encoder": encoder_slug(image_encoder_name)} if image_encoder_name is not None else None
+    visual = lake.open_table(lake_dir, PROFILES) if partition is not None and lake.table_exists(lake_dir, PROFILES) else None
+    if visual is not None and visual.has_partition(partition):  # else: no profiles (ImageAlign off)
+        tables[PROFILES] = visual
+        lake.check_built_from(tables[PROFILES], partition, tables["users"])
+        table = tables[PROFILES].read([partition])
+        index = torch.tensor(table["user_index"].to_numpy())
+        matrix = np.stack(table["profile"].to_numpy(zero_copy_only=False)).astype(np.float32)
+        profiles = torch.zeros((num_users, matrix.shape[1]))
+        profiles[index] = torch.from_numpy(matrix)
+        has_profile[index] = torch.from_numpy(table["n_train_images"].to_numpy() > 0)
+        heldout = {int(u): keys for u, keys in zip(index.tolist(), table["heldout_url_keys"].to_pylist()) if keys}
     return GraphData(
         num_users=num_users,
         num_subreddits=num_subreddits,
@@ -164,4 +174,7 @@ def load_graph_data(lake_dir: Path, image_encoder_name: str | None,
         heldout_images=heldout,
         subreddit_names=subreddit_names,
         normalization=normalization,
+        table_versions={name: t.version for name, t in tables.items()},
+        content_versions={name: t.content_version() for name, t in tables.items()},
+        build_id=tables["users"].build_id(),
     )

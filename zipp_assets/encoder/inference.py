@@ -2,7 +2,8 @@
 
 `embed_users_to_lake` is the path that scales: the last layer's output goes to the lake chunk by
 chunk, and between layers the users' hidden states live in a memory-mapped scratch file, so
-memory does not grow with the number of users beyond the graph itself.
+memory does not grow with the number of users beyond the graph itself. Embeddings and attention are
+committed under one build id; readers of one check it against the other.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def _vectors(matrix: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(matrix.astype(np.float32).reshape(-1)), matrix.shape[1])
 
 
+def _column_by_index(lake_dir: Path, data: GraphData, dataset: str, index: str, column: str) -> pa.Array:
+    """`column` of the graph table version `data` was loaded from, in index order (row i is index i)."""
+    table = lake.open_table(lake_dir, dataset, data.table_versions.get(dataset)).read(columns=[index, column])
+    return table.sort_by(index)[column].combine_chunks()
+
+
 def _top_rows(top: dict[str, np.ndarray], ids: pa.Array, names: pa.Array) -> pa.Table:
     # users are indexed 0..U-1 in user_index order (and subreddits likewise), so an index is a row position
     return pa.table({
@@ -57,8 +64,8 @@ def embed_users_to_lake(model: PersonaEncoder, graph, data: GraphData, lake_dir:
     and the top-1 attention weights (for a histogram)."""
     model.eval()
     graph = graph.to(device)
-    ids = lake.read_table(lake_dir, "users", columns=["user_id"])["user_id"].combine_chunks()
-    names = lake.read_table(lake_dir, "subreddits", columns=["subreddit"])["subreddit"].combine_chunks()
+    ids = _column_by_index(lake_dir, data, "users", "user_index", "user_id")
+    names = _column_by_index(lake_dir, data, "subreddits", "subreddit_index", "subreddit")
     num_users, num_subreddits, hidden = graph.num_nodes("user"), graph.num_nodes("subreddit"), model.hidden
     inputs = input_rows(model, data, device)
     for depth, layer in enumerate(model.layers[:-1]):
@@ -80,10 +87,9 @@ def embed_users_to_lake(model: PersonaEncoder, graph, data: GraphData, lake_dir:
     visual_dim = model.config["visual_dim"] if model.image_projection is not None else None
     schema = _embeddings_schema(hidden, visual_dim)
     top_weights, users_written = [], 0
-    with lake.atomic_partition(lake_dir, EMBEDDINGS) as embeddings_folder, \
-            lake.atomic_partition(lake_dir, TOP_SUBREDDITS) as top_folder:
-        with lake.RotatingParquetWriter(embeddings_folder, schema) as embeddings, \
-                lake.RotatingParquetWriter(top_folder, TOP_SCHEMA) as tops:
+    with lake.build(lake_dir) as together:
+        with lake.RotatingParquetWriter(together.partition(EMBEDDINGS), schema) as embeddings, \
+                lake.RotatingParquetWriter(together.partition(TOP_SUBREDDITS), TOP_SCHEMA) as tops:
             for output_nodes, result, block, attention in layer_chunks(model.layers[-1], graph, inputs, device, batch_size):
                 users = output_nodes.get("user")
                 if users is None or len(users) == 0:
@@ -104,7 +110,8 @@ def embed_users_to_lake(model: PersonaEncoder, graph, data: GraphData, lake_dir:
                                             attention.mean(dim=1).cpu().numpy(), top_k)
                     tops.write(_top_rows(top, ids, names))
                     top_weights.append(top["weight"][top["rank"] == 1])
-    return {"users": users_written, "attention_rows": tops.rows_written,
+    return {"users": users_written, "attention_rows": tops.rows_written, "versions": together.versions,
+            "build": lake.format_build(together.build_id),
             "top_weights": np.concatenate(top_weights) if top_weights else np.zeros(0, np.float32)}
 
 

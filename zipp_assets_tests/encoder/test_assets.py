@@ -24,6 +24,13 @@ def test_encoder_assets_train_encode_and_evaluate(encoder_lake, tiny_world, tmp_
     assert metadata["persona_encoder"]["epochs_run"].value == 2
     assert metadata["persona_encoder"]["image_align_active"].value is True
     assert metadata["user_embeddings"]["data_version_matches"].value is True
+    # The checkpoint's data version is the Delta versions it was trained on, recorded in the checkpoint and
+    # in the metadata; every materialization names the versions it read and wrote.
+    trained_on = metadata["persona_encoder"]["trained_on_table_versions"].value
+    assert set(trained_on) == {"users", "subreddits", "graph_edges", "user_visual_profiles"}
+    assert metadata["persona_encoder"]["lake_versions_read"].value.keys() == trained_on.keys()
+    assert set(metadata["user_embeddings"]["lake_versions_written"].value) == {"user_embeddings"}
+    assert set(metadata["encoder_evaluation"]["lake_versions_written"].value) == {"encoder_evaluation"}
     assert not list((data_dir / "models" / "persona_encoder" / ".training").glob("*"))  # resume state cleared
     assert "data:image/png;base64," in metadata["persona_encoder"]["curves"].value
     assert metadata["user_embeddings"]["users"].value > 50

@@ -7,6 +7,7 @@ import torch
 from zipp_assets.encoder.checkpoint import (
     DataVersionMismatch,
     check_data_version,
+    data_of,
     data_version,
     encoder_for_graph,
     latest_checkpoint,
@@ -25,8 +26,9 @@ FAST = TrainConfig(hidden=16, heads=2, fanouts=(5, 5), batch_size=256, epochs=1,
 def saved(graph_data, encoder_lake, tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     result = train(graph_data, FAST)
-    folder = save_checkpoint(models, result.model, config_dict(FAST), {"m": 1}, data_version(encoder_lake, "x"),
-                             graph_data.subreddit_names, graph_data.normalization, PixelStatsEncoder.name)
+    folder = save_checkpoint(models, result.model, config_dict(FAST), {"m": 1}, data_of(graph_data, "x"),
+                             graph_data.subreddit_names, graph_data.normalization, PixelStatsEncoder.name,
+                             graph_data.content_versions)
     return models, folder, result
 
 
@@ -72,10 +74,15 @@ def test_subreddits_are_remapped_by_name(saved, graph_data):
     assert torch.allclose(moved.subreddit_in.weight[0], old.mean(0))
 
 
-def test_embedding_on_other_data_is_refused_or_warned(saved, caplog):
+def test_embedding_on_other_data_is_refused_or_warned(saved, caplog, graph_data):
     _, folder, _ = saved
     checkpoint = load_encoder(folder)
+    assert checkpoint.table_versions == graph_data.content_versions
+    assert set(checkpoint.table_versions) == {"users", "subreddits", "graph_edges", "user_visual_profiles"}
     assert check_data_version(checkpoint, checkpoint.data_version) is None
+    moved = {**checkpoint.table_versions, "graph_edges": checkpoint.table_versions["graph_edges"] + 3}
+    with pytest.raises(DataVersionMismatch, match=r"graph_edges \d+ -> \d+"):
+        check_data_version(checkpoint, "fedcba9876543210", current_tables=moved)
     with pytest.raises(DataVersionMismatch, match=checkpoint.data_version) as error:
         check_data_version(checkpoint, "0123456789abcdef")
     assert "0123456789abcdef" in str(error.value)
@@ -97,16 +104,34 @@ def test_a_checkpoint_without_model_arguments_is_refused(saved, tmp_path):
         load_encoder(old)
 
 
-def test_the_data_version_changes_with_the_graph_and_the_profiles(encoder_lake, tmp_path):
+def test_the_data_version_follows_new_commits_of_the_graph_and_profiles_not_vacuum(encoder_lake, tmp_path):
     import shutil
+
+    from zipp_assets import lake
+    from zipp_assets.graph.visual import PROFILES, encoder_slug
 
     copy = tmp_path / "lake"
     shutil.copytree(encoder_lake, copy)
     before = data_version(copy, "x")
     assert data_version(copy, "y") != before
-    profiles = next((copy / "user_visual_profiles").rglob("*.parquet"))
-    profiles.write_bytes(profiles.read_bytes())  # rewritten: new mtime
-    import os
-
-    os.utime(profiles, ns=(1, 1))
+    assert data_version(copy, "x") == data_of(load_graph_data(copy, PixelStatsEncoder.name), "x")
+    lake.vacuum(copy, retention_hours=0)  # two commits of its own, no rows changed
+    assert data_version(copy, "x") == before
+    partition = {"encoder": encoder_slug(PixelStatsEncoder.name)}
+    lake.write_partition(copy, PROFILES, lake.read_table(copy, PROFILES, [partition]), partition,
+                         build_id=lake.open_table(copy, "users").build_id())  # the same rows, a new commit
     assert data_version(copy, "x") != before
+
+
+def test_profiles_of_another_graph_build_are_refused(encoder_lake, tmp_path):
+    import shutil
+
+    from zipp_assets import lake
+    from zipp_assets.graph.visual import PROFILES, encoder_slug
+
+    copy = tmp_path / "lake"
+    shutil.copytree(encoder_lake, copy)
+    partition = {"encoder": encoder_slug(PixelStatsEncoder.name)}
+    lake.write_partition(copy, PROFILES, lake.read_table(copy, PROFILES, [partition]), partition)  # a new build id
+    with pytest.raises(lake.BuildMismatch, match="user_visual_profiles .* has build .* but users"):
+        load_graph_data(copy, PixelStatsEncoder.name)
