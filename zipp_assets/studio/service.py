@@ -36,11 +36,11 @@ from zipp_assets.studio.study import (
     suggested_prompts,
     vote_row,
 )
-from zipp_assets.zipbench.rewrite import USES_PERSONA
+from zipp_assets.zipbench.rewrite import METHODS, USES_PERSONA
 
 log = logging.getLogger(__name__)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
-REGENERATION_METHODS = tuple(m for m in USES_PERSONA if m != "zipp_shuffled")
+REGENERATION_METHODS = tuple(m for m in METHODS if m in USES_PERSONA and m != "zipp_shuffled")  # zipp_0shot first
 
 
 @dataclass

@@ -259,7 +259,7 @@ def persona_from_survey(answers: Mapping[str, str]) -> Persona:
               "profession": profession}
     summary = []
     if profession != UNKNOWN:
-        summary.append(f"I work as {profession}.")
+        summary.append(f"My work: {profession}.")
     if hobbies:
         summary.append(f"In my free time I enjoy {', '.join(hobbies[:4])}.")
     if interests:

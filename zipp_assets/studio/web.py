@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -50,6 +51,7 @@ from zipp_assets.studio.study import (
 )
 from zipp_assets.zipbench.rewrite import METHODS
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 CSRF_COOKIE, STUDY_COOKIE, EDITOR_COOKIE = "zipp_csrf", "zipp_study", "zipp_editor"
 SECURITY_HEADERS = [
@@ -457,6 +459,14 @@ async def _refused(request: Request, error: FormRefused) -> Response:
     return error_page(request, error.status, str(error))
 
 
+async def _failed(request: Request, error: Exception) -> Response:
+    # A lake that cannot be read (a pre-Delta folder, a table being rewritten) says so on a page; loopback
+    # users are the researchers running the studio, and the message names the table, not the request.
+    log.error("studio: %s %s failed", request.method, request.url.path, exc_info=error)
+    first = (str(error).splitlines() or [""])[0][:300]
+    return error_page(request, 500, f"The studio could not do that: {type(error).__name__}: {first}")
+
+
 def create_app(studio: Studio, start: bool = True) -> Starlette:
     """The ASGI app; with `start`, the studio starts and stops with it (lifespan)."""
 
@@ -499,6 +509,6 @@ def create_app(studio: Studio, start: bool = True) -> Starlette:
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(studio.settings.allowed_hosts)),
                   Middleware(SecurityHeaders)]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={FormRefused: _refused})
+                    exception_handlers={FormRefused: _refused, Exception: _failed})
     app.state.studio = studio
     return app

@@ -33,7 +33,9 @@ def persona(i: int) -> dict:
             "personality_traits": [], "hobbies": ["birdwatching"], "interests": ["r/birding"],
             "visual_interests": ["nature, wildlife and animals"],
             "aesthetics": {"palette": ["teal"], "lighting": ["soft light"], "mood": [], "styles": []},
-            "affective_traits": [], "summary": f"I love birds ({i}). {HOSTILE}", "confidence": 0.5}
+            "affective_traits": [], "confidence": 0.5,
+            # The third user's persona carries markup, as a model's output might: it must arrive as text.
+            "summary": f"I love birds and quiet mornings by the water ({i}).{' ' + HOSTILE if i == 2 else ''}"}
 
 
 def write_minimal_lake(data_dir: Path) -> Path:

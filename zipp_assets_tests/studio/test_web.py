@@ -45,7 +45,8 @@ def sign_in(client):
 def test_browser_finds_users_and_shows_evidence_images_escaped(client):
     page = client.get("/personas", params={"q": USERS[0]})
     assert page.status_code == 200 and USERS[0] in page.text and USERS[1] not in page.text
-    assert "3 matching users" in client.get("/personas", params={"q": "u_"}).text
+    listing = client.get("/personas", params={"q": "u_"}).text
+    assert "3 matching users" in listing and HOSTILE not in listing and "&lt;script&gt;" in listing  # a summary's markup
     assert client.get("/personas", params={"q": "<script>"}).status_code == 400
     assert client.get("/personas", params={"shard": "999"}).status_code == 400
     page = client.get(f"/personas/{USERS[0]}")
@@ -171,3 +172,16 @@ def test_guards_host_origin_and_oversized_forms(client):
     cookie = client.get("/").headers.get("set-cookie") or ""
     fresh = TestClient(client.app).get("/").headers["set-cookie"].lower()
     assert "httponly" in fresh and "samesite=strict" in fresh and cookie == ""
+
+
+def test_an_unreadable_lake_is_a_page_that_says_so(studio, monkeypatch):
+    from zipp_assets.studio import browse
+
+    def legacy(*args, **kwargs):
+        raise RuntimeError("/lake/personas holds Parquet files but no Delta log\nsecond line")
+
+    monkeypatch.setattr(browse, "search_personas", legacy)
+    with TestClient(create_app(studio), raise_server_exceptions=False) as client:
+        page = client.get("/personas")
+    assert page.status_code == 500 and "no Delta log" in page.text and "second line" not in page.text
+    assert page.headers["content-type"].startswith("text/html")
