@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from zipp_assets.reddit.synthetic import mark_synthetic_world
 from zipp_assets.simworld.world import WorldConfig, generate_world, parse_month_range
 
 
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     truth = args.truth or args.out.parent / "truth"
     generate_world(config, args.out, truth, progress=lambda line: print(line, flush=True))
+    # The marker that lets the public demo pseudonym key run on these dumps (and on nothing else).
+    mark_synthetic_world(args.out / "reddit", generator="zipp_assets.simworld CLI")
     print(f"dumps in {args.out / 'reddit'}, truth in {truth}")
     return 0
 
