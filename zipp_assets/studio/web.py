@@ -37,6 +37,7 @@ from zipp_assets.studio.security import (
     csrf_ok,
     field_as_text,
     field_help,
+    looks_like_token,
     new_token,
     parse_form,
 )
@@ -100,7 +101,7 @@ def render(request: Request, template: str, status: int = 200, **context) -> HTM
     """A page; it also hands the browser a CSRF cookie on its first visit."""
     studio: Studio = request.app.state.studio
     csrf = request.cookies.get(CSRF_COOKIE)
-    fresh = not (csrf and re.fullmatch(r"[A-Za-z0-9_-]{20,100}", csrf))
+    fresh = not looks_like_token(csrf)
     if fresh:
         csrf = new_token()
     editor = studio.editors.editor(request.cookies.get(EDITOR_COOKIE))

@@ -145,3 +145,18 @@ def test_a_failing_lake_write_keeps_the_records_and_retries(tmp_path, monkeypatc
     assert store.flush() == 1 and store.pending() == 0
     store.close()
     assert len(read_study_table(tmp_path / "lake", VOTES)) == 1
+
+
+def test_a_flushed_log_past_its_size_starts_afresh_while_running(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "ROTATE_BYTES", 100)
+    store = StudyStore(tmp_path / "lake", tmp_path / "journal", flush_interval_s=3600).open()
+    store.save_session(session(sid(1)))
+    store.add_vote(vote(sid(1), 0))
+    log_file = tmp_path / "journal" / WAL_NAME
+    assert log_file.stat().st_size > 100
+    store.flush()
+    assert log_file.stat().st_size == 0  # everything is in the lake
+    store.add_vote(vote(sid(1), 1))
+    assert log_file.stat().st_size > 0  # and new records append to the emptied log
+    store.close()
+    assert len(read_study_table(tmp_path / "lake", VOTES)) == 2
