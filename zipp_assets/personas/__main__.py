@@ -13,18 +13,14 @@ import argparse
 import json
 import sys
 
-from zipp_assets import lake
 from zipp_assets.personas.overrides import apply_overrides, edit_persona, overrides_by_user
 from zipp_assets.personas.shards import shard_of
-from zipp_assets.personas.verbalize import PERSONAS, persona_of
+from zipp_assets.personas.verbalize import PERSONAS, persona_of, shard_rows
 from zipp_assets.settings import load_settings
 
 
 def _mined(lake_dir, user_id: str) -> dict | None:
-    shard = {"shard": shard_of(user_id)}
-    if not lake.partition_exists(lake_dir, PERSONAS, shard):
-        return None
-    rows = [r for r in lake.read_table(lake_dir, PERSONAS, [shard]).to_pylist() if r["user_id"] == user_id]
+    rows = [r for r in shard_rows(lake_dir, PERSONAS, shard_of(user_id)) if r["user_id"] == user_id]
     return persona_of(rows[0]) if rows else None
 
 

@@ -14,7 +14,7 @@ from zipp_assets.encoder.checkpoint import data_version
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.visual import encoder_slug
 from zipp_assets.imaging.resources import ImageEncoderResource
-from zipp_assets.metadata import markdown_table, new_figure, png_markdown
+from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.personas.descriptors import VOCABULARY_VERSION, clip_descriptors, pixel_stats_descriptors
 from zipp_assets.personas.evidence import (
     EVIDENCE,
@@ -76,17 +76,18 @@ def persona_evidence(context: dg.AssetExecutionContext, config: EvidenceAssetCon
     describe, source = visual_describer(image_encoder)
     counter = llm.token_counter()  # the verbalizing model's tokenizer where one is configured
     shards = sorted(context.partition_keys)
-    reports = build_evidence(settings.lake_dir, pseudonym_key(settings), shards, evidence_config, counter,
-                             describe, {"encoder": encoder_slug(image_encoder.encoder_name)}, source,
-                             progress=context.log.info)
+    with lake_io.recording() as activity:
+        reports = build_evidence(settings.lake_dir, pseudonym_key(settings), shards, evidence_config, counter,
+                                 describe, {"encoder": encoder_slug(image_encoder.encoder_name)}, source,
+                                 progress=context.log.info)
     tokens = np.array([t for r in reports for t in r.tokens] or [0])
     figure, axes = new_figure(6, 3)
     axes.hist(tokens, bins=30, color="#a64")
     axes.axvline(config.token_budget, color="black", linestyle="--")
     axes.set_xlabel(f"evidence tokens per user ({counter.name})")
     axes.set_ylabel("users")
-    rows = lake_io.read_table(settings.lake_dir, EVIDENCE, [{"shard": s} for s in shards]).slice(0, 5).to_pylist() \
-        if any(r.users for r in reports) else []
+    rows = lake_io.open_table(settings.lake_dir, EVIDENCE, max(activity.written[EVIDENCE])).read(
+        [{"shard": s} for s in shards]).slice(0, 5).to_pylist()
     sample = [{"user": r["user_id"], "tokens": r["tokens"], "communities": ", ".join(r["top_subreddits"][:4]),
                "visual": "; ".join(r["visual_descriptors"]), "snippets": r["snippets_used"]} for r in rows]
     return dg.MaterializeResult(metadata={
@@ -107,6 +108,7 @@ def persona_evidence(context: dg.AssetExecutionContext, config: EvidenceAssetCon
         "seconds": round(time.perf_counter() - started, 2),
         "sample": dg.MetadataValue.md(markdown_table(sample)),
         "tokens_per_user": png_markdown(figure),
+        **lake_versions(activity),
     })
 
 
@@ -138,14 +140,14 @@ def personas(context: dg.AssetExecutionContext, config: PersonasConfig, lake: Zi
     reports = []
     # One re-mining = one version of the graph tables, however many runs its shards take.
     remining = data_version(settings.lake_dir, None)
-    with llm.client(render=template_persona) as client:
+    with lake_io.recording() as activity, llm.client(render=template_persona) as client:
         model = getattr(client, "model", llm.description)
         for shard in shards:
             reports.append(verbalize_shard(settings.lake_dir, shard, client, model,
                                            settings.data_dir / "work" / PERSONAS, config.batch_size,
                                            progress=context.log.info, remining_id=remining))
-    rows = lake_io.read_table(settings.lake_dir, PERSONAS, [{"shard": s} for s in shards]).to_pylist() \
-        if any(r.users for r in reports) else []
+    rows = lake_io.open_table(settings.lake_dir, PERSONAS, max(activity.written[PERSONAS])).read(
+        [{"shard": s} for s in shards]).to_pylist()
     effective = effective_personas(rows, overrides_by_user(settings.lake_dir))
     total = sum(r.users for r in reports)
     failed = sum(r.failed for r in reports)
@@ -176,6 +178,7 @@ def personas(context: dg.AssetExecutionContext, config: PersonasConfig, lake: Zi
         "seconds": round(seconds, 2),
         "requests_per_second": round(sent / seconds, 1) if seconds else 0.0,
         "sample_personas": dg.MetadataValue.md(markdown_table(sample)),
+        **lake_versions(activity),
     })
     valid = (total - failed) / total if total else 1.0
     yield dg.AssetCheckResult(check_name="schema_valid_rate", passed=valid >= 0.99,
@@ -208,18 +211,19 @@ def persona_fidelity(context: dg.AssetExecutionContext, config: FidelityConfig, 
     if truth is None:
         context.log.warning(f"no planted truth under {settings.truth_dir}: fidelity needs a synthetic world")
         return dg.MaterializeResult(metadata={"planted_truth": False})
-    rows = [r for r in lake_io.read_table(settings.lake_dir, PERSONAS).to_pylist() if r["ok"] and r["user_id"] in truth]
+    with lake_io.recording() as activity:
+        rows = [r for r in lake_io.read_table(settings.lake_dir, PERSONAS).to_pylist() if r["ok"] and r["user_id"] in truth]
+        evidence_rows = lake_io.read_table(settings.lake_dir, EVIDENCE, columns=["user_id", "evidence_text"]).to_pylist()
     rng = np.random.default_rng(config.seed)
     if len(rows) > config.max_users:
         rows = [rows[i] for i in sorted(rng.choice(len(rows), config.max_users, replace=False))]
     mined = {r["user_id"]: persona_of(r) for r in rows}
-    evidence = {r["user_id"]: r["evidence_text"] for r in lake_io.read_table(settings.lake_dir, EVIDENCE).to_pylist()
-                if r["user_id"] in mined}
+    evidence = {r["user_id"]: r["evidence_text"] for r in evidence_rows if r["user_id"] in mined}
     with llm.client(render=template_persona) as client:
         controls = control_personas(evidence, lambda texts: verbalize_texts(client, texts), seed=config.seed)
     table = fidelity_table(mined, controls, truth, seed=config.seed)
-    with lake_io.atomic_partition(settings.lake_dir, "persona_fidelity") as folder:
-        lake_io.write_table(folder, pa.Table.from_pylist(table))
+    with lake_io.recording() as written:
+        lake_io.write_partition(settings.lake_dir, "persona_fidelity", pa.Table.from_pylist(table))
     figure, axes = new_figure(7, 3.2)
     x = np.arange(len(table))
     for offset, name, colour in ((-0.2, "persona", "#c44"), (0.2, "control", "#789")):
@@ -239,6 +243,7 @@ def persona_fidelity(context: dg.AssetExecutionContext, config: FidelityConfig, 
         "users": table[0]["users"] if table else 0,
         "table": dg.MetadataValue.md(markdown_table(shown)),
         "fidelity_plot": png_markdown(figure),
+        **lake_versions(activity), "lake_versions_written": lake_versions(written)["lake_versions_written"],
     })
 
 
@@ -252,11 +257,11 @@ def persona_fidelity(context: dg.AssetExecutionContext, config: FidelityConfig, 
 )
 def persona_drift(context: dg.AssetExecutionContext, lake: ZippLake):
     settings = lake.settings
-    rows = drift_by_remining(settings.lake_dir)
-    if not rows:
-        return dg.MaterializeResult(metadata={"reminings": 0})
-    with lake_io.atomic_partition(settings.lake_dir, "persona_drift") as folder:
-        lake_io.write_table(folder, pa.Table.from_pylist(rows))
+    with lake_io.recording() as activity:
+        rows = drift_by_remining(settings.lake_dir)
+        if not rows:
+            return dg.MaterializeResult(metadata={"reminings": 0, **lake_versions(activity)})
+        lake_io.write_partition(settings.lake_dir, "persona_drift", pa.Table.from_pylist(rows))
     latest = rows[-1]
     moved = sorted(((k.removeprefix("moved_"), v) for k, v in latest.items() if k.startswith("moved_") and v),
                    key=lambda kv: -kv[1])
@@ -274,6 +279,7 @@ def persona_drift(context: dg.AssetExecutionContext, lake: ZippLake):
         "latest_changed_share": round(latest["changed_share"], 4),
         "attributes_moved": dg.MetadataValue.md(markdown_table([{"field": m, "users": v} for m, v in moved])),
         "drift_plot": png_markdown(figure),
+        **lake_versions(activity),
     })
 
 

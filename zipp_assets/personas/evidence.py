@@ -24,9 +24,12 @@ import numpy as np
 import pyarrow as pa
 
 from zipp_assets import lake
+from zipp_assets.graph.tables import GRAPH_TABLES
 from zipp_assets.graph.user_keys import canonical_key_sql, create_pseudonym_table, create_user_aliases
+from zipp_assets.graph.visual import PROFILES
 from zipp_assets.llm.tokens import TokenCounter
 from zipp_assets.personas.shards import shard_of
+from zipp_assets.reddit.ingest import open_ingested
 
 EVIDENCE_VERSION = "evidence-v1"
 PAPER_TOKEN_CAP = 4096  # the paper's cap on evidence; gains saturate near 2K
@@ -143,21 +146,25 @@ def load_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: Evi
                   describe: Callable[[np.ndarray], list[str]] | None, profiles_partition: dict | None) -> list[UserEvidence]:
     """Evidence of every graph user in `shards`, from the lake (users, attention, comments, profiles).
     One pass for all the shards of a range run: comment keys are pseudonymised once."""
-    users = lake.read_table(lake_dir, "users").to_pylist()
+    graph = lake.open_tables(lake_dir, GRAPH_TABLES)
+    attention = lake.open_tables(lake_dir, ["user_embeddings", "user_top_subreddits"])  # one encoding run
+    users = graph["users"].read().to_pylist()
     wanted_shards = set(shards)
     mine = [u for u in users if shard_of(u["user_id"]) in wanted_shards]
     if not mine:
         return []
     index = {u["user_index"] for u in mine}
-    top = [r for r in lake.read_table(lake_dir, "user_top_subreddits").to_pylist()
+    top = [r for r in attention["user_top_subreddits"].read().to_pylist()
            if r["user_index"] in index and r["rank"] <= config.top_subreddits]
     by_user: dict[int, list[tuple[str, float]]] = {}
     for r in sorted(top, key=lambda r: (r["user_index"], r["rank"])):
         by_user.setdefault(r["user_index"], []).append((r["subreddit"], float(r["weight"])))
     visual: dict[int, list[str]] = {}
-    if describe is not None and profiles_partition is not None and lake.partition_exists(lake_dir, "user_visual_profiles",
-                                                                                        profiles_partition):
-        for p in lake.read_table(lake_dir, "user_visual_profiles", [profiles_partition]).to_pylist():
+    profiles = lake.open_table(lake_dir, PROFILES) if describe is not None and profiles_partition is not None \
+        and lake.table_exists(lake_dir, PROFILES) else None
+    if profiles is not None and profiles.has_partition(profiles_partition):
+        lake.check_built_from(profiles, profiles_partition, graph["users"])  # indexed by this graph's users
+        for p in profiles.read([profiles_partition]).to_pylist():
             if p["user_index"] in index and p["n_train_images"] + p["n_heldout_images"] > 0 and p["n_train_images"] > 0:
                 visual[p["user_index"]] = describe(np.asarray(p["profile"], dtype=np.float32))
     snippets = _top_comments(lake_dir, key, mine, by_user, config)
@@ -175,7 +182,6 @@ def _top_comments(lake_dir: Path, key: bytes, users: list[dict], top: dict[int, 
                   config: EvidenceConfig) -> dict[int, list[tuple[str, str]]]:
     """Per user: cleaned, deduplicated comments from its most-attended subreddits, by attention rank
     of the subreddit, then score."""
-    files = [str(f) for f in lake.parquet_files(lake_dir, "reddit_comments")]
     wanted = pa.table({
         "user_id": [u["user_id"] for u in users for _ in top.get(u["user_index"], [])],
         "user_index": [u["user_index"] for u in users for _ in top.get(u["user_index"], [])],
@@ -183,19 +189,20 @@ def _top_comments(lake_dir: Path, key: bytes, users: list[dict], top: dict[int, 
         "subreddit_rank": [r for u in users for r, _ in enumerate(top.get(u["user_index"], []))],
     }, schema=pa.schema([("user_id", pa.string()), ("user_index", pa.int64()), ("subreddit", pa.string()),
                          ("subreddit_rank", pa.int64())]))
-    if not files or wanted.num_rows == 0:
+    if not lake.table_exists(lake_dir, "reddit_comments") or wanted.num_rows == 0:
         return {}
     with duckdb.connect() as con:
+        con.register("comments", open_ingested(lake_dir, "comments").to_dataset())
         create_user_aliases(con, lake_dir)
         canonical, join = canonical_key_sql("c.user_key")
         con.sql(f"CREATE TEMP TABLE comment_keys AS SELECT DISTINCT {canonical} AS user_key "
-                f"FROM read_parquet($files) c {join} WHERE c.user_key IS NOT NULL", params={"files": files}).fetchall()
+                f"FROM comments c {join} WHERE c.user_key IS NOT NULL").fetchall()
         create_pseudonym_table(con, "SELECT user_key FROM comment_keys", key, "pseudonyms")
         con.register("wanted", wanted)
         rows = con.sql(
             f"""
             SELECT w.user_index, w.subreddit, w.subreddit_rank, c.body, coalesce(c.score, 0) AS score, c.id
-            FROM read_parquet($files) c {join}
+            FROM comments c {join}
             JOIN pseudonyms p ON p.user_key = {canonical}
             JOIN wanted w ON w.user_id = p.user_id AND w.subreddit = c.subreddit
             WHERE c.body IS NOT NULL
@@ -203,7 +210,7 @@ def _top_comments(lake_dir: Path, key: bytes, users: list[dict], top: dict[int, 
                     <= $candidates
             ORDER BY w.user_index, w.subreddit_rank, score DESC, c.id
             """,
-            params={"files": files, "candidates": config.snippets_per_subreddit * 4},
+            params={"candidates": config.snippets_per_subreddit * 4},
         ).fetchall()
     out: dict[int, list[tuple[str, str]]] = {}
     seen: dict[int, set[str]] = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from zipp_assets import lake
+from zipp_assets.graph.user_keys import ingested_authors
 
 PSEUDONYM = re.compile(r"\bu_[0-9a-f]{20}\b")
 _WORD = re.compile(r"[A-Za-z0-9_-]{3,20}")  # Reddit usernames: 3-20 of these characters
@@ -22,18 +22,18 @@ _WORD = re.compile(r"[A-Za-z0-9_-]{3,20}")  # Reddit usernames: 3-20 of these ch
 def find_identifiers(lake_dir: Path, texts_by_user: dict[str, list[str]]) -> dict[str, str]:
     """user_id -> what was found ("pseudonym" or "username"), for personas that carry an identifier."""
     found = {u: "pseudonym" for u, texts in texts_by_user.items() if any(PSEUDONYM.search(t) for t in texts)}
-    files = [str(f) for dataset in ("reddit_comments", "reddit_submissions") if lake.dataset_dir(lake_dir, dataset).is_dir()
-             for f in lake.parquet_files(lake_dir, dataset)]
     words = [(u, w) for u, texts in texts_by_user.items() for t in texts for w in set(_WORD.findall(t))]
-    if not files or not words:
+    if not words:
         return found
     with duckdb.connect() as con:
+        authors = ingested_authors(con, lake_dir)
+        if authors is None:
+            return found
         con.register("words", pa.table({"user_id": [u for u, _ in words], "word": [w for _, w in words]}))
         hits = con.sql(
-            "SELECT DISTINCT w.user_id FROM words w JOIN (SELECT DISTINCT author FROM read_parquet($files, "
-            "union_by_name = true) WHERE author IS NOT NULL AND author NOT IN ('[deleted]', 'AutoModerator')) a "
-            "ON a.author = w.word",
-            params={"files": files},
+            f"SELECT DISTINCT w.user_id FROM words w JOIN (SELECT DISTINCT author FROM ({authors}) "
+            "WHERE author IS NOT NULL AND author NOT IN ('[deleted]', 'AutoModerator')) a "
+            "ON a.author = w.word"
         ).fetchall()
     for (user,) in hits:
         found.setdefault(user, "username")

@@ -87,6 +87,14 @@ def _rows(evidence: list[dict], results, model: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=PERSONAS_SCHEMA)
 
 
+def shard_rows(lake_dir: Path, dataset: str, shard: str) -> list[dict]:
+    """The rows of one shard at the table's current version; none when the shard was never written."""
+    if not lake.table_exists(lake_dir, dataset):
+        return []
+    table = lake.open_table(lake_dir, dataset)
+    return table.read([{"shard": shard}]).to_pylist() if table.has_partition({"shard": shard}) else []
+
+
 def changed_fields(before: dict, after: dict) -> list[str]:
     return sorted(k for k in after if before.get(k) != after.get(k))
 
@@ -97,8 +105,7 @@ def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: 
     started = time.perf_counter()
     say = progress or (lambda _m: None)
     report = VerbalizeReport(shard)
-    evidence = lake.read_table(lake_dir, EVIDENCE, [{"shard": shard}]).to_pylist() \
-        if lake.partition_exists(lake_dir, EVIDENCE, {"shard": shard}) else []
+    evidence = shard_rows(lake_dir, EVIDENCE, shard)
     report.users = len(evidence)
     current = {e["user_id"]: e for e in evidence}
     key = (PROMPT_VERSION, model)
@@ -107,8 +114,7 @@ def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: 
         e = current.get(row["user_id"])
         return e is not None and row["evidence_hash"] == e["evidence_hash"] and (row["prompt_version"], row["model"]) == key
 
-    previous = lake.read_table(lake_dir, PERSONAS, [{"shard": shard}]).to_pylist() \
-        if lake.partition_exists(lake_dir, PERSONAS, {"shard": shard}) else []
+    previous = shard_rows(lake_dir, PERSONAS, shard)
     done = {r["user_id"]: r for r in previous if r["ok"] and same_input(r)}  # failures are tried again
     report.reused = len(done)
     reused_ids = set(done)

@@ -27,6 +27,10 @@ def test_evidence_asset_writes_its_shard_and_reports_tokens(embedded_lake, tmp_p
     assert "approximate" in metadata["token_counter"].value
     assert "pixel-stats" in metadata["visual_descriptor_source"].value
     assert rows[0]["user_id"] in metadata["sample"].value
+    # The Delta versions it read (one encoding run's attention, one graph build) and wrote.
+    assert {"users", "subreddits", "graph_edges", "user_embeddings", "user_top_subreddits",
+            "reddit_comments"} <= set(metadata["lake_versions_read"].value)
+    assert metadata["lake_versions_written"].value == {EVIDENCE: lake.open_table(embedded_lake, EVIDENCE).version}
 
 
 def test_personas_and_fidelity_assets_with_the_template_backend(embedded_lake, tiny_world, tmp_path, monkeypatch):

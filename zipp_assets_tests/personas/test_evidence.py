@@ -96,7 +96,7 @@ def test_shards_are_stable_and_spread():
 def test_every_user_gets_evidence_once_without_usernames_or_links(embedded_lake, tiny_world):
     counter = ApproximateTokenCounter()
     config = EvidenceConfig(token_budget=256, top_subreddits=5)
-    profiles = {"encoder": next((embedded_lake / "user_visual_profiles").iterdir()).name.removeprefix("encoder=")}
+    profiles = lake.open_table(embedded_lake, "user_visual_profiles").partitions()[0]
     reports = build_evidence(embedded_lake, KEY, SHARD_KEYS, config, counter, pixel_stats_descriptors, profiles)
     rows = lake.read_table(embedded_lake, EVIDENCE).to_pylist()
     users = lake.read_table(embedded_lake, "users")["user_id"].to_pylist()
