@@ -14,8 +14,7 @@ import os
 import subprocess
 import sys
 
-import pyarrow.parquet as pq
-
+from zipp_assets import lake
 from zipp_assets.personas.shards import SHARD_KEYS
 from zipp_assets.reddit.synthetic import mark_synthetic_world, not_synthetic_because
 from zipp_assets.settings import load_settings
@@ -51,24 +50,24 @@ def materialize(selection: str, partition_range: str | None) -> None:
 
 
 def summary() -> list[dict]:
-    """Datasets in the lake with their partitions, rows and bytes."""
+    """Tables in the lake with their current version, partitions, rows and bytes."""
     settings = load_settings()
     rows = []
-    if not settings.lake_dir.is_dir():
-        return rows
-    for dataset in sorted(p for p in settings.lake_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-        files = sorted(f for f in dataset.rglob("part-*.parquet") if not any(x.startswith(".") for x in f.relative_to(dataset).parts))
-        partitions = sorted({f.parent.name for f in files if "=" in f.parent.name})
+    for name in lake.list_tables(settings.lake_dir):
+        table = lake.open_table(settings.lake_dir, name)
+        partitions = ["/".join(f"{k}={v}" for k, v in p.items()) for p in table.partitions()]
+        count, size = table.size()
         rows.append(
             {
-                "dataset": dataset.name,
+                "dataset": name,
+                "version": table.version,
                 "partitions": (
                     "-" if not partitions
                     else partitions[0] if len(partitions) == 1
                     else f"{partitions[0]}..{partitions[-1]} ({len(partitions)})"
                 ),
-                "rows": sum(pq.ParquetFile(f).metadata.num_rows for f in files),
-                "MB": round(sum(f.stat().st_size for f in files) / 1e6, 2),
+                "rows": count,
+                "MB": round(size / 1e6, 2),
             }
         )
     return rows
@@ -78,7 +77,7 @@ def print_summary() -> None:
     settings = load_settings()
     print(f"\nlake: {settings.lake_dir}")
     for row in summary():
-        print(f"  {row['dataset']:30s} {row['partitions']:40s} {row['rows']:>10,} rows {row['MB']:>8} MB")
+        print(f"  {row['dataset']:30s} v{row['version']:<4} {row['partitions']:40s} {row['rows']:>10,} rows {row['MB']:>8} MB")
     print(f"planted truth (evaluation only): {settings.truth_dir}")
     print(f"Dagster instance: {os.environ.get('DAGSTER_HOME', '(DAGSTER_HOME unset)')}; browse it with `make ui`")
 

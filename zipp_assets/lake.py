@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -261,6 +262,13 @@ class TableSnapshot:
             if len(entries) < limit:
                 return self.version  # history cleaned up past this point: the version itself
             limit *= 8
+
+    def size(self) -> tuple[int, int]:
+        """(rows, bytes) of this version, from the log's file statistics (no data is read)."""
+        actions = pa.table(self._table.get_add_actions(flatten=True))
+        if actions.num_rows == 0:
+            return 0, 0
+        return int(pa.compute.sum(actions["num_records"]).as_py() or 0), int(pa.compute.sum(actions["size_bytes"]).as_py())
 
     def file_uris(self) -> list[str]:
         """The data files of this version (for inspection only; read through `to_dataset`)."""

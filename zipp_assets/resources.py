@@ -10,11 +10,15 @@ from zipp_assets.settings import Settings, load_settings
 
 
 class ZippLake(dg.ConfigurableResource):
-    """Where the lake lives and the profile it runs under; defaults come from the environment."""
+    """Where the data and the lake live and the profile it runs under; defaults come from the
+    environment. `lake_uri` (empty: data_dir/lake) may be an object store; its credentials come from
+    AWS_*/GOOGLE_*/AZURE_* environment variables, never from this configuration."""
 
     data_dir: str
     profile: str = "demo"
     quarantine_max_fraction: float = 0.001
+    lake_uri: str = ""
+    lake_retention_hours: int = 168  # vacuum keeps the files of table versions younger than this
 
     @classmethod
     def from_environment(cls) -> ZippLake:
@@ -23,6 +27,8 @@ class ZippLake(dg.ConfigurableResource):
             data_dir=str(settings.data_dir),
             profile=settings.profile,
             quarantine_max_fraction=settings.quarantine_max_fraction,
+            lake_uri=settings.lake_uri,
+            lake_retention_hours=settings.lake_retention_hours,
         )
 
     @property
@@ -31,4 +37,6 @@ class ZippLake(dg.ConfigurableResource):
             profile=self.profile,
             data_dir=Path(self.data_dir).resolve(),
             quarantine_max_fraction=self.quarantine_max_fraction,
+            lake_uri=self.lake_uri,
+            lake_retention_hours=self.lake_retention_hours,
         )

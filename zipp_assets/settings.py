@@ -1,9 +1,13 @@
 """Profile and paths, read from environment variables.
 
 `ZIPP_PROFILE` is `demo` (default: offline, synthetic world, no model weights) or `production`
-(real models from local paths or a populated cache, real services). `ZIPP_DATA_DIR` is the root of
-the lake (default `./data`); every other path is derived from it so that one variable moves the
-whole pipeline.
+(real models from local paths or a populated cache, real services). `ZIPP_DATA_DIR` (default
+`./data`) is a local or mounted folder; every path is derived from it so that one variable moves the
+whole pipeline. The lake is `ZIPP_DATA_DIR/lake` unless `ZIPP_LAKE_URI` puts it elsewhere: another
+local path or an object store (`s3://bucket/prefix`, `gs://...`, `az://...`; credentials from the
+environment, see `zipp_assets.lake.storage_options`). Raw dumps, the image cache, checkpoints and
+work folders stay under ZIPP_DATA_DIR: they are read and written as local files.
+`ZIPP_LAKE_RETENTION_HOURS` (default 168) is how long vacuum keeps files of old table versions.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from zipp_assets.lake import is_object_store
 
 PROFILES = ("demo", "production")
 
@@ -20,6 +26,8 @@ class Settings:
     profile: str
     data_dir: Path
     quarantine_max_fraction: float
+    lake_uri: str = ""  # empty: data_dir / "lake"
+    lake_retention_hours: int = 168
 
     @property
     def raw_dir(self) -> Path:
@@ -34,8 +42,11 @@ class Settings:
         return self.raw_dir / "images"
 
     @property
-    def lake_dir(self) -> Path:
-        return self.data_dir / "lake"
+    def lake_dir(self) -> Path | str:
+        """The lake's root: a Path on a local lake, the URI (a str) on an object store."""
+        if not self.lake_uri:
+            return self.data_dir / "lake"
+        return self.lake_uri.rstrip("/") if is_object_store(self.lake_uri) else Path(self.lake_uri).expanduser().resolve()
 
     @property
     def models_dir(self) -> Path:
@@ -59,5 +70,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise ValueError(f"ZIPP_QUARANTINE_MAX_FRACTION must be a number, got {raw_fraction!r}") from None
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"ZIPP_QUARANTINE_MAX_FRACTION must be within [0, 1], got {fraction}")
-    data_dir = Path(env.get("ZIPP_DATA_DIR", "data")).expanduser().resolve()
-    return Settings(profile=profile, data_dir=data_dir, quarantine_max_fraction=fraction)
+    data_text = env.get("ZIPP_DATA_DIR", "data")
+    if is_object_store(data_text):
+        raise ValueError(f"ZIPP_DATA_DIR must be a local or mounted folder (raw dumps, image cache, checkpoints), got "
+                         f"{data_text!r}: put the lake on the object store with ZIPP_LAKE_URI instead")
+    raw_retention = env.get("ZIPP_LAKE_RETENTION_HOURS", "168")
+    if not raw_retention.isdigit():
+        raise ValueError(f"ZIPP_LAKE_RETENTION_HOURS must be a whole number of hours, got {raw_retention!r}")
+    return Settings(profile=profile, data_dir=Path(data_text).expanduser().resolve(), quarantine_max_fraction=fraction,
+                    lake_uri=env.get("ZIPP_LAKE_URI", "").strip(), lake_retention_hours=int(raw_retention))

@@ -231,6 +231,23 @@ def test_object_store_roots_take_credentials_from_the_environment():
     assert lake.dataset_dir("s3://bucket/lake", "users") == "s3://bucket/lake/users"
 
 
+def test_settings_put_the_lake_on_a_path_or_an_object_store(tmp_path):
+    from zipp_assets.resources import ZippLake
+    from zipp_assets.settings import load_settings
+
+    assert load_settings({"ZIPP_DATA_DIR": str(tmp_path)}).lake_dir == tmp_path / "lake"
+    on_s3 = load_settings({"ZIPP_DATA_DIR": str(tmp_path), "ZIPP_LAKE_URI": "s3://bucket/zipp/lake/",
+                           "ZIPP_LAKE_RETENTION_HOURS": "24"})
+    assert on_s3.lake_dir == "s3://bucket/zipp/lake" and on_s3.raw_dir == tmp_path / "raw"  # dumps stay local
+    assert on_s3.lake_retention_hours == 24
+    resource = ZippLake(data_dir=str(tmp_path), lake_uri="s3://bucket/zipp/lake", lake_retention_hours=24)
+    assert resource.settings.lake_dir == "s3://bucket/zipp/lake"
+    with pytest.raises(ValueError, match="ZIPP_LAKE_URI"):
+        load_settings({"ZIPP_DATA_DIR": "s3://bucket/zipp"})
+    with pytest.raises(ValueError, match="ZIPP_LAKE_RETENTION_HOURS"):
+        load_settings({"ZIPP_DATA_DIR": str(tmp_path), "ZIPP_LAKE_RETENTION_HOURS": "a week"})
+
+
 def test_duckdb_spills_into_the_system_temporary_folder_not_the_working_directory(tmp_path, monkeypatch):
     import tempfile
 
