@@ -18,6 +18,7 @@ from zipp_assets import lake
 from zipp_assets.personas.shards import SHARD_KEYS
 from zipp_assets.reddit.synthetic import mark_synthetic_world, not_synthetic_because
 from zipp_assets.settings import load_settings
+from zipp_assets.zipbench.assets import benchmark_partitions
 from zipp_assets.simworld.world import WORLD_VERSION, WorldConfig, generate_world, parse_month_range
 
 # Asset groups in dependency order: monthly ones are materialized over the demo's months.
@@ -25,6 +26,11 @@ MONTHLY_GROUPS = ["reddit"]
 GLOBAL_GROUPS = ["graph", "encoder"]
 SHARDED_ASSETS = "persona_evidence,personas"  # over every user shard, in one run
 SUMMARY_ASSETS = "persona_fidelity"
+# ZIPBench: build, then every method x shard in one single-run range, then scores, summary and report.
+BENCHMARK_BUILD = "zipbench_users,zipbench_prompts"
+BENCHMARK_PARTITIONED = "zipbench_rewrites,zipbench_images"
+BENCHMARK_SUMMARY = "zipbench_scores,zipbench_summary,zipbench_report"
+DEMO_BENCHMARK_USERS = 300  # "a few hundred in the demo"; production's default is the paper's 1,500
 
 
 def ensure_world(months: tuple[str, ...], users: int, seed: int) -> None:
@@ -41,10 +47,12 @@ def ensure_world(months: tuple[str, ...], users: int, seed: int) -> None:
     stamp.write_text(json.dumps(wanted))
 
 
-def materialize(selection: str, partition_range: str | None) -> None:
+def materialize(selection: str, partition_range: str | None, config: dict | None = None) -> None:
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "zipp_assets.definitions", "--select", selection]
     if partition_range:
         command += ["--partition-range", partition_range]
+    if config:
+        command += ["--config-json", json.dumps(config)]
     print("$ " + " ".join(command[1:]).replace(sys.executable, "python"), flush=True)
     subprocess.run(command, check=True)
 
@@ -96,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         materialize(f"group:{group}", None)
     materialize(SHARDED_ASSETS, f"{SHARD_KEYS[0]}...{SHARD_KEYS[-1]}")
     materialize(SUMMARY_ASSETS, None)
+    materialize(BENCHMARK_BUILD, None, {"ops": {"zipbench_users": {"config": {"n_users": DEMO_BENCHMARK_USERS}}}})
+    keys = benchmark_partitions.get_partition_keys()
+    materialize(BENCHMARK_PARTITIONED, f"{keys[0]}...{keys[-1]}")
+    materialize(BENCHMARK_SUMMARY, None)
     print_summary()
+    print(f"ZIPBench report (open in a browser): {load_settings().data_dir / 'zipbench' / 'report' / 'index.html'}")
     return 0
 
 
