@@ -229,3 +229,17 @@ def test_one_person_is_one_user_across_the_author_fullname_boundary(graph_lake, 
     both = {u["user_id"]: u for u in users if u["user_id"] in by_fullname and by_fullname[u["user_id"]]["author"] in in_december & in_january}
     assert len(both) > 20 and all(u["active_months"] == 2 for u in both.values())
     assert not any(u["user_id"] in by_name and by_name[u["user_id"]]["author"] in in_january for u in users)
+
+
+def test_an_ingested_month_without_edges_is_an_error_not_a_month_left_out(tiny_world, tmp_path):
+    raw, lake_dir = tiny_world / "raw" / "reddit", tmp_path / "lake"
+    for month in ("2017-12", "2018-01"):
+        for kind in ("comments", "submissions"):
+            ingest_month(lake_dir, raw, kind, month)
+    build_user_subreddit_edges(lake_dir, "2018-01")
+    with pytest.raises(lake.PartitionNotFound, match="2017-12 are ingested but have no reddit_user_subreddit_edges"):
+        build_graph_tables(lake_dir, KEY)
+    build_user_subreddit_edges(lake_dir, "2017-12")
+    assert build_graph_tables(lake_dir, KEY).months == ["2017-12", "2018-01"]
+    tables = lake.open_tables(lake_dir, ["users", "subreddits", "graph_edges"])  # one build
+    assert len({t.build_id() for t in tables.values()}) == 1
