@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zipp_assets import lake  # noqa: E402
 from zipp_assets.graph.tables import GraphConfig, build_graph_tables  # noqa: E402
-from zipp_assets.reddit.schemas import EDGES_SCHEMA, SUBMISSIONS_SCHEMA  # noqa: E402
+from zipp_assets.reddit.schemas import EDGES_SCHEMA, QUARANTINE_SCHEMA, SUBMISSIONS_SCHEMA  # noqa: E402
 
 
 def main() -> int:
@@ -52,8 +52,10 @@ def main() -> int:
                         "comment_count": rng.integers(1, 20, n), "submission_count": rng.integers(0, 3, n),
                         "score_sum": rng.integers(-5, 100, n), "first_utc": ts, "last_utc": ts,
                     }))
-        with lake.atomic_partition(root, "reddit_submissions", {"month": month}) as folder:
-            lake.write_table(folder, SUBMISSIONS_SCHEMA.empty_table(), SUBMISSIONS_SCHEMA)
+        with lake.build(root) as together:  # an ingested month without submissions: rows and quarantine, one build
+            lake.write_table(together.partition("reddit_submissions", {"month": month}), SUBMISSIONS_SCHEMA.empty_table())
+            lake.write_table(together.partition("reddit_submissions_quarantine", {"month": month}),
+                             QUARANTINE_SCHEMA.empty_table())
     print(f"wrote {args.edges:,} monthly edge rows in {time.perf_counter() - t0:.0f}s under {root}", flush=True)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()

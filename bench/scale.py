@@ -181,7 +181,7 @@ def generate(lake_dir: Path, size: Size, recorder: Recorder, seed: int = 0, chun
     import pyarrow.compute as pc
 
     from zipp_assets import lake
-    from zipp_assets.reddit.schemas import EDGES_SCHEMA, SUBMISSIONS_SCHEMA
+    from zipp_assets.reddit.schemas import EDGES_SCHEMA, QUARANTINE_SCHEMA, SUBMISSIONS_SCHEMA
 
     rng = np.random.default_rng(seed)
     U, S = size.users, size.subreddits
@@ -257,9 +257,11 @@ def generate(lake_dir: Path, size: Size, recorder: Recorder, seed: int = 0, chun
                 writers[m].write(table.filter(pa.array(month == m)))
             pairs += len(keys)
             rows += n
-    for m in range(MONTHS):
-        with lake.atomic_partition(lake_dir, "reddit_submissions", {"month": f"2019-{m + 1:02d}"}) as folder:
-            lake.write_table(folder, SUBMISSIONS_SCHEMA.empty_table(), SUBMISSIONS_SCHEMA)
+    for m in range(MONTHS):  # an ingested month without submissions: its rows and quarantine, one build
+        with lake.build(lake_dir) as together:
+            partition = {"month": f"2019-{m + 1:02d}"}
+            lake.write_table(together.partition("reddit_submissions", partition), SUBMISSIONS_SCHEMA.empty_table())
+            lake.write_table(together.partition("reddit_submissions_quarantine", partition), QUARANTINE_SCHEMA.empty_table())
     recorder.result["info"].update(generated_pairs=int(pairs), generated_rows=int(rows),
                                    max_user_degree=int(degree.max()), users_with_one_subreddit=float((degree == 1).mean()))
 

@@ -350,21 +350,6 @@ def partition_exists(root: LakeRoot, dataset: str, partition: Partition | None =
     return open_table(root, dataset).has_partition(partition)
 
 
-def parquet_files(root: LakeRoot, dataset: str, partitions: Sequence[Partition] | None = None) -> list[Path]:
-    """TRANSITIONAL, being removed: the data files of the current version of a local table (partition
-    columns are in their `key=value` folder names, not in the files). Read `open_table(...).to_dataset()`."""
-    if is_object_store(root) or not table_exists(root, dataset):
-        return []
-    snapshot = open_table(root, dataset)
-    if partitions is None:
-        return sorted(Path(u) for u in snapshot.file_uris())
-    files: list[Path] = []
-    for partition in partitions:
-        filters = [(k, "=", v) for k, v in _check_partition(partition).items()]
-        files.extend(sorted(Path(u) for u in snapshot._table.file_uris(file_pruning_predicate=filters)))
-    return files
-
-
 def list_tables(root: LakeRoot) -> list[str]:
     """Names of the Delta tables under the root."""
     if is_object_store(root):

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from zipp_assets import lake
 from zipp_assets.graph.user_keys import canonical_key_sql, create_pseudonym_table, create_user_aliases
-from zipp_assets.reddit.ingest import open_ingested
+from zipp_assets.reddit.ingest import dataset_name, open_ingested
 
 USERS_SCHEMA = pa.schema(
     [
@@ -101,9 +101,10 @@ def monthly_edges(lake_dir: Path) -> tuple[lake.TableSnapshot, list[str]]:
     leave it out."""
     edges = lake.open_table(lake_dir, "reddit_user_subreddit_edges")
     months = sorted(p["month"] for p in edges.partitions())
-    ingested = [open_ingested(lake_dir, kind) for kind in ("comments", "submissions")]
+    ingested = [open_ingested(lake_dir, kind) for kind in ("comments", "submissions")
+                if lake.table_exists(lake_dir, dataset_name(kind))]
     candidates = {p["month"] for table in ingested for p in table.partitions()}
-    missing = sorted(m for m in candidates if all(t.has_partition({"month": m}) for t in ingested)
+    missing = sorted(m for m in candidates if len(ingested) == 2 and all(t.has_partition({"month": m}) for t in ingested)
                      and not edges.has_partition({"month": m}))
     if missing:
         raise lake.PartitionNotFound(f"months {', '.join(missing)} are ingested but have no reddit_user_subreddit_edges "
