@@ -146,10 +146,10 @@ class EncodeUsersConfig(dg.Config):
 @dg.multi_asset(
     name="encode_users",
     specs=[
-        dg.AssetSpec("user_embeddings", group_name=GROUP, kinds={"parquet"}, deps=["persona_encoder"],
+        dg.AssetSpec("user_embeddings", group_name=GROUP, kinds={"deltalake"}, deps=["persona_encoder"],
                      description="Every user's embedding (and its ImageAlign projection), including users the "
                                  "encoder never trained on: computed from their edges, layer by layer."),
-        dg.AssetSpec("user_top_subreddits", group_name=GROUP, kinds={"parquet"}, deps=["persona_encoder"],
+        dg.AssetSpec("user_top_subreddits", group_name=GROUP, kinds={"deltalake"}, deps=["persona_encoder"],
                      description="Per user, the subreddits the last layer attends to most (mean over heads)."),
     ],
 )
@@ -221,7 +221,7 @@ def evaluation_markdown(rows: list[dict]) -> str:
     name="encoder_evaluation",
     deps=["persona_encoder", "users", "subreddits", "graph_edges", "user_visual_profiles", "image_embeddings"],
     group_name=GROUP,
-    kinds={"pytorch", "parquet"},
+    kinds={"pytorch", "deltalake"},
     pool="gpu",
     description="The persona_encoder checkpoint against its ablations (no ImageAlign, no edge features), GraphSAGE "
                 "with and without ImageAlign, popularity and TF-IDF, and the inductive case, all on the same held-out "

@@ -47,13 +47,13 @@ def _degree_histogram(edges) -> dg.MetadataValue:
 @dg.multi_asset(
     name="graph_tables",
     specs=[
-        dg.AssetSpec("users", group_name=GROUP, kinds={"parquet"},
+        dg.AssetSpec("users", group_name=GROUP, kinds={"deltalake"},
                      description="Users kept for the graph: integer index, keyed pseudonym (no username) and activity.",
                      deps=["reddit_user_subreddit_edges", "reddit_submissions"]),
-        dg.AssetSpec("subreddits", group_name=GROUP, kinds={"parquet"},
+        dg.AssetSpec("subreddits", group_name=GROUP, kinds={"deltalake"},
                      description="Subreddits kept for the graph with their integer index and activity.",
                      deps=["reddit_user_subreddit_edges"]),
-        dg.AssetSpec("graph_edges", group_name=GROUP, kinds={"parquet", "duckdb"},
+        dg.AssetSpec("graph_edges", group_name=GROUP, kinds={"deltalake", "duckdb"},
                      description="One row per user-subreddit pair over all months: edge features and the stored "
                                  "train/val/test split every model and baseline is scored on.",
                      deps=["reddit_user_subreddit_edges"]),
@@ -114,7 +114,7 @@ class ImageEmbeddingsConfig(dg.Config):
     name="image_embeddings",
     deps=["reddit_image_posts"],
     group_name=GROUP,
-    kinds={"parquet"},
+    kinds={"deltalake"},
     pool="gpu",  # open_clip on the GPU in production; the pool keeps it off the encoder's and the LLM's GPU
     description="Embedding of every non-NSFW image people posted, by the configured ImageEncoder (incremental: "
                 "only images not yet embedded by the same encoder). Failed loads go to image_failures with a reason.",
@@ -152,7 +152,7 @@ def image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingsC
     name="user_visual_profiles",
     deps=["image_embeddings", "users", "subreddits", "graph_edges"],
     group_name=GROUP,
-    kinds={"parquet"},
+    kinds={"deltalake"},
     description="Per graph user: the visual profile (renormalised mean embedding of its training images), the "
                 "ImageAlign target; held-out images are kept apart for evaluating visual retrieval.",
 )

@@ -63,7 +63,7 @@ def visual_describer(image_encoder: ImageEncoderResource):
     deps=["users", "user_top_subreddits", "user_visual_profiles",
           dg.AssetDep("reddit_comments", partition_mapping=dg.AllPartitionMapping())],  # every month's comments
     group_name=GROUP,
-    kinds={"parquet"},
+    kinds={"deltalake"},
     description="Per user of the shard: the most-attended subreddits with weights, cleaned comment snippets from "
                 "them, words for the visual profile and activity facts, packed under a token budget and hashed.",
 )
@@ -122,7 +122,7 @@ class PersonasConfig(dg.Config):
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[EVIDENCE],
     group_name=GROUP,
-    kinds={"parquet"},
+    kinds={"deltalake"},
     pool="gpu",  # a vLLM server or a local model on this host's GPU; the template backend passes quickly
     description="Each user's persona verbalized from its evidence by the `llm` resource (the demo's template "
                 "backend builds it by rules and says so), validated against the persona schema. Incremental "
@@ -199,7 +199,7 @@ class FidelityConfig(dg.Config):
     name="persona_fidelity",
     deps=[PERSONAS, EVIDENCE],
     group_name=GROUP,
-    kinds={"parquet"},
+    kinds={"deltalake"},
     pool="gpu",
     description="On a synthetic world: how often each persona attribute matches the planted truth, against a control "
                 "that verbalizes each user from another user's evidence; intervals over users. Stands in for the "
@@ -251,7 +251,7 @@ def persona_fidelity(context: dg.AssetExecutionContext, config: FidelityConfig, 
     name="persona_drift",
     deps=[PERSONAS],
     group_name=GROUP,
-    kinds={"parquet"},
+    kinds={"deltalake"},
     description="Per re-mining: how many users were re-verbalized, the share whose persona changed, and which "
                 "attributes moved; the latest as a table, all re-minings as a plot.",
 )

@@ -125,12 +125,12 @@ def _ingestion_asset(kind: str) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=f"ingest_{kind}",
         specs=[
-            dg.AssetSpec(main_key, description=_DESCRIPTIONS[kind], group_name=GROUP, kinds={"parquet"}),
+            dg.AssetSpec(main_key, description=_DESCRIPTIONS[kind], group_name=GROUP, kinds={"deltalake"}),
             dg.AssetSpec(
                 quarantine_key,
                 description=f"Every line of the {kind} dump that could not be used, with file, line, byte offset and reason.",
                 group_name=GROUP,
-                kinds={"parquet"},
+                kinds={"deltalake"},
             ),
         ],
         partitions_def=monthly_partitions,
@@ -212,7 +212,7 @@ def _derived_metadata(reports: Sequence[DerivedReport]) -> dict:
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=GROUP,
-    kinds={"parquet"},
+    kinds={"deltalake"},
     description="One row per image that a person posted (direct, gallery, preview, crosspost), keyed for the image cache.",
     check_specs=[dg.AssetCheckSpec("columns_and_types", asset="reddit_image_posts")],
 )
@@ -271,7 +271,7 @@ def _degree_plot(edges) -> dg.MetadataValue:
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=GROUP,
-    kinds={"parquet", "duckdb"},
+    kinds={"deltalake", "duckdb"},
     description="Per user and subreddit in the month: comments, submissions, score sum, first and last time. People only: [deleted], AutoModerator and bots are dropped.",
     check_specs=[
         dg.AssetCheckSpec("columns_and_types", asset="reddit_user_subreddit_edges"),
