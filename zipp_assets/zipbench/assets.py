@@ -17,7 +17,7 @@ from zipp_assets.graph.user_keys import user_ids_for_usernames
 from zipp_assets.graph.visual import PROFILES, encoder_slug
 from zipp_assets.imaging.resources import ImageEncoderResource, ImageGeneratorResource
 from zipp_assets.llm.resources import LLMResource
-from zipp_assets.metadata import markdown_table, new_figure, png_markdown
+from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.personas.overrides import effective_personas, overrides_by_user
 from zipp_assets.personas.shards import SHARD_KEYS
 from zipp_assets.personas.verbalize import PERSONAS
@@ -33,6 +33,13 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 GROUP = "zipbench"
 USERS, HISTORY, PROMPTS, REWRITES, IMAGES = "zipbench_users", "zipbench_history", "zipbench_prompts", \
     "zipbench_rewrites", "zipbench_images"
+
+def _recorded(run) -> dg.MaterializeResult:
+    """Run an asset's work under `lake.recording()`; its metadata gains the table versions read and written."""
+    with lake_io.recording() as activity:
+        metadata = run()
+    return dg.MaterializeResult(metadata={**metadata, **lake_versions(activity)})
+
 
 benchmark_partitions = dg.MultiPartitionsDefinition({
     "method": dg.StaticPartitionsDefinition(list(METHODS)),
@@ -80,44 +87,47 @@ def _effective_personas(lake_dir: Path) -> dict[str, dict]:
 )
 def zipbench_users(context: dg.AssetExecutionContext, config: BenchmarkUsersConfig, lake: ZippLake,
                    image_encoder: ImageEncoderResource):
-    settings = lake.settings
-    started = time.perf_counter()
-    personas = _effective_personas(settings.lake_dir)
-    profiles = lake_io.read_table(settings.lake_dir, PROFILES, [{"encoder": encoder_slug(image_encoder.encoder_name)}],
-                                  columns=["user_index", "user_id", "heldout_url_keys"]).to_pylist()
-    def under_raw(files: list[str]) -> list[Path]:
-        return [p if p.is_absolute() else settings.raw_dir / p for p in map(Path, files)]
+    def run() -> dict:
+        settings = lake.settings
+        started = time.perf_counter()
+        personas = _effective_personas(settings.lake_dir)
+        profiles = lake_io.read_table(settings.lake_dir, PROFILES, [{"encoder": encoder_slug(image_encoder.encoder_name)}],
+                                      columns=["user_index", "user_id", "heldout_url_keys"]).to_pylist()
+        def under_raw(files: list[str]) -> list[Path]:
+            return [p if p.is_absolute() else settings.raw_dir / p for p in map(Path, files)]
 
-    history, history_report = load_history_files(
-        under_raw(config.history_files),
-        lambda names: user_ids_for_usernames(settings.lake_dir, names, pseudonym_key(settings)),
-        under_raw(config.prompt_history_files))
-    users = sample_users(profiles, personas, history, config.n_users, config.min_references, config.seed)
-    chosen = {u["user_id"] for u in users}
-    history_rows = [{"user_id": u, "position": i, "prompt": p} for u in sorted(chosen) for i, p in enumerate(history.get(u, []))]
-    with lake_io.atomic_partition(settings.lake_dir, USERS) as folder:
-        lake_io.write_table(folder, pa.Table.from_pylist(users))
-    with lake_io.atomic_partition(settings.lake_dir, HISTORY) as folder:
-        lake_io.write_table(folder, pa.Table.from_pylist(history_rows, schema=HISTORY_SCHEMA), HISTORY_SCHEMA)
-    strata = Counter(u["stratum"] for u in users)
-    figure, axes = new_figure(7, 3.5)
-    names = sorted(strata, key=lambda s: -strata[s])[:20]
-    axes.barh(names[::-1], [strata[s] for s in names[::-1]], color="#4a7")
-    axes.tick_params(axis="y", labelsize=6)
-    axes.set_xlabel("benchmark users")
-    return dg.MaterializeResult(metadata={
-        "users": len(users),
-        "eligible_users": sum(1 for p in profiles if p["user_id"] in personas and len(p["heldout_url_keys"] or [])
-                              >= config.min_references),
-        "strata": len(strata),
-        "reference_images": sum(u["n_references"] for u in users),
-        "users_with_prompt_history": sum(1 for u in users if u["n_history_prompts"]),
-        "history_files": dg.MetadataValue.md(markdown_table(history_report)),
-        "by_age_band": dg.MetadataValue.md(markdown_table(
-            [{"age band": k, "users": v} for k, v in sorted(Counter(u["age_band"] for u in users).items())])),
-        "strata_plot": png_markdown(figure),
-        "seconds": round(time.perf_counter() - started, 2),
-    })
+        history, history_report = load_history_files(
+            under_raw(config.history_files),
+            lambda names: user_ids_for_usernames(settings.lake_dir, names, pseudonym_key(settings)),
+            under_raw(config.prompt_history_files))
+        users = sample_users(profiles, personas, history, config.n_users, config.min_references, config.seed)
+        chosen = {u["user_id"] for u in users}
+        history_rows = [{"user_id": u, "position": i, "prompt": p} for u in sorted(chosen) for i, p in enumerate(history.get(u, []))]
+        with lake_io.atomic_partition(settings.lake_dir, USERS) as folder:
+            lake_io.write_table(folder, pa.Table.from_pylist(users))
+        with lake_io.atomic_partition(settings.lake_dir, HISTORY) as folder:
+            lake_io.write_table(folder, pa.Table.from_pylist(history_rows, schema=HISTORY_SCHEMA), HISTORY_SCHEMA)
+        strata = Counter(u["stratum"] for u in users)
+        figure, axes = new_figure(7, 3.5)
+        names = sorted(strata, key=lambda s: -strata[s])[:20]
+        axes.barh(names[::-1], [strata[s] for s in names[::-1]], color="#4a7")
+        axes.tick_params(axis="y", labelsize=6)
+        axes.set_xlabel("benchmark users")
+        return {
+            "users": len(users),
+            "eligible_users": sum(1 for p in profiles if p["user_id"] in personas and len(p["heldout_url_keys"] or [])
+                                  >= config.min_references),
+            "strata": len(strata),
+            "reference_images": sum(u["n_references"] for u in users),
+            "users_with_prompt_history": sum(1 for u in users if u["n_history_prompts"]),
+            "history_files": dg.MetadataValue.md(markdown_table(history_report)),
+            "by_age_band": dg.MetadataValue.md(markdown_table(
+                [{"age band": k, "users": v} for k, v in sorted(Counter(u["age_band"] for u in users).items())])),
+            "strata_plot": png_markdown(figure),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+
+    return _recorded(run)
 
 
 class BenchmarkPromptsConfig(dg.Config):
@@ -133,21 +143,24 @@ class BenchmarkPromptsConfig(dg.Config):
                 "categories, plus de-styled prompts of the user's own history; one seed per (user, prompt).",
 )
 def zipbench_prompts(config: BenchmarkPromptsConfig, lake: ZippLake):
-    settings = lake.settings
-    users = lake_io.read_table(settings.lake_dir, USERS).to_pylist()
-    history = _history(settings.lake_dir)
-    rows = build_prompts(users, history, config.prompts_per_user)
-    with lake_io.atomic_partition(settings.lake_dir, PROMPTS) as folder:
-        lake_io.write_table(folder, pa.Table.from_pylist(rows))
-    return dg.MaterializeResult(metadata={
-        "prompt_set": PROMPT_SET_VERSION,
-        "prompts": len(rows),
-        "users": len(users),
-        "by_source": dg.MetadataValue.md(markdown_table(
-            [{"source": k, "prompts": v} for k, v in sorted(Counter(r["source"] for r in rows).items())])),
-        "by_category": dg.MetadataValue.md(markdown_table(
-            [{"category": k, "prompts": v} for k, v in sorted(Counter(r["category"] for r in rows).items())])),
-    })
+    def run() -> dict:
+        settings = lake.settings
+        users = lake_io.read_table(settings.lake_dir, USERS).to_pylist()
+        history = _history(settings.lake_dir)
+        rows = build_prompts(users, history, config.prompts_per_user)
+        with lake_io.atomic_partition(settings.lake_dir, PROMPTS) as folder:
+            lake_io.write_table(folder, pa.Table.from_pylist(rows))
+        return {
+            "prompt_set": PROMPT_SET_VERSION,
+            "prompts": len(rows),
+            "users": len(users),
+            "by_source": dg.MetadataValue.md(markdown_table(
+                [{"source": k, "prompts": v} for k, v in sorted(Counter(r["source"] for r in rows).items())])),
+            "by_category": dg.MetadataValue.md(markdown_table(
+                [{"category": k, "prompts": v} for k, v in sorted(Counter(r["category"] for r in rows).items())])),
+        }
+
+    return _recorded(run)
 
 
 def _history(lake_dir: Path) -> dict[str, list[str]]:
@@ -176,39 +189,42 @@ class RewritesConfig(dg.Config):
 )
 def zipbench_rewrites(context: dg.AssetExecutionContext, config: RewritesConfig, lake: ZippLake, llm: LLMResource,
                       image_generator: ImageGeneratorResource):
-    settings = lake.settings
-    started = time.perf_counter()
-    prompts = lake_io.read_table(settings.lake_dir, PROMPTS).to_pylist()
-    users = lake_io.read_table(settings.lake_dir, USERS, columns=["user_id"])["user_id"].to_pylist()
-    personas = _effective_personas(settings.lake_dir)
-    history = _history(settings.lake_dir)
-    partner = shuffled_partner(users, config.shuffle_seed)
-    generator = image_generator.build()
-    summary = []
-    with llm.client(render=template_rewrite) as client:
-        model = getattr(client, "model", llm.description)
-        for method, shard in partition_pairs(context):
-            mine = [p for p in prompts if p["shard"] == shard]
-            rows = rewrite_rows(method, mine, personas, history, partner, client, generator.fit_prompt,
-                                generator.count_tokens, model, config.batch_size, progress=context.log.info)
-            with lake_io.atomic_partition(settings.lake_dir, REWRITES, {"method": method, "shard": shard}) as folder:
-                lake_io.write_table(folder, pa.Table.from_pylist(rows, schema=REWRITES_SCHEMA), REWRITES_SCHEMA)
-            summary.append({"method": method, "shard": shard, "prompts": len(rows),
-                            "failed": sum(not r["ok"] for r in rows), "truncated": sum(r["truncated"] for r in rows),
-                            "mean tokens": round(sum(r["prompt_tokens"] for r in rows) / max(len(rows), 1), 1),
-                            "llm tokens": sum(r["llm_prompt_tokens"] + r["llm_completion_tokens"] for r in rows)})
-    total = sum(s["prompts"] for s in summary)
-    return dg.MaterializeResult(metadata={
-        "rewriter": llm.description,
-        "model": model,
-        "template_version": REWRITE_TEMPLATE_VERSION,
-        "prompts": total,
-        "failed": sum(s["failed"] for s in summary),
-        "truncated_to_token_limit": sum(s["truncated"] for s in summary),
-        "token_limit": generator.token_limit or 0,
-        "partitions": dg.MetadataValue.md(markdown_table(summary, 40)),
-        "seconds": round(time.perf_counter() - started, 2),
-    })
+    def run() -> dict:
+        settings = lake.settings
+        started = time.perf_counter()
+        prompts = lake_io.read_table(settings.lake_dir, PROMPTS).to_pylist()
+        users = lake_io.read_table(settings.lake_dir, USERS, columns=["user_id"])["user_id"].to_pylist()
+        personas = _effective_personas(settings.lake_dir)
+        history = _history(settings.lake_dir)
+        partner = shuffled_partner(users, config.shuffle_seed)
+        generator = image_generator.build()
+        summary = []
+        with llm.client(render=template_rewrite) as client:
+            model = getattr(client, "model", llm.description)
+            for method, shard in partition_pairs(context):
+                mine = [p for p in prompts if p["shard"] == shard]
+                rows = rewrite_rows(method, mine, personas, history, partner, client, generator.fit_prompt,
+                                    generator.count_tokens, model, config.batch_size, progress=context.log.info)
+                with lake_io.atomic_partition(settings.lake_dir, REWRITES, {"method": method, "shard": shard}) as folder:
+                    lake_io.write_table(folder, pa.Table.from_pylist(rows, schema=REWRITES_SCHEMA), REWRITES_SCHEMA)
+                summary.append({"method": method, "shard": shard, "prompts": len(rows),
+                                "failed": sum(not r["ok"] for r in rows), "truncated": sum(r["truncated"] for r in rows),
+                                "mean tokens": round(sum(r["prompt_tokens"] for r in rows) / max(len(rows), 1), 1),
+                                "llm tokens": sum(r["llm_prompt_tokens"] + r["llm_completion_tokens"] for r in rows)})
+        total = sum(s["prompts"] for s in summary)
+        return {
+            "rewriter": llm.description,
+            "model": model,
+            "template_version": REWRITE_TEMPLATE_VERSION,
+            "prompts": total,
+            "failed": sum(s["failed"] for s in summary),
+            "truncated_to_token_limit": sum(s["truncated"] for s in summary),
+            "token_limit": generator.token_limit or 0,
+            "partitions": dg.MetadataValue.md(markdown_table(summary, 40)),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+
+    return _recorded(run)
 
 
 class ImagesConfig(dg.Config):
@@ -229,32 +245,35 @@ class ImagesConfig(dg.Config):
 )
 def zipbench_images(context: dg.AssetExecutionContext, config: ImagesConfig, lake: ZippLake,
                     image_generator: ImageGeneratorResource):
-    settings = lake.settings
-    started = time.perf_counter()
-    generator = image_generator.build()
-    root = images_root(settings)
-    summary = []
-    for method, shard in partition_pairs(context):
-        if not lake_io.partition_exists(settings.lake_dir, REWRITES, {"method": method, "shard": shard}):
-            raise dg.Failure(f"no rewrites for {method}|{shard}: materialize {REWRITES} for that partition first")
-        rows = lake_io.read_table(settings.lake_dir, REWRITES, [{"method": method, "shard": shard}]).to_pylist()
-        manifest, report = generate_images(rows, generator, root, config.batch_size, progress=context.log.info)
-        with lake_io.atomic_partition(settings.lake_dir, IMAGES, {"method": method, "shard": shard}) as folder:
-            lake_io.write_table(folder, pa.Table.from_pylist(manifest, schema=MANIFEST_SCHEMA), MANIFEST_SCHEMA)
-        summary.append({"method": method, "shard": shard, "images": report.images, "generated": report.generated,
-                        "kept": report.skipped_existing, "seconds": round(report.seconds, 2)})
-    seconds = time.perf_counter() - started
-    generated = sum(s["generated"] for s in summary)
-    return dg.MaterializeResult(metadata={
-        "generator": image_generator.description,
-        "images": sum(s["images"] for s in summary),
-        "generated": generated,
-        "kept_from_earlier_run": sum(s["kept"] for s in summary),
-        "images_per_second": round(generated / seconds, 2) if seconds else 0.0,
-        "images_root": str(root),
-        "partitions": dg.MetadataValue.md(markdown_table(summary, 40)),
-        "seconds": round(seconds, 2),
-    })
+    def run() -> dict:
+        settings = lake.settings
+        started = time.perf_counter()
+        generator = image_generator.build()
+        root = images_root(settings)
+        summary = []
+        for method, shard in partition_pairs(context):
+            if not lake_io.partition_exists(settings.lake_dir, REWRITES, {"method": method, "shard": shard}):
+                raise dg.Failure(f"no rewrites for {method}|{shard}: materialize {REWRITES} for that partition first")
+            rows = lake_io.read_table(settings.lake_dir, REWRITES, [{"method": method, "shard": shard}]).to_pylist()
+            manifest, report = generate_images(rows, generator, root, config.batch_size, progress=context.log.info)
+            with lake_io.atomic_partition(settings.lake_dir, IMAGES, {"method": method, "shard": shard}) as folder:
+                lake_io.write_table(folder, pa.Table.from_pylist(manifest, schema=MANIFEST_SCHEMA), MANIFEST_SCHEMA)
+            summary.append({"method": method, "shard": shard, "images": report.images, "generated": report.generated,
+                            "kept": report.skipped_existing, "seconds": round(report.seconds, 2)})
+        seconds = time.perf_counter() - started
+        generated = sum(s["generated"] for s in summary)
+        return {
+            "generator": image_generator.description,
+            "images": sum(s["images"] for s in summary),
+            "generated": generated,
+            "kept_from_earlier_run": sum(s["kept"] for s in summary),
+            "images_per_second": round(generated / seconds, 2) if seconds else 0.0,
+            "images_root": str(root),
+            "partitions": dg.MetadataValue.md(markdown_table(summary, 40)),
+            "seconds": round(seconds, 2),
+        }
+
+    return _recorded(run)
 
 
 
@@ -297,56 +316,60 @@ def _reference_embeddings(lake_dir: Path, encoder_name: str, users: list[dict]) 
 )
 def zipbench_scores(context: dg.AssetExecutionContext, config: ScoresConfig, lake: ZippLake,
                     image_encoder: ImageEncoderResource, llm: LLMResource):
-    import numpy as np
+    def run() -> dict:
+        import numpy as np
 
-    from zipp_assets.zipbench.judge import EmbeddingJudge, VisionLanguageJudge
-    from zipp_assets.zipbench.rewrite import persona_roleplay
-    from zipp_assets.zipbench.scoring import score_images
+        from zipp_assets.zipbench.judge import EmbeddingJudge, VisionLanguageJudge
+        from zipp_assets.zipbench.rewrite import persona_roleplay
+        from zipp_assets.zipbench.scoring import score_images
 
-    settings = lake.settings
-    users = lake_io.read_table(settings.lake_dir, USERS).to_pylist()
-    manifest = _all_manifests(settings.lake_dir)
-    encoder = image_encoder.build()
-    references = {k: np.asarray(v, np.float32) for k, v in
-                  _reference_embeddings(settings.lake_dir, image_encoder.encoder_name, users).items()}
-    personas = _effective_personas(settings.lake_dir)
-    persona_text = {u["user_id"]: persona_roleplay(personas[u["user_id"]]) for u in users if u["user_id"] in personas}
-    if config.judge not in ("embedding", "vision_language"):
-        raise dg.Failure(f"unknown judge {config.judge!r}: embedding or vision_language")
-    def run(judge):
-        return score_images(manifest, users, references, images_root(settings), encoder, judge, persona_text,
-                            progress=context.log.info)
+        settings = lake.settings
+        users = lake_io.read_table(settings.lake_dir, USERS).to_pylist()
+        manifest = _all_manifests(settings.lake_dir)
+        encoder = image_encoder.build()
+        references = {k: np.asarray(v, np.float32) for k, v in
+                      _reference_embeddings(settings.lake_dir, image_encoder.encoder_name, users).items()}
+        personas = _effective_personas(settings.lake_dir)
+        persona_text = {u["user_id"]: persona_roleplay(personas[u["user_id"]]) for u in users if u["user_id"] in personas}
+        if config.judge not in ("embedding", "vision_language"):
+            raise dg.Failure(f"unknown judge {config.judge!r}: embedding or vision_language")
 
-    if config.judge == "embedding":
-        scores = run(EmbeddingJudge())
-    else:  # a vision-language model behind the `llm` resource; the template backend cannot look at images
-        if llm.backend == "template":
-            raise dg.Failure("the vision_language judge needs an LLM resource with a vision-language model")
-        with llm.client() as client:
-            scores = run(VisionLanguageJudge(client))
-    dim = scores.generated_embeddings.shape[1]
-    with lake_io.atomic_partition(settings.lake_dir, SCORES) as folder:
-        lake_io.write_table(folder, pa.Table.from_pylist(scores.rows))
-    with lake_io.atomic_partition(settings.lake_dir, JUDGEMENTS) as folder:
-        lake_io.write_table(folder, pa.Table.from_pylist(scores.judgements) if scores.judgements else
-                            pa.table({"user_id": pa.array([], pa.string())}))
-    embedded = pa.table({"image_path": [m["image_path"] for m in manifest if m["user_id"] in {u["user_id"] for u in users}],
-                         "embedding": pa.FixedSizeListArray.from_arrays(
-                             pa.array(scores.generated_embeddings.reshape(-1), pa.float32()), dim)})
-    with lake_io.atomic_partition(settings.lake_dir, GENERATED_EMBEDDINGS) as folder:
-        lake_io.write_table(folder, embedded)
-    by_method = Counter(r["method"] for r in scores.rows)
-    return dg.MaterializeResult(metadata={
-        "images_scored": len(scores.rows),
-        "by_method": dg.MetadataValue.md(markdown_table([{"method": m, "images": n} for m, n in sorted(by_method.items())])),
-        "image_encoder": image_encoder.encoder_name,
-        "reference_images": int(len(scores.reference_embeddings)),
-        "image_text_scores": scores.text_scores,
-        "judge": scores.judge,
-        "pairs_judged": len(scores.judgements),
-        "judge_failures": sum(1 for j in scores.judgements if j["reason"]),
-        "seconds": round(scores.seconds, 2),
-    })
+        def score_with(judge):
+            return score_images(manifest, users, references, images_root(settings), encoder, judge, persona_text,
+                                progress=context.log.info)
+
+        if config.judge == "embedding":
+            scores = score_with(EmbeddingJudge())
+        else:  # a vision-language model behind the `llm` resource; the template backend cannot look at images
+            if llm.backend == "template":
+                raise dg.Failure("the vision_language judge needs an LLM resource with a vision-language model")
+            with llm.client() as client:
+                scores = score_with(VisionLanguageJudge(client))
+        dim = scores.generated_embeddings.shape[1]
+        with lake_io.atomic_partition(settings.lake_dir, SCORES) as folder:
+            lake_io.write_table(folder, pa.Table.from_pylist(scores.rows))
+        with lake_io.atomic_partition(settings.lake_dir, JUDGEMENTS) as folder:
+            lake_io.write_table(folder, pa.Table.from_pylist(scores.judgements) if scores.judgements else
+                                pa.table({"user_id": pa.array([], pa.string())}))
+        embedded = pa.table({"image_path": [m["image_path"] for m in manifest if m["user_id"] in {u["user_id"] for u in users}],
+                             "embedding": pa.FixedSizeListArray.from_arrays(
+                                 pa.array(scores.generated_embeddings.reshape(-1), pa.float32()), dim)})
+        with lake_io.atomic_partition(settings.lake_dir, GENERATED_EMBEDDINGS) as folder:
+            lake_io.write_table(folder, embedded)
+        by_method = Counter(r["method"] for r in scores.rows)
+        return {
+            "images_scored": len(scores.rows),
+            "by_method": dg.MetadataValue.md(markdown_table([{"method": m, "images": n} for m, n in sorted(by_method.items())])),
+            "image_encoder": image_encoder.encoder_name,
+            "reference_images": int(len(scores.reference_embeddings)),
+            "image_text_scores": scores.text_scores,
+            "judge": scores.judge,
+            "pairs_judged": len(scores.judgements),
+            "judge_failures": sum(1 for j in scores.judgements if j["reason"]),
+            "seconds": round(scores.seconds, 2),
+        }
+
+    return _recorded(run)
 
 
 class SummaryConfig(dg.Config):
@@ -364,70 +387,73 @@ class SummaryConfig(dg.Config):
 )
 def zipbench_summary(context: dg.AssetExecutionContext, config: SummaryConfig, lake: ZippLake,
                      image_encoder: ImageEncoderResource):
-    import json
+    def run() -> dict:
+        import json
 
-    import numpy as np
+        import numpy as np
 
-    from zipp_assets.zipbench.raking import DEFAULT_TARGETS, load_demographic_targets
-    from zipp_assets.zipbench.scoring import ImageScores, summarise
+        from zipp_assets.zipbench.raking import DEFAULT_TARGETS, load_demographic_targets
+        from zipp_assets.zipbench.scoring import ImageScores, summarise
 
-    settings = lake.settings
-    started = time.perf_counter()
-    users = lake_io.read_table(settings.lake_dir, USERS).to_pylist()
-    manifest = _all_manifests(settings.lake_dir)
-    rows = lake_io.read_table(settings.lake_dir, SCORES).to_pylist()
-    judgements = [j for j in lake_io.read_table(settings.lake_dir, JUDGEMENTS).to_pylist() if j.get("method")]
-    embedded = lake_io.read_table(settings.lake_dir, GENERATED_EMBEDDINGS)
-    vectors = dict(zip(embedded["image_path"].to_pylist(), np.asarray(embedded["embedding"].to_pylist(), np.float32)))
-    index = {u["user_id"]: i for i, u in enumerate(users)}
-    manifest = [m for m in manifest if m["user_id"] in index]
-    references = _reference_embeddings(settings.lake_dir, image_encoder.encoder_name, users)
-    ref_emb, ref_user = [], []
-    for u in users:
-        for key in u["reference_url_keys"]:
-            if key in references:
-                ref_emb.append(references[key])
-                ref_user.append(index[u["user_id"]])
-    scores = ImageScores(rows=rows, judgements=judgements,
-                         generated_embeddings=np.stack([vectors[m["image_path"]] for m in manifest]),
-                         reference_embeddings=np.asarray(ref_emb, np.float32), reference_user=np.asarray(ref_user),
-                         judge=judgements[0]["judge"] if judgements else "none",
-                         text_scores=any(np.isfinite(r["clip_text"]) for r in rows), seconds=0.0)
-    targets = load_demographic_targets(config.demographic_targets or DEFAULT_TARGETS)
-    summary = summarise(scores, manifest, users, METHODS, targets, seed=config.seed)
-    results = summary["results"]
-    table = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
-    with lake_io.atomic_partition(settings.lake_dir, SUMMARY) as folder:
-        lake_io.write_table(folder, pa.Table.from_pylist([{k: str(v) for k, v in r.items()} for r in table]))
-    demographics = summary["demographics"]
-    demo_rows = [{"table": "reweighted", **{k: str(v) for k, v in r.items()}} for r in demographics["rows"]]
-    with lake_io.atomic_partition(settings.lake_dir, DEMOGRAPHICS) as folder:
-        lake_io.write_table(folder, pa.Table.from_pylist(
-            [{"table": "reweighted", "json": json.dumps(r)} for r in demographics["rows"]] +
-            [{"table": "groups", "json": json.dumps(r)} for r in demographics["groups"]] +
-            [{"table": "fit", "json": json.dumps(demographics["fit"])}]))
-    figure, axes = new_figure(7, 3.2)
-    names = [r["method"] for r in results]
-    est = np.array([r["_clip_ref"].estimate for r in results])
-    err = np.array([[r["_clip_ref"].estimate - r["_clip_ref"].low, r["_clip_ref"].high - r["_clip_ref"].estimate]
-                    for r in results]).T
-    colours = ["#888" if n == "generic" else "#c44" if n.startswith("zipp") and n != "zipp_shuffled" else "#69c"
-               for n in names]
-    axes.bar(range(len(names)), est, yerr=err, color=colours, capsize=3)
-    axes.set_xticks(range(len(names)), names, rotation=30, fontsize=7)
-    axes.set_ylabel("CLIPScore to references (x100)")
-    axes.set_ylim(max(0.0, float(est.min()) - 5), float(est.max()) + 3)
-    context.log.info("\n" + "\n".join(f"{r['method']}: {r['CLIPScore (ref)']} lift {r['lift % over generic']}"
-                                      for r in table))
-    return dg.MaterializeResult(metadata={
-        "results": dg.MetadataValue.md(markdown_table(table, 20, 80)),
-        "demographics_reweighted": dg.MetadataValue.md(markdown_table(demo_rows, 20, 80)),
-        "raking": dg.MetadataValue.json(demographics["fit"] or {}),
-        "verdicts": dg.MetadataValue.json({r["method"]: r["verdict vs generic"] for r in results}),
-        "clip_ref_plot": png_markdown(figure),
-        "users": len(users),
-        "seconds": round(time.perf_counter() - started, 2),
-    })
+        settings = lake.settings
+        started = time.perf_counter()
+        users = lake_io.read_table(settings.lake_dir, USERS).to_pylist()
+        manifest = _all_manifests(settings.lake_dir)
+        rows = lake_io.read_table(settings.lake_dir, SCORES).to_pylist()
+        judgements = [j for j in lake_io.read_table(settings.lake_dir, JUDGEMENTS).to_pylist() if j.get("method")]
+        embedded = lake_io.read_table(settings.lake_dir, GENERATED_EMBEDDINGS)
+        vectors = dict(zip(embedded["image_path"].to_pylist(), np.asarray(embedded["embedding"].to_pylist(), np.float32)))
+        index = {u["user_id"]: i for i, u in enumerate(users)}
+        manifest = [m for m in manifest if m["user_id"] in index]
+        references = _reference_embeddings(settings.lake_dir, image_encoder.encoder_name, users)
+        ref_emb, ref_user = [], []
+        for u in users:
+            for key in u["reference_url_keys"]:
+                if key in references:
+                    ref_emb.append(references[key])
+                    ref_user.append(index[u["user_id"]])
+        scores = ImageScores(rows=rows, judgements=judgements,
+                             generated_embeddings=np.stack([vectors[m["image_path"]] for m in manifest]),
+                             reference_embeddings=np.asarray(ref_emb, np.float32), reference_user=np.asarray(ref_user),
+                             judge=judgements[0]["judge"] if judgements else "none",
+                             text_scores=any(np.isfinite(r["clip_text"]) for r in rows), seconds=0.0)
+        targets = load_demographic_targets(config.demographic_targets or DEFAULT_TARGETS)
+        summary = summarise(scores, manifest, users, METHODS, targets, seed=config.seed)
+        results = summary["results"]
+        table = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
+        with lake_io.atomic_partition(settings.lake_dir, SUMMARY) as folder:
+            lake_io.write_table(folder, pa.Table.from_pylist([{k: str(v) for k, v in r.items()} for r in table]))
+        demographics = summary["demographics"]
+        demo_rows = [{"table": "reweighted", **{k: str(v) for k, v in r.items()}} for r in demographics["rows"]]
+        with lake_io.atomic_partition(settings.lake_dir, DEMOGRAPHICS) as folder:
+            lake_io.write_table(folder, pa.Table.from_pylist(
+                [{"table": "reweighted", "json": json.dumps(r)} for r in demographics["rows"]] +
+                [{"table": "groups", "json": json.dumps(r)} for r in demographics["groups"]] +
+                [{"table": "fit", "json": json.dumps(demographics["fit"])}]))
+        figure, axes = new_figure(7, 3.2)
+        names = [r["method"] for r in results]
+        est = np.array([r["_clip_ref"].estimate for r in results])
+        err = np.array([[r["_clip_ref"].estimate - r["_clip_ref"].low, r["_clip_ref"].high - r["_clip_ref"].estimate]
+                        for r in results]).T
+        colours = ["#888" if n == "generic" else "#c44" if n.startswith("zipp") and n != "zipp_shuffled" else "#69c"
+                   for n in names]
+        axes.bar(range(len(names)), est, yerr=err, color=colours, capsize=3)
+        axes.set_xticks(range(len(names)), names, rotation=30, fontsize=7)
+        axes.set_ylabel("CLIPScore to references (x100)")
+        axes.set_ylim(max(0.0, float(est.min()) - 5), float(est.max()) + 3)
+        context.log.info("\n" + "\n".join(f"{r['method']}: {r['CLIPScore (ref)']} lift {r['lift % over generic']}"
+                                          for r in table))
+        return {
+            "results": dg.MetadataValue.md(markdown_table(table, 20, 80)),
+            "demographics_reweighted": dg.MetadataValue.md(markdown_table(demo_rows, 20, 80)),
+            "raking": dg.MetadataValue.json(demographics["fit"] or {}),
+            "verdicts": dg.MetadataValue.json({r["method"]: r["verdict vs generic"] for r in results}),
+            "clip_ref_plot": png_markdown(figure),
+            "users": len(users),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+
+    return _recorded(run)
 
 
 class ReportConfig(dg.Config):
@@ -446,41 +472,44 @@ class ReportConfig(dg.Config):
 )
 def zipbench_report(context: dg.AssetExecutionContext, config: ReportConfig, lake: ZippLake,
                     image_generator: ImageGeneratorResource, llm: LLMResource, image_encoder: ImageEncoderResource):
-    import hashlib
-    import json
+    def run() -> dict:
+        import hashlib
+        import json
 
-    from zipp_assets.zipbench.report import build_report
+        from zipp_assets.zipbench.report import build_report
 
-    settings = lake.settings
-    summary = lake_io.read_table(settings.lake_dir, SUMMARY).to_pylist()
-    demographics = lake_io.read_table(settings.lake_dir, DEMOGRAPHICS).to_pylist()
-    users = lake_io.read_table(settings.lake_dir, USERS).to_pylist()
-    manifest = _all_manifests(settings.lake_dir)
-    rewrites = lake_io.read_table(settings.lake_dir, REWRITES).to_pylist()
-    personas = _effective_personas(settings.lake_dir)
-    chosen = sorted(users, key=lambda u: hashlib.sha256(f"{config.seed}/{u['user_id']}".encode()).hexdigest())
-    chosen = chosen[: config.gallery_users]
-    page, markdown = build_report(
-        summary=summary,
-        demographic_rows=[json.loads(r["json"]) for r in demographics if r["table"] == "reweighted"],
-        demographic_groups=[json.loads(r["json"]) for r in demographics if r["table"] == "groups"],
-        raking=next((json.loads(r["json"]) for r in demographics if r["table"] == "fit"), None),
-        gallery_users=chosen, personas=personas, manifest=manifest, rewrites=rewrites, methods=METHODS,
-        images_root=images_root(settings), reference_cache=settings.image_cache_dir,
-        prompts_per_user=config.prompts_per_user,
-        components={"rewriter (LLM)": llm.description, "image generator": image_generator.description,
-                    "image encoder (scores)": image_encoder.encoder_name})
-    out = settings.data_dir / "zipbench" / "report" / "index.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(".index.html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
-    return dg.MaterializeResult(metadata={
-        "report": dg.MetadataValue.path(str(out)),
-        "report_bytes": len(page.encode()),
-        "results": dg.MetadataValue.md(markdown),
-        "gallery_users": len(chosen),
-    })
+        settings = lake.settings
+        summary = lake_io.read_table(settings.lake_dir, SUMMARY).to_pylist()
+        demographics = lake_io.read_table(settings.lake_dir, DEMOGRAPHICS).to_pylist()
+        users = lake_io.read_table(settings.lake_dir, USERS).to_pylist()
+        manifest = _all_manifests(settings.lake_dir)
+        rewrites = lake_io.read_table(settings.lake_dir, REWRITES).to_pylist()
+        personas = _effective_personas(settings.lake_dir)
+        chosen = sorted(users, key=lambda u: hashlib.sha256(f"{config.seed}/{u['user_id']}".encode()).hexdigest())
+        chosen = chosen[: config.gallery_users]
+        page, markdown = build_report(
+            summary=summary,
+            demographic_rows=[json.loads(r["json"]) for r in demographics if r["table"] == "reweighted"],
+            demographic_groups=[json.loads(r["json"]) for r in demographics if r["table"] == "groups"],
+            raking=next((json.loads(r["json"]) for r in demographics if r["table"] == "fit"), None),
+            gallery_users=chosen, personas=personas, manifest=manifest, rewrites=rewrites, methods=METHODS,
+            images_root=images_root(settings), reference_cache=settings.image_cache_dir,
+            prompts_per_user=config.prompts_per_user,
+            components={"rewriter (LLM)": llm.description, "image generator": image_generator.description,
+                        "image encoder (scores)": image_encoder.encoder_name})
+        out = settings.data_dir / "zipbench" / "report" / "index.html"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(".index.html.tmp")
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(out)
+        return {
+            "report": dg.MetadataValue.path(str(out)),
+            "report_bytes": len(page.encode()),
+            "results": dg.MetadataValue.md(markdown),
+            "gallery_users": len(chosen),
+        }
+
+    return _recorded(run)
 
 
 zipbench_assets = [zipbench_users, zipbench_prompts, zipbench_rewrites, zipbench_images, zipbench_scores,
