@@ -81,7 +81,7 @@ def _effective_personas(lake_dir: Path) -> dict[str, dict]:
     name=USERS,
     deps=[PERSONAS, PROFILES],
     group_name=GROUP,
-    kinds={"parquet"},
+    kinds={"deltalake"},
     description="Benchmark users: stratified over visual interest and gender, each with held-out reference "
                 "images (never ImageAlign targets) and, where a history file links them, their own prompts.",
 )
@@ -138,7 +138,7 @@ class BenchmarkPromptsConfig(dg.Config):
     name=PROMPTS,
     deps=[USERS],
     group_name=GROUP,
-    kinds={"parquet"},
+    kinds={"deltalake"},
     description=f"Base prompts per benchmark user from the versioned set {PROMPT_SET_VERSION} over eight subject "
                 "categories, plus de-styled prompts of the user's own history; one seed per (user, prompt).",
 )
@@ -181,7 +181,7 @@ class RewritesConfig(dg.Config):
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[PROMPTS, PERSONAS],
     group_name=GROUP,
-    kinds={"parquet"},
+    kinds={"deltalake"},
     pool="gpu",
     description="Each base prompt rewritten by one method through the `llm` resource (template rules offline), "
                 "stored with method, model, template version, tokens, and the prompt cut to the image "
@@ -237,7 +237,7 @@ class ImagesConfig(dg.Config):
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[REWRITES],
     group_name=GROUP,
-    kinds={"parquet"},
+    kinds={"deltalake"},
     pool="gpu",
     description="One image per rewritten prompt from the `image_generator` resource (the demo's offline renderer "
                 "says so), with the (user, prompt) seed every method shares; resumable (finished images are kept), "
@@ -309,7 +309,7 @@ def _reference_embeddings(lake_dir: Path, encoder_name: str, users: list[dict]) 
     name=SCORES,
     deps=[dg.AssetDep(IMAGES, partition_mapping=dg.AllPartitionMapping()), USERS, "image_embeddings"],
     group_name=GROUP,
-    kinds={"parquet"},
+    kinds={"deltalake"},
     pool="gpu",
     description="Every generated image scored: CLIPScore x100 against the user's held-out references and against "
                 "its base prompt (encoders with a text tower), and a pairwise judge against generic in both orders.",
@@ -381,7 +381,7 @@ class SummaryConfig(dg.Config):
     name=SUMMARY,
     deps=[SCORES, USERS],
     group_name=GROUP,
-    kinds={"parquet"},
+    kinds={"deltalake"},
     description="Per method, intervals over users: CLIPScore to the references and to the prompt, lift over generic "
                 "in percent, judge win rate over generic, CMMD; and the demographic table, raw and IPF-reweighted.",
 )
