@@ -152,11 +152,18 @@ def format_build(build_id: int | None) -> str:
     return "none" if build_id is None else f"{build_id:016x}"
 
 
+# File names of the pre-Delta lake's writers (RotatingParquetWriter, append_file). delta-rs names
+# its files part-NNNNN-<uuid>-c000...: a first commit killed mid-write leaves those without a log,
+# which is not an old lake (the table simply does not exist yet).
+_LEGACY_FILE = re.compile(r"^part-(\d{5}|\d{8}T\d{6}-[0-9a-f]{8})\.parquet$")
+
+
 def _check_not_legacy(root: LakeRoot, dataset: str) -> None:
     if is_object_store(root):
         return
     folder = Path(table_uri(root, dataset))
-    if folder.is_dir() and not (folder / "_delta_log").is_dir() and any(folder.rglob("*.parquet")):
+    if folder.is_dir() and not (folder / "_delta_log").is_dir() and any(
+            _LEGACY_FILE.match(p.name) for p in folder.rglob("*.parquet")):
         raise RuntimeError(f"{folder} holds Parquet files but no Delta log: it was written by the earlier, "
                            "pre-Delta lake. Delete it (or the whole lake folder) and materialize again.")
 

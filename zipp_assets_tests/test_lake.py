@@ -90,6 +90,19 @@ def test_a_killed_writer_leaves_the_previous_version_and_its_files_are_vacuumed(
     assert not stray.exists() and _rows(root) == {"2019-01": [1]}
 
 
+def test_a_first_commit_killed_mid_write_leaves_no_table_and_its_files_go_with_the_next_vacuum(tmp_path):
+    # delta-rs had flushed data files of a new table when its writer died: no log, so no table
+    orphan = tmp_path / "d" / "month=2019-01" / "part-00003-0d5c3e0e-5a47-4b5c-9d3a-3c3a0e6f1b2a-c000.zstd.parquet"
+    orphan.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"x": [9]}), orphan)
+    os.utime(orphan, (1, 1))
+    assert not lake.table_exists(tmp_path, "d")
+    _write_month(tmp_path, "2019-01", [1])  # not mistaken for a pre-Delta folder
+    assert _rows(tmp_path) == {"2019-01": [1]}
+    lake.vacuum(tmp_path, retention_hours=1)
+    assert not orphan.exists() and _rows(tmp_path) == {"2019-01": [1]}
+
+
 def test_vacuum_removes_unreferenced_files_older_than_the_retention_and_keeps_the_current_version(tmp_path):
     _write_month(tmp_path, "2019-01", [1])
     old_files = set(lake.open_table(tmp_path, "d").file_uris())

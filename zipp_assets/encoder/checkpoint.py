@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,7 @@ def save_checkpoint(models_dir: Path, model: PersonaEncoder, training_config: di
     version = time.strftime("%Y%m%dT%H%M%S") + "-" + version_of_data[:8]
     folder = Path(models_dir) / MODEL_NAME / version
     tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a save killed in this same second: same data, same name
     tmp.mkdir(parents=True)
     save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
     config = {"model": model.config, "training": training_config, "image_encoder": image_encoder,

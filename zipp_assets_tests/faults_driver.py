@@ -1,0 +1,205 @@
+"""The fault-injection test's subject: the pipeline's stages (the plain functions the assets wire)
+run over one lake, and, when asked, a SIGKILL of this very process at a named point.
+
+    python -m zipp_assets_tests.faults_driver --lake L --raw R --models M --from STAGE [--only] [--kill SPEC]
+
+SPEC is `point:n` or `point:dataset:n`: die at the n-th time `point` is reached (counted from the
+start of this run; with a dataset, only where that table is written). Points:
+    scratch      a row batch written into a partition's local scratch folder (before any commit)
+    commit       a Delta commit about to start          committed   a Delta commit just made
+    delta        inside delta-rs's write, after it took the first batch (files may be half written)
+    encode       a chunk of images about to be embedded (earlier chunks appended)
+    epoch        a training epoch just finished, before its state is saved
+    save         a checkpoint's weights written into its temporary folder, before the rename
+    chunk        an inference chunk of users computed (nothing committed yet)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+os.environ.setdefault("DGLBACKEND", "pytorch")
+
+STAGES = ["ingest", "derived", "graph", "images", "train", "infer"]
+MONTHS = ("2017-12", "2018-01")
+KEY = b"test-key"
+TRAINING = {"hidden": 16, "heads": 2, "fanouts": (5, 5), "batch_size": 64, "epochs": 3, "patience": 10,
+            "min_epochs": 1, "negatives": 4, "max_batches_per_epoch": 3, "seed": 5}
+
+
+class Killer:
+    def __init__(self, spec: str | None):
+        parts = spec.split(":") if spec else []
+        self.point = parts[0] if parts else None
+        self.dataset = parts[1] if len(parts) == 3 else None
+        self.n = int(parts[-1]) if parts else 0
+        self.count = 0
+
+    def hit(self, point: str, dataset: str | None = None) -> None:
+        if point != self.point or (self.dataset is not None and dataset != self.dataset):
+            return
+        self.count += 1
+        if self.count == self.n:
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def install(killer: Killer) -> None:
+    """Wrap the lake's writer and the stages' inner steps so that each named point calls `killer`."""
+    import pyarrow as pa
+
+    from zipp_assets import lake
+    from zipp_assets.imaging.encoders import PixelStatsEncoder
+
+    commit = lake._commit
+
+    def killable_commit(root, dataset, data, partition, mode, build_id):
+        killer.hit("commit", dataset)
+
+        def batches():
+            taken = 0
+            for batch in data:
+                if taken == 1:
+                    killer.hit("delta", dataset)
+                taken += 1
+                yield batch
+            if taken <= 1:  # a write of one batch (or none): delta-rs asks for the stream's end inside the write
+                killer.hit("delta", dataset)
+
+        version = commit(root, dataset, pa.RecordBatchReader.from_batches(data.schema, batches()), partition, mode, build_id)
+        killer.hit("committed", dataset)
+        return version
+
+    lake._commit = killable_commit
+    write = lake.RotatingParquetWriter.write
+
+    def killable_write(self, table):
+        killer.hit("scratch")
+        write(self, table)
+
+    lake.RotatingParquetWriter.write = killable_write
+    encode = PixelStatsEncoder.encode
+
+    def killable_encode(self, images):
+        killer.hit("encode")
+        return encode(self, images)
+
+    PixelStatsEncoder.encode = killable_encode
+
+
+def run(stage: str, lake_dir: Path, raw: Path, models: Path, killer: Killer) -> None:
+    if stage == "ingest":
+        from zipp_assets.reddit.ingest import ingest_month
+
+        for month in MONTHS:
+            for kind in ("comments", "submissions"):
+                ingest_month(lake_dir, raw / "reddit", kind, month, block_bytes=1 << 16)
+    elif stage == "derived":
+        from zipp_assets.reddit.derived import build_image_posts, build_user_subreddit_edges
+
+        for month in MONTHS:
+            build_image_posts(lake_dir, month)
+            build_user_subreddit_edges(lake_dir, month)
+    elif stage == "graph":
+        from zipp_assets.graph.tables import build_graph_tables
+
+        build_graph_tables(lake_dir, KEY)
+    elif stage == "images":
+        from zipp_assets.graph.images import ImageLoader
+        from zipp_assets.graph.visual import build_visual_profiles, embed_images
+        from zipp_assets.imaging.encoders import PixelStatsEncoder
+
+        cache = raw / "images"
+        embed_images(lake_dir, ImageLoader(cache, [cache]), PixelStatsEncoder(), chunk_size=64, load_workers=2)
+        build_visual_profiles(lake_dir, PixelStatsEncoder.name, KEY)
+    elif stage == "train":
+        import torch
+
+        from zipp_assets.encoder import checkpoint
+        from zipp_assets.encoder.data import load_graph_data
+        from zipp_assets.encoder.train import TrainConfig, config_dict, train
+        from zipp_assets.imaging.encoders import PixelStatsEncoder
+
+        torch.set_num_threads(1)
+        save_file = checkpoint.save_file
+
+        def killable_save(tensors, path):
+            save_file(tensors, path)
+            killer.hit("save")
+
+        checkpoint.save_file = killable_save
+        config = TrainConfig(**TRAINING)
+        data = load_graph_data(lake_dir, PixelStatsEncoder.name)
+        version = checkpoint.data_of(data, PixelStatsEncoder.name)
+        fingerprint = json.dumps({"config": config_dict(config), "data_version": version}, sort_keys=True)
+        resume = models / "persona_encoder" / ".training" / hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+
+        def progress(message: str) -> None:
+            if message.startswith("epoch "):
+                killer.hit("epoch")
+
+        result = train(data, config, progress=progress, resume_dir=resume, fingerprint=fingerprint)
+        checkpoint.save_checkpoint(models, result.model, config_dict(config), {}, version, data.subreddit_names,
+                                   data.normalization, PixelStatsEncoder.name, data.content_versions)
+        shutil.rmtree(resume, ignore_errors=True)
+    elif stage == "infer":
+        import torch
+
+        from zipp_assets.encoder import inference
+        from zipp_assets.encoder.checkpoint import (
+            check_data_version,
+            data_of,
+            encoder_for_graph,
+            latest_checkpoint,
+            load_encoder,
+        )
+        from zipp_assets.encoder.data import load_graph_data
+        from zipp_assets.imaging.encoders import PixelStatsEncoder
+
+        torch.set_num_threads(1)
+        chunks = inference.layer_chunks
+
+        def killable_chunks(*args, **kwargs):
+            for item in chunks(*args, **kwargs):
+                killer.hit("chunk")
+                yield item
+
+        inference.layer_chunks = killable_chunks
+        trained = load_encoder(latest_checkpoint(models))
+        data = load_graph_data(lake_dir, PixelStatsEncoder.name, normalization=trained.normalization)
+        check_data_version(trained, data_of(data, PixelStatsEncoder.name), "error", data.content_versions)
+        model = encoder_for_graph(trained, data.subreddit_names)
+        inference.embed_users_to_lake(model, data.message_graph(), data, lake_dir, batch_size=40, top_k=3)
+    else:
+        raise ValueError(f"unknown stage {stage!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lake", type=Path, required=True)
+    parser.add_argument("--raw", type=Path, required=True)
+    parser.add_argument("--models", type=Path, required=True)
+    parser.add_argument("--from", dest="start", choices=STAGES, default=STAGES[0])
+    parser.add_argument("--only", action="store_true", help="run the first stage only")
+    parser.add_argument("--kill")
+    args = parser.parse_args(argv)
+    killer = Killer(args.kill)
+    install(killer)
+    stages = STAGES[STAGES.index(args.start):]
+    for stage in stages[:1] if args.only else stages:
+        run(stage, args.lake, args.raw, args.models, killer)
+    if args.kill:
+        print(f"kill point {args.kill} was never reached ({killer.count} hits)", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
