@@ -8,8 +8,8 @@ except delta-rs, and nothing reads one except through a table version.
 
 Writes. A partition (`{"month": "2019-01"}`, `{"shard": "007"}`, ...) is replaced with one
 predicate-overwrite commit; a table without partitions with one overwrite commit. A caller fills a
-local scratch folder with Parquet files (`atomic_partition`, `RotatingParquetWriter`); only when
-its block ends without error are those rows committed, so a failed or killed writer leaves the
+local scratch folder with Parquet files (`atomic_partition`, `RotatingParquetWriter`; see
+`zipp_assets.staging`); only when its block ends without error are those rows committed, so a failed or killed writer leaves the
 previous version current (its orphaned data files are removed by `vacuum`). Append-only tables
 (`append_rows`) add one commit per call.
 
@@ -32,15 +32,11 @@ materialization's metadata (`zipp_assets.metadata.lake_versions`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import secrets
-import shutil
 import tempfile
 import threading
-import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +46,16 @@ import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-PARQUET_COMPRESSION = "zstd"
+# Writers fill local scratch folders through these; they are part of the lake's writing API.
+from zipp_assets.staging import (  # noqa: F401
+    PARQUET_COMPRESSION,
+    RotatingParquetWriter,
+    Scratch,
+    append_file,
+    scratch_parent,
+    write_table,
+)
+
 LakeRoot = str | os.PathLike
 Partition = Mapping[str, str]
 
@@ -428,40 +433,6 @@ def _commit(root: LakeRoot, dataset: str, data: pa.RecordBatchReader, partition:
     return version
 
 
-_SCRATCH_PREFIX = "zipp-lake-"
-
-
-def scratch_parent() -> Path:
-    """Where writers stage Parquet files before a commit: ZIPP_SCRATCH_DIR, else the system's
-    temporary folder (TMPDIR). It needs room for the largest partition written at once."""
-    folder = Path(os.environ.get("ZIPP_SCRATCH_DIR") or tempfile.gettempdir())
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _remove_abandoned_scratch(parent: Path) -> None:
-    """Remove scratch folders of writers that died (their lock is free: the kernel drops a dead
-    process's locks), so killed runs do not fill the disk."""
-    for folder in parent.glob(f"{_SCRATCH_PREFIX}*"):
-        lock_path = folder / ".lock"
-        try:
-            fd = os.open(lock_path, os.O_RDWR)
-        except FileNotFoundError:
-            if time.time() - folder.stat().st_mtime > 3600:  # never got its lock (created and killed at once)
-                shutil.rmtree(folder, ignore_errors=True)
-            continue
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # a live writer holds it
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-        finally:
-            os.close(fd)
-
-
 class Build:
     """Tables written together under one build id. Each gets a local scratch folder to fill with
     Parquet files; `commit` writes them to their tables, one Delta commit each, in order."""
@@ -469,18 +440,14 @@ class Build:
     def __init__(self, root: LakeRoot, build_id: int | None = None):
         self.root = root
         self.build_id = build_id if build_id is not None else new_build_id()
-        parent = scratch_parent()
-        _remove_abandoned_scratch(parent)
-        self._scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=parent))
-        self._lock = os.open(self._scratch / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._lock, fcntl.LOCK_EX)  # held while this writer lives
+        self._scratch = Scratch()
         self._parts: list[tuple[str, dict[str, str], Path]] = []
         self.versions: dict[str, int] = {}
 
     def partition(self, dataset: str, partition: Partition | None = None) -> Path:
         checked = _check_partition(partition)
         _check_dataset(dataset)
-        folder = self._scratch / f"{len(self._parts):02d}-{dataset}"
+        folder = self._scratch.folder / f"{len(self._parts):02d}-{dataset}"
         folder.mkdir()
         self._parts.append((dataset, checked, folder))
         return folder
@@ -496,8 +463,7 @@ class Build:
         return self.versions
 
     def discard(self) -> None:
-        shutil.rmtree(self._scratch, ignore_errors=True)
-        os.close(self._lock)
+        self._scratch.remove()
 
 
 @contextlib.contextmanager
@@ -540,75 +506,6 @@ def _scratch_reader_from_table(table: pa.Table, partition: dict[str, str]) -> pa
         if key not in table.schema.names:
             table = table.append_column(key, pa.array([value] * table.num_rows, pa.string()))
     return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
-
-
-class RotatingParquetWriter:
-    """Writes record batches into part-NNNNN.parquet files of at most `rows_per_file` rows, in a
-    local folder (typically an `atomic_partition` scratch folder)."""
-
-    def __init__(self, folder: Path, schema: pa.Schema, rows_per_file: int = 5_000_000):
-        self.folder = Path(folder)
-        self.schema = schema
-        self.rows_per_file = rows_per_file
-        self.rows_written = 0
-        self.files: list[Path] = []
-        self._writer: pq.ParquetWriter | None = None
-        self._rows_in_file = 0
-
-    def write(self, table: pa.Table) -> None:
-        table = table.select(self.schema.names).cast(self.schema)
-        offset = 0
-        while offset < table.num_rows:
-            if self._writer is None or self._rows_in_file >= self.rows_per_file:
-                self._open_next()
-            take = min(table.num_rows - offset, self.rows_per_file - self._rows_in_file)
-            self._writer.write_table(table.slice(offset, take))
-            self._rows_in_file += take
-            self.rows_written += take
-            offset += take
-
-    def _open_next(self) -> None:
-        self._close_current()
-        path = self.folder / f"part-{len(self.files):05d}.parquet"
-        self._writer = pq.ParquetWriter(path, self.schema, compression=PARQUET_COMPRESSION)
-        self.files.append(path)
-        self._rows_in_file = 0
-
-    def _close_current(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def close(self) -> None:
-        if not self.files:
-            # An empty partition is still a partition: write one file with the schema.
-            self._open_next()
-        self._close_current()
-
-    def __enter__(self) -> RotatingParquetWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def write_table(folder: Path, table: pa.Table, schema: pa.Schema | None = None) -> Path:
-    """Write one table as part-00000.parquet into a local `folder` (typically an atomic_partition)."""
-    with RotatingParquetWriter(folder, schema or table.schema, rows_per_file=max(table.num_rows, 1)) as w:
-        w.write(table)
-    return w.files[0]
-
-
-def append_file(folder: Path, table: pa.Table) -> Path:
-    """Add one immutable Parquet file to a local work folder (not the lake: use `append_rows`),
-    atomically (temporary name, then rename): a killed writer leaves either the whole file or none."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = folder / f".{name}.tmp"
-    pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
-    tmp.rename(folder / name)
-    return folder / name
 
 
 # ---------------------------------------------------------------------------------------------

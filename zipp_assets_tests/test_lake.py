@@ -214,11 +214,11 @@ def test_rotating_writer_splits_files_and_writes_schema_when_empty(tmp_path):
 def test_scratch_of_dead_writers_is_swept_and_a_live_writers_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("ZIPP_SCRATCH_DIR", str(tmp_path / "scratch"))
     dead = lake.Build(tmp_path / "lake")
-    os.close(dead._lock)  # its process died: the kernel dropped its lock
+    os.close(dead._scratch._lock)  # its process died: the kernel dropped its lock
     with lake.build(tmp_path / "lake") as live:
-        assert not dead._scratch.exists()
+        assert not dead._scratch.folder.exists()
         with lake.build(tmp_path / "lake") as other:
-            assert live._scratch.exists() and other._scratch.exists()
+            assert live._scratch.folder.exists() and other._scratch.folder.exists()
             lake.write_table(other.partition("t"), pa.table({"x": [1]}))
         lake.write_table(live.partition("u"), pa.table({"x": [1]}))
     assert list((tmp_path / "scratch").iterdir()) == []
