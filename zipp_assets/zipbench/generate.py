@@ -94,7 +94,7 @@ def generate_images(rows: Sequence[dict], generator, images_root: Path, batch_si
             _key_file(path).write_text(key)  # after the image: a key file vouches for a complete image
         report.generated += len(batch)
         report.batches += 1
-        if progress:
+        if progress and (report.batches % 25 == 0 or start + batch_size >= len(todo)):
             progress(f"generated {report.generated}/{len(todo)} images ({report.skipped_existing} kept from before)")
     report.seconds = time.perf_counter() - started
     return manifest, report

@@ -143,7 +143,8 @@ def build_report(*, summary: list[dict], demographic_rows: list[dict], demograph
         f"Raked on {', '.join(fit.get('variables', []))} to {fit.get('population', '')}: converged "
         f"{fit.get('converged')}, effective sample size {fit.get('effective_sample_size')} of {fit.get('users')} "
         f"users, largest weight / mean {fit.get('max_weight_ratio')}, largest marginal error "
-        f"{fit.get('max_marginal_error')}. Sources: " + "; ".join(f"{k}: {v}" for k, v in (fit.get("sources") or {}).items())
+        f"{fit.get('max_marginal_error')}. Target levels without any benchmark user (dropped, their share spread "
+        f"over the others): {fit.get('target_levels_without_users') or 'none'}. Sources: " + "; ".join(f"{k}: {v}" for k, v in (fit.get("sources") or {}).items())
         + ". Demographics are the personas' (inferred from Reddit text; 'unknown' keeps its sample share)."
     ) if fit else "No raking."
     sections.append(("Demographic reweighting (IPF)", html_table(demographic_rows, left=("method",))

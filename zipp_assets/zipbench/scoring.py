@@ -196,16 +196,38 @@ def _judge_rate(judgements: list[dict], method: str, index: dict[str, int], seed
     return win_rate(verdicts, method, BASELINE, seed=seed)
 
 
+def targets_for_sample(frame: pd.DataFrame, variables: Sequence[str], targets: DemographicTargets
+                       ) -> tuple[dict[str, dict[str, float]], dict[str, list[str]]]:
+    """The target margins restricted to levels the sample has, renormalised; and the levels dropped.
+
+    Raking cannot give weight to people it has not got: a target level with no benchmark user (say,
+    no persona states an age of 45-54) is dropped and its population share spread over the other
+    levels in proportion. The report lists every dropped level, so the reweighting says what it
+    could not correct for."""
+    margins, dropped = {}, {}
+    for variable in variables:
+        present = set(frame[variable])
+        kept = {level: share for level, share in targets.marginals[variable].items() if level in present}
+        dropped[variable] = sorted(set(targets.marginals[variable]) - set(kept))
+        total = sum(kept.values())
+        if total <= 0:
+            raise ValueError(f"no benchmark user has any level of {variable!r} the target table covers")
+        margins[variable] = {level: share / total for level, share in kept.items()}
+    return margins, dropped
+
+
 def rake_users(users: list[dict], targets: DemographicTargets) -> tuple[dict[int, float], dict]:
     """IPF weights of the benchmark users (by index) to the target margins, and a description of the fit."""
     variables = [v for v in ("age_band", "gender") if v in targets.marginals]
     frame = pd.DataFrame([{v: u[v] for v in variables} for u in users])
-    result = rake(frame, variables, targets.marginals,
+    margins, dropped = targets_for_sample(frame, variables, targets)
+    result = rake(frame, variables, margins,
                   sample_share_levels={v: set(levels) | {"unknown"} for v, levels in targets.sample_share_levels.items()},
                   max_weight_ratio=10.0)
     fit = {"variables": variables, "converged": result.converged, "iterations": result.iterations,
            "effective_sample_size": round(result.effective_sample_size, 1), "users": len(users),
            "max_marginal_error": round(result.max_marginal_error, 5), "max_weight_ratio": round(result.max_weight_ratio, 2),
+           "target_levels_without_users": {v: levels for v, levels in dropped.items() if levels},
            "population": targets.population, "sources": targets.sources}
     return {i: float(w) for i, w in enumerate(result.weights)}, fit
 
