@@ -485,6 +485,8 @@ def zipbench_report(context: dg.AssetExecutionContext, config: ReportConfig, lak
         manifest = _all_manifests(settings.lake_dir)
         rewrites = lake_io.read_table(settings.lake_dir, REWRITES).to_pylist()
         personas = _effective_personas(settings.lake_dir)
+        judged = lake_io.read_table(settings.lake_dir, JUDGEMENTS)
+        judge_name = judged["judge"][0].as_py() if "judge" in judged.column_names and judged.num_rows else "none"
         chosen = sorted(users, key=lambda u: hashlib.sha256(f"{config.seed}/{u['user_id']}".encode()).hexdigest())
         chosen = chosen[: config.gallery_users]
         page, markdown = build_report(
@@ -496,7 +498,8 @@ def zipbench_report(context: dg.AssetExecutionContext, config: ReportConfig, lak
             images_root=images_root(settings), reference_cache=settings.image_cache_dir,
             prompts_per_user=config.prompts_per_user,
             components={"rewriter (LLM)": llm.description, "image generator": image_generator.description,
-                        "image encoder (scores)": image_encoder.encoder_name})
+                        "image encoder (scores)": image_encoder.encoder_name,
+                        "pairwise judge": judge_name})
         out = settings.data_dir / "zipbench" / "report" / "index.html"
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(".index.html.tmp")

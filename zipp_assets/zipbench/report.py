@@ -195,7 +195,7 @@ def _bar_plot(summary: list[dict]) -> str:
         return "<p class='note'>(nothing to plot)</p>"
     figure, axes = new_figure(7, 3.2)
     for i, (method, estimate, low, high) in enumerate(parsed):
-        colour = "#888" if method == "generic" else "#69c" if method == "zipp_shuffled" else "#c44"
+        colour = "#69c" if method == "zipp_shuffled" else "#c44" if method.startswith("zipp") else "#888"
         axes.bar(i, estimate, color=colour)
         axes.errorbar(i, estimate, yerr=[[estimate - low], [high - estimate]], color="black", capsize=3)
     axes.set_xticks(range(len(parsed)), [p[0] for p in parsed], rotation=30, fontsize=7)
