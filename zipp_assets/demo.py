@@ -13,6 +13,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from zipp_assets import lake
 from zipp_assets.personas.shards import SHARD_KEYS
@@ -90,6 +92,16 @@ def print_summary() -> None:
     print(f"Dagster instance: {os.environ.get('DAGSTER_HOME', '(DAGSTER_HOME unset)')}; browse it with `make ui`")
 
 
+def set_aside_pre_delta_lake() -> None:
+    """A lake from before the Delta lake (Parquet folders without a Delta log) cannot be written to:
+    move it aside, the demo rebuilds the lake from the world."""
+    folder = load_settings().lake_dir
+    if isinstance(folder, Path) and lake.legacy_tables(folder):
+        aside = folder.with_name(f"{folder.name}.pre-delta-{time.strftime('%Y%m%dT%H%M%S')}")
+        folder.rename(aside)
+        print(f"moved the pre-Delta lake aside to {aside}; the demo rebuilds the lake", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zipp_assets.demo", description=__doc__)
     parser.add_argument("--months", default="2019-01:2019-03")
@@ -98,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     months = parse_month_range(args.months)
     ensure_world(months, args.users, args.seed)
+    set_aside_pre_delta_lake()
     for group in MONTHLY_GROUPS:
         materialize(f"group:{group}", f"{months[0]}...{months[-1]}")
     for group in GLOBAL_GROUPS:

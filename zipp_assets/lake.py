@@ -163,12 +163,24 @@ def format_build(build_id: int | None) -> str:
 _LEGACY_FILE = re.compile(r"^part-(\d{5}|\d{8}T\d{6}-[0-9a-f]{8})\.parquet$")
 
 
+def _is_legacy(folder: Path) -> bool:
+    return folder.is_dir() and not (folder / "_delta_log").is_dir() and any(
+        _LEGACY_FILE.match(p.name) for p in folder.rglob("*.parquet"))
+
+
+def legacy_tables(root: LakeRoot) -> list[str]:
+    """Folders of a local lake written by the pre-Delta lake (Parquet files, no Delta log)."""
+    folder = Path(_root_text(root))
+    if is_object_store(root) or not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if _is_legacy(p))
+
+
 def _check_not_legacy(root: LakeRoot, dataset: str) -> None:
     if is_object_store(root):
         return
     folder = Path(table_uri(root, dataset))
-    if folder.is_dir() and not (folder / "_delta_log").is_dir() and any(
-            _LEGACY_FILE.match(p.name) for p in folder.rglob("*.parquet")):
+    if _is_legacy(folder):
         raise RuntimeError(f"{folder} holds Parquet files but no Delta log: it was written by the earlier, "
                            "pre-Delta lake. Delete it (or the whole lake folder) and materialize again.")
 

@@ -231,6 +231,8 @@ def test_a_pre_delta_folder_is_refused_with_advice(tmp_path):
         lake.read_table(tmp_path, "d")
     with pytest.raises(RuntimeError, match="pre-Delta lake"):
         _write_month(tmp_path, "2019-01", [1])
+    _write_month(tmp_path, "2019-01", [1], dataset="e")
+    assert lake.legacy_tables(tmp_path) == ["d"]
 
 
 def test_object_store_roots_take_credentials_from_the_environment():
