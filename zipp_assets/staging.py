@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 PARQUET_COMPRESSION = "zstd"
 _SCRATCH_PREFIX = "zipp-lake-"
+_UNLOCKED_PREFIX = "zipp-lake-unlocked-"  # a scratch folder before its lock is held
 
 
 def scratch_parent() -> Path:
@@ -35,7 +36,15 @@ def scratch_parent() -> Path:
 def remove_abandoned_scratch(parent: Path) -> None:
     """Remove scratch folders of writers that died (their lock is free: the kernel drops a dead
     process's locks), so killed runs do not fill the disk."""
+    for folder in parent.glob(f"{_UNLOCKED_PREFIX}*"):  # a writer killed between making and locking its folder
+        try:
+            if time.time() - folder.stat().st_mtime > 3600:
+                shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:
+            pass
     for folder in parent.glob(f"{_SCRATCH_PREFIX}*"):
+        if folder.name.startswith(_UNLOCKED_PREFIX):
+            continue
         lock_path = folder / ".lock"
         try:
             fd = os.open(lock_path, os.O_RDWR)
@@ -64,9 +73,13 @@ class Scratch:
     def __init__(self) -> None:
         parent = scratch_parent()
         remove_abandoned_scratch(parent)
-        self.folder = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=parent))
-        self._lock = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        # Made and locked under a name the sweep ignores, then renamed into view: another writer's
+        # sweep must never find a live folder whose lock exists but is not yet held (it would delete it).
+        hidden = Path(tempfile.mkdtemp(prefix=_UNLOCKED_PREFIX, dir=parent))
+        self._lock = os.open(hidden / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._lock, fcntl.LOCK_EX)  # held while this writer lives
+        self.folder = parent / (_SCRATCH_PREFIX + hidden.name[len(_UNLOCKED_PREFIX):])
+        os.rename(hidden, self.folder)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

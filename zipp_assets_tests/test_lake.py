@@ -270,3 +270,25 @@ def test_duckdb_spills_into_the_system_temporary_folder_not_the_working_director
     with lake.spilling_duckdb("64MB") as con:
         assert con.sql("SELECT current_setting('temp_directory')").fetchall()[0][0] == str(tmp_path / "zipp-duckdb-spill")
         assert con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0].startswith("6")
+
+
+def test_a_sweep_between_making_and_locking_a_scratch_folder_spares_it(tmp_path, monkeypatch):
+    """Another writer's sweep that runs after a scratch folder exists but before its lock is held
+    must not delete it (it did when the folder was made under the swept name)."""
+    from zipp_assets import staging
+
+    monkeypatch.setenv("ZIPP_SCRATCH_DIR", str(tmp_path / "scratch"))
+    real_flock = staging.fcntl.flock
+
+    def sweep_then_lock(fd, operation):
+        if operation == staging.fcntl.LOCK_EX:  # the new writer's own blocking lock: another sweep gets in first
+            staging.remove_abandoned_scratch(tmp_path / "scratch")
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(staging.fcntl, "flock", sweep_then_lock)
+    scratch = staging.Scratch()
+    try:
+        assert scratch.folder.is_dir() and (scratch.folder / ".lock").is_file()
+        (scratch.folder / "part-00000.parquet").write_bytes(b"x")  # still usable
+    finally:
+        scratch.remove()
