@@ -2,6 +2,7 @@
 run over one lake, and, when asked, a SIGKILL of this very process at a named point.
 
     python -m zipp_assets_tests.faults_driver --lake L --raw R --models M --from STAGE [--only] [--kill SPEC]
+    python -m zipp_assets_tests.faults_driver --serve     (runs many of the above: see `serve`)
 
 SPEC is `point:n` or `point:dataset:n`: die at the n-th time `point` is reached (counted from the
 start of this run; with a dataset, only where that table is written). Points:
@@ -9,7 +10,9 @@ start of this run; with a dataset, only where that table is written). Points:
     commit       a Delta commit about to start          committed   a Delta commit just made
     delta        inside delta-rs's write, after it took the first batch (files may be half written)
     encode       a chunk of images about to be embedded (earlier chunks appended)
+    batch        a training batch about to be taken (mid-epoch: the epoch's updates are lost)
     epoch        a training epoch just finished, before its state is saved
+    state        an epoch's resume state written to its temporary file, before the rename
     save         a checkpoint's weights written into its temporary folder, before the rename
     chunk        an inference chunk of users computed (nothing committed yet)
 """
@@ -123,11 +126,23 @@ def run(stage: str, lake_dir: Path, raw: Path, models: Path, killer: Killer) -> 
         import torch
 
         from zipp_assets.encoder import checkpoint
+        from zipp_assets.encoder import train as training
         from zipp_assets.encoder.data import load_graph_data
         from zipp_assets.encoder.train import TrainConfig, config_dict, train
         from zipp_assets.imaging.encoders import PixelStatsEncoder
 
         torch.set_num_threads(1)
+        step, save_state = training.optimization_step, torch.save
+
+        def killable_step(*args, **kwargs):
+            killer.hit("batch")
+            return step(*args, **kwargs)
+
+        def killable_save_state(obj, path, *args, **kwargs):
+            save_state(obj, path, *args, **kwargs)
+            killer.hit("state")
+
+        training.optimization_step, torch.save = killable_step, killable_save_state
         save_file = checkpoint.save_file
 
         def killable_save(tensors, path):
@@ -201,5 +216,43 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def serve(requests=sys.stdin, answers=sys.stdout) -> int:
+    """Run many driver runs without paying torch's and DGL's import (seconds) in each: import them
+    once, then fork a child per request. A request is one JSON line {"argv": [...], "env": {...},
+    "log": path}; the child runs `main(argv)` with its output in `log`, and the answer is one JSON
+    line {"returncode": ...}, negative for a signal (-9: the kill point was reached)."""
+    import dgl  # noqa: F401
+    import pyarrow.dataset  # noqa: F401
+    import torch  # noqa: F401 (no operation runs here: the children start their own thread pools)
+
+    for line in requests:
+        request = json.loads(line)
+        answers.flush()
+        child = os.fork()
+        if child == 0:
+            code = 1
+            try:
+                log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                os.environ.update(request.get("env", {}))
+                signal.alarm(request.get("timeout", 300))  # a hung run dies (SIGALRM) instead of hanging the test
+                code = main(request["argv"])
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        answers.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+        answers.flush()
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve() if sys.argv[1:] == ["--serve"] else main())

@@ -3,15 +3,22 @@ ingestion, the graph tables, image embedding, encoder training and inference (fa
 each time over a lake in a known state: empty, as an uninterrupted run left it before the stage, or
 complete (a re-materialization). After each kill a reader looks at the lake: every table version it
 can open holds complete partitions equal to the uninterrupted run's, and tables written together
-either agree on their build id or are refused (never read mixed). Then the stage runs again, and its
-outputs equal the uninterrupted run's."""
+either agree on their build id or are refused (never read mixed), exactly where a kill fell between
+their commits. Then the stage runs again, and its outputs equal the uninterrupted run's. Each kill
+point is its own test; the uninterrupted run is made once per module.
 
+A second test reads tables in a loop while a writer process rewrites them: every read is a whole
+old or new version, never a mix."""
+
+import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,34 +27,38 @@ import pytest
 from zipp_assets import lake
 from zipp_assets_tests.faults_driver import STAGES
 
-# (stage, lake it starts from, kill spec): "empty" lake, "before" = the uninterrupted run's lake
-# before this stage, "full" = its complete lake (the stage re-materializes over existing tables).
+# (stage, lake it starts from, kill spec, leaves a set of tables whose builds disagree): "empty"
+# lake, "before" = the uninterrupted run's lake before this stage, "full" = its complete lake (the
+# stage re-materializes over existing tables).
 KILL_POINTS = [
-    ("ingest", "empty", "scratch:2"),  # a month's rows half in scratch
-    ("ingest", "empty", "commit:1"),  # the first commit about to start
-    ("ingest", "empty", "delta:1"),  # inside delta-rs's first write
-    ("ingest", "empty", "committed:1"),  # a month's rows committed, its quarantine not
-    ("ingest", "full", "committed:5"),  # re-ingestion: 2018-01 rows new, quarantine of the old build
-    ("ingest", "full", "delta:reddit_submissions:2"),
-    ("derived", "before", "commit:1"),
-    ("derived", "before", "committed:3"),  # 2017-12 done, 2018-01 image posts only
-    ("derived", "full", "delta:reddit_user_subreddit_edges:1"),
-    ("graph", "before", "scratch:1"),
-    ("graph", "before", "delta:graph_edges:1"),
-    ("graph", "before", "committed:1"),  # graph_edges without users and subreddits
-    ("graph", "full", "committed:1"),  # a new graph_edges beside the old users and subreddits
-    ("graph", "full", "committed:2"),  # new graph_edges and users, old subreddits
-    ("images", "before", "encode:1"),
-    ("images", "before", "encode:3"),  # two chunks appended
-    ("images", "before", "committed:image_embeddings:2"),
-    ("images", "before", "commit:user_visual_profiles:1"),
-    ("images", "full", "delta:user_visual_profiles:1"),
-    ("train", "before", "epoch:1"),
-    ("train", "before", "epoch:3"),  # the last epoch finished, its state not saved
-    ("train", "before", "save:1"),  # weights written, the checkpoint folder not renamed
-    ("infer", "full", "chunk:2"),
-    ("infer", "full", "committed:user_embeddings:1"),  # embeddings of a new run, attention of the old
-    ("infer", "full", "delta:user_top_subreddits:1"),
+    ("ingest", "empty", "scratch:2", False),  # a month's rows half in scratch
+    ("ingest", "empty", "commit:1", False),  # the first commit about to start
+    ("ingest", "empty", "delta:1", False),  # inside delta-rs's first write
+    ("ingest", "empty", "committed:1", True),  # a month's rows committed, its quarantine not
+    ("ingest", "full", "committed:5", True),  # re-ingestion: 2018-01 rows new, quarantine of the old build
+    ("ingest", "full", "delta:reddit_submissions:2", False),
+    ("derived", "before", "commit:1", False),
+    ("derived", "before", "committed:3", False),  # 2017-12 done, 2018-01 image posts only
+    ("derived", "full", "delta:reddit_user_subreddit_edges:1", False),
+    ("graph", "before", "scratch:1", False),
+    ("graph", "before", "delta:graph_edges:1", False),
+    ("graph", "before", "committed:1", True),  # graph_edges without users and subreddits
+    ("graph", "full", "committed:1", True),  # a new graph_edges beside the old users and subreddits
+    ("graph", "full", "committed:2", True),  # new graph_edges and users, old subreddits
+    ("images", "before", "encode:1", False),
+    ("images", "before", "encode:3", False),  # two chunks appended
+    ("images", "before", "committed:image_embeddings:2", False),
+    ("images", "before", "commit:user_visual_profiles:1", False),
+    ("images", "full", "delta:user_visual_profiles:1", False),
+    ("train", "before", "batch:2", False),  # mid first epoch: nothing saved yet, training starts over
+    ("train", "before", "epoch:1", False),
+    ("train", "before", "batch:5", False),  # mid second epoch: resumes after the first
+    ("train", "before", "state:2", False),  # second epoch's state written, not renamed over the first's
+    ("train", "before", "epoch:3", False),  # the last epoch finished, its state not saved
+    ("train", "before", "save:1", False),  # weights written, the checkpoint folder not renamed
+    ("infer", "full", "chunk:2", False),
+    ("infer", "full", "committed:user_embeddings:1", True),  # embeddings of a new run, attention of the old
+    ("infer", "full", "delta:user_top_subreddits:1", True),  # the same, killed inside the second write
 ]
 # Tables whose ids must agree before they are read together, and append-only tables (a killed run
 # leaves whole chunks of them, which the next run keeps and completes).
@@ -59,12 +70,45 @@ VOLATILE = {"attempted_utc"}  # wall-clock times
 FLOATS = {"embedding", "visual_embedding", "weight", "profile"}  # model outputs: compared to 1e-5
 
 
-def _driver(lake_dir: Path, raw: Path, models: Path, scratch: Path, start: str, *, only: bool, kill: str | None = None):
-    command = [sys.executable, "-m", "zipp_assets_tests.faults_driver", "--lake", str(lake_dir), "--raw", str(raw),
-               "--models", str(models), "--from", start] + (["--only"] if only else []) + (["--kill", kill] if kill else [])
-    env = {**os.environ, "DGLBACKEND": "pytorch", "OMP_NUM_THREADS": "1", "ZIPP_SCRATCH_DIR": str(scratch)}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parents[1])
+@dataclass
+class Finished:
+    returncode: int  # negative: killed by that signal
+    stderr: str  # the run's output
+
+
+class Driver:
+    """faults_driver.py as a fork server: each run is its own process (SIGKILL ends only that run),
+    forked from one that imported torch and DGL once."""
+
+    def __init__(self, logs: Path):
+        self.logs, self.runs = logs, 0
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "zipp_assets_tests.faults_driver", "--serve"],
+            env={**os.environ, "DGLBACKEND": "pytorch", "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).resolve().parents[1],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(self, lake_dir: Path, raw: Path, models: Path, scratch: Path, stage: str, kill: str | None = None) -> Finished:
+        self.runs += 1
+        log = self.logs / f"run{self.runs:03d}.log"
+        argv = ["--lake", str(lake_dir), "--raw", str(raw), "--models", str(models), "--from", stage, "--only"]
+        request = {"argv": argv + (["--kill", kill] if kill else []), "env": {"ZIPP_SCRATCH_DIR": str(scratch)},
+                   "log": str(log), "timeout": 300}
+        self.server.stdin.write(json.dumps(request) + "\n")
+        self.server.stdin.flush()
+        answer = self.server.stdout.readline()
+        assert answer, f"the fork server died (exit {self.server.wait()})"
+        return Finished(json.loads(answer)["returncode"], log.read_text(errors="replace"))
+
+    def close(self) -> None:
+        self.server.stdin.close()
+        self.server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    server = Driver(tmp_path_factory.mktemp("driver_logs"))
+    yield server
+    server.close()
 
 
 def _rows(root, table: str, partition: dict | None = None) -> list[dict]:
@@ -126,56 +170,180 @@ def _checkpoint_weights(models: Path) -> dict:
     return load_encoder(latest_checkpoint(models)).model.state_dict()
 
 
-@pytest.mark.slow
-def test_killed_anywhere_the_pipeline_recovers_and_readers_never_see_partial_or_mixed_tables(tiny_world, tmp_path):
-    assert len(KILL_POINTS) >= 20 and {s for s, _, _ in KILL_POINTS} == set(STAGES)
-    raw, scratch = tiny_world / "raw", tmp_path / "scratch"
-    reference, models = tmp_path / "reference" / "lake", tmp_path / "reference" / "models"
-    before: dict[str, Path] = {}
-    for stage in STAGES:  # the uninterrupted run, stage by stage, keeping the lake before each
-        before[stage] = tmp_path / "before" / stage
-        if reference.exists():
-            shutil.copytree(reference, before[stage])
-        done = _driver(reference, raw, models, scratch, stage, only=True)
+@dataclass
+class Uninterrupted:
+    raw: Path
+    lake: Path  # the complete lake
+    models: Path
+    before: dict[str, Path]  # the lake before each stage
+    tables_after: dict[str, set[str]]  # the tables there after each stage
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(driver, tiny_world, tmp_path_factory) -> Uninterrupted:
+    """The whole tiny pipeline run once without a kill, stage by stage, keeping the lake before each."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    run = Uninterrupted(tiny_world / "raw", root / "lake", root / "models", {}, {})
+    for stage in STAGES:
+        run.before[stage] = root / "before" / stage
+        if run.lake.exists():
+            shutil.copytree(run.lake, run.before[stage])
+        done = driver.run(run.lake, run.raw, run.models, root / "scratch", stage)
         assert done.returncode == 0, done.stderr[-3000:]
-    tables_after = {}
     for i, stage in enumerate(STAGES):
-        tables_after[stage] = set(lake.list_tables(before[STAGES[i + 1]] if i + 1 < len(STAGES) else reference))
+        run.tables_after[stage] = set(lake.list_tables(run.before[STAGES[i + 1]] if i + 1 < len(STAGES) else run.lake))
+    return run
 
-    refusals = {}
-    for number, (stage, start, kill) in enumerate(KILL_POINTS):
-        work = tmp_path / f"point{number:02d}"
-        lake_dir, work_models = work / "lake", work / "models"
-        if start == "full":
-            shutil.copytree(reference, lake_dir)
-        elif start == "before" and before[stage].exists():
-            shutil.copytree(before[stage], lake_dir)
-        work_models.mkdir(parents=True)
-        if stage == "infer":
-            shutil.copytree(models, work_models, dirs_exist_ok=True)
-        killed = _driver(lake_dir, raw, work_models, scratch, stage, only=True, kill=kill)
-        assert killed.returncode == -signal.SIGKILL, (stage, start, kill, killed.returncode, killed.stderr[-2000:])
-        refusals[(stage, start, kill)] = _what_a_reader_sees(lake_dir, reference) if lake_dir.exists() else 0
 
-        again = _driver(lake_dir, raw, work_models, scratch, stage, only=True)
-        assert again.returncode == 0, (stage, start, kill, again.stderr[-3000:])
-        expected = tables_after[stage] if start != "full" else set(lake.list_tables(reference))
-        assert set(lake.list_tables(lake_dir)) == expected, (stage, kill)
-        for table in expected:
-            assert _same(_rows(lake_dir, table), _rows(reference, table)), (stage, start, kill, table)
-        for tables in BUILT_TOGETHER:
-            if set(tables) <= expected:
-                lake.open_tables(lake_dir, tables)  # agree again
-        if stage == "train":
-            for (name, a), b in zip(_checkpoint_weights(models).items(), _checkpoint_weights(work_models).values()):
-                assert np.allclose(a.numpy(), b.numpy(), atol=1e-5), (kill, name)
-        assert not list(scratch.iterdir()), (stage, kill)  # the killed writer's scratch was swept
-        shutil.rmtree(work)
+def test_kill_points_cover_every_stage():
+    assert len(KILL_POINTS) >= 20 and {point[0] for point in KILL_POINTS} == set(STAGES)
+    assert len(set(KILL_POINTS)) == len(KILL_POINTS)
 
-    # Kills between the commits of tables written together were caught: readers refused the sets.
-    assert refusals[("ingest", "empty", "committed:1")] >= 1
-    assert refusals[("ingest", "full", "committed:5")] >= 1
-    assert refusals[("graph", "full", "committed:2")] >= 1
-    assert refusals[("infer", "full", "committed:user_embeddings:1")] >= 1
-    print(f"\n{len(KILL_POINTS)} kill points; readers refused a mismatched set after "
-          f"{sum(1 for r in refusals.values() if r)} of them")
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stage", "start", "kill", "leaves_mismatch"), KILL_POINTS,
+                         ids=[f"{stage}-{start}-{kill}" for stage, start, kill, _ in KILL_POINTS])
+def test_killed_here_the_stage_recovers_and_readers_never_see_partial_or_mixed_tables(
+        driver, uninterrupted, tmp_path, stage, start, kill, leaves_mismatch):
+    reference, models = uninterrupted.lake, uninterrupted.models
+    lake_dir, work_models, scratch = tmp_path / "lake", tmp_path / "models", tmp_path / "scratch"
+    if start == "full":
+        shutil.copytree(reference, lake_dir)
+    elif start == "before" and uninterrupted.before[stage].exists():
+        shutil.copytree(uninterrupted.before[stage], lake_dir)
+    work_models.mkdir()
+    scratch.mkdir()
+    if stage == "infer":
+        shutil.copytree(models, work_models, dirs_exist_ok=True)
+    killed = driver.run(lake_dir, uninterrupted.raw, work_models, scratch, stage, kill=kill)
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
+    # While the writer is dead: every table opens and reads whole; sets whose builds disagree are refused.
+    refused = _what_a_reader_sees(lake_dir, reference) if lake_dir.exists() else 0
+    assert bool(refused) == leaves_mismatch, refused
+
+    again = driver.run(lake_dir, uninterrupted.raw, work_models, scratch, stage)
+    assert again.returncode == 0, again.stderr[-3000:]
+    expected = uninterrupted.tables_after[stage] if start != "full" else set(lake.list_tables(reference))
+    assert set(lake.list_tables(lake_dir)) == expected
+    for table in expected:
+        assert _same(_rows(lake_dir, table), _rows(reference, table)), table
+    for tables in BUILT_TOGETHER:
+        if set(tables) <= expected:
+            lake.open_tables(lake_dir, tables)  # agree again
+    if stage == "train":
+        for (name, a), b in zip(_checkpoint_weights(models).items(), _checkpoint_weights(work_models).values()):
+            assert np.allclose(a.numpy(), b.numpy(), atol=1e-5), name
+        assert not list((work_models / "persona_encoder" / ".training").iterdir())  # resume state cleared
+    assert not list(scratch.iterdir())  # the killed writer's scratch was swept
+
+
+# --- A reader running beside a writer -----------------------------------------------------------
+
+CONCURRENT_MONTH, STILL_MONTH = {"month": "2017-12"}, {"month": "2018-01"}
+COMMENT_TABLES = ["reddit_comments", "reddit_comments_quarantine"]
+GRAPH_TABLES = ["users", "subreddits", "graph_edges"]
+
+
+def _rewrite_forever(lake_dir: str, dumps: list[str], keys: list[str]) -> None:
+    """The writer: replace one month of comments (from one world's dumps, then the other's) and the
+    graph tables (under one pseudonym key, then the other) over and over, until it is killed. It
+    pauses after each commit, so a reader often lands between the commits of one set."""
+    from zipp_assets.graph.tables import build_graph_tables
+    from zipp_assets.reddit.ingest import ingest_month
+
+    commit = lake._commit
+
+    def slow_commit(*args, **kwargs):
+        version = commit(*args, **kwargs)
+        time.sleep(0.15)
+        return version
+
+    lake._commit = slow_commit
+
+    for round_number in range(10**9):
+        ingest_month(Path(lake_dir), Path(dumps[round_number % 2]), "comments", CONCURRENT_MONTH["month"])
+        build_graph_tables(Path(lake_dir), keys[round_number % 2].encode())
+        print(f"round {round_number}", flush=True)
+
+
+def _fingerprint(table) -> str:
+    rows = sorted(json.dumps(r, sort_keys=True, default=str) for r in table.to_pylist())
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+def _read_comments(root, partition) -> tuple[str, str]:
+    snapshots = lake.open_tables(root, COMMENT_TABLES, [partition])
+    return tuple(_fingerprint(snapshots[t].read([partition])) for t in COMMENT_TABLES)
+
+
+def _read_graph(root) -> tuple[str, str, str]:
+    snapshots = lake.open_tables(root, GRAPH_TABLES)
+    return tuple(_fingerprint(snapshots[t].read()) for t in GRAPH_TABLES)
+
+
+@pytest.mark.slow
+def test_a_reader_beside_a_writer_sees_whole_old_or_new_versions_never_a_mix(tiny_world, tmp_path):
+    """While a writer process replaces a month (predicate overwrite of rows and quarantine) and the
+    three graph tables again and again, with contents that differ every other round, a reader reads
+    them in a loop: each read is, whole, the old or the new version, and another month never moves."""
+    from zipp_assets.graph.tables import build_graph_tables
+    from zipp_assets.reddit.derived import build_user_subreddit_edges
+    from zipp_assets.reddit.ingest import ingest_month
+    from zipp_assets.simworld.world import WorldConfig, generate_world
+
+    other_world = tmp_path / "other_world"  # another world's comments for the same month
+    generate_world(WorldConfig(users=60, months=(CONCURRENT_MONTH["month"],), seed=11), other_world / "raw",
+                   other_world / "truth")
+    dumps, keys = [str(tiny_world / "raw" / "reddit"), str(other_world / "raw" / "reddit")], ["key-a", "key-b"]
+    root = tmp_path / "lake"
+    for month in (STILL_MONTH["month"], CONCURRENT_MONTH["month"]):
+        for kind in ("comments", "submissions"):
+            ingest_month(root, Path(dumps[0]), kind, month)
+        build_user_subreddit_edges(root, month)
+    still = _read_comments(root, STILL_MONTH)
+    versions = {"comments": [], "graph": []}  # what each of the writer's two rounds leaves
+    for side in (0, 1):
+        ingest_month(root, Path(dumps[side]), "comments", CONCURRENT_MONTH["month"])
+        build_graph_tables(root, keys[side].encode())
+        versions["comments"].append(_read_comments(root, CONCURRENT_MONTH))
+        versions["graph"].append(_read_graph(root))
+    assert versions["comments"][0] != versions["comments"][1] and versions["graph"][0] != versions["graph"][1]
+    # Each table of a set on its own, too: a partial write would show as a third fingerprint.
+    single = {t: {v[i] for v in versions["graph"]} for i, t in enumerate(GRAPH_TABLES)}
+
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from zipp_assets_tests.test_faults import _rewrite_forever; "
+         "_rewrite_forever(sys.argv[1], sys.argv[2:4], sys.argv[4:6])", str(root), *dumps, *keys],
+        env={**os.environ, "DGLBACKEND": "pytorch", "ZIPP_SCRATCH_DIR": str(tmp_path / "scratch")},
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = {"comments": set(), "graph": set()}
+    reads = refused = rewrites = 0
+    first_version = lake.open_table(root, "users").version
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and writer.poll() is None:
+            for name, read in (("comments", lambda: _read_comments(root, CONCURRENT_MONTH)),
+                               ("graph", lambda: _read_graph(root))):
+                try:
+                    got = read()
+                except lake.BuildMismatch:
+                    refused += 1  # between the commits of one set: refused, never mixed
+                    continue
+                assert got in versions[name], f"{name}: a read mixed versions or saw a partial one"
+                seen[name].add(got)
+                reads += 1
+            for i, table in enumerate(GRAPH_TABLES):
+                assert _fingerprint(lake.read_table(root, table)) in single[table], table
+            assert _read_comments(root, STILL_MONTH) == still  # replacing one month never moves another
+            rewrites = lake.open_table(root, "users").version - first_version
+            if rewrites >= 4 and all(len(s) == 2 for s in seen.values()):
+                break
+    finally:
+        writer.kill()  # SIGKILL, wherever it is
+        output, errors = writer.communicate()
+    assert writer.returncode == -signal.SIGKILL, errors[-3000:]
+    assert rewrites >= 4 and all(len(s) == 2 for s in seen.values()), (rewrites, seen, output, errors[-2000:])
+    assert refused >= 1  # the reader did land between a set's commits, and was refused there
+    # Killed mid-loop, it leaves each table whole too.
+    assert all(_fingerprint(lake.read_table(root, t)) in single[t] for t in GRAPH_TABLES)
+    print(f"\n{reads} consistent reads ({refused} refused between a set's commits) over {rewrites} rewrites")
