@@ -282,7 +282,7 @@ def _read_graph(root) -> tuple[str, str, str]:
 
 
 @pytest.mark.slow
-def test_a_reader_beside_a_writer_sees_whole_old_or_new_versions_never_a_mix(tiny_world, tmp_path):
+def test_a_reader_beside_a_writer_sees_whole_old_or_new_versions_never_a_mix(tiny_world, tmp_path, monkeypatch):
     """While a writer process replaces a month (predicate overwrite of rows and quarantine) and the
     three graph tables again and again, with contents that differ every other round, a reader reads
     them in a loop: each read is, whole, the old or the new version, and another month never moves."""
@@ -296,6 +296,7 @@ def test_a_reader_beside_a_writer_sees_whole_old_or_new_versions_never_a_mix(tin
                    other_world / "truth")
     dumps, keys = [str(tiny_world / "raw" / "reddit"), str(other_world / "raw" / "reddit")], ["key-a", "key-b"]
     root = tmp_path / "lake"
+    monkeypatch.setenv("ZIPP_SCRATCH_DIR", str(tmp_path / "scratch"))  # the writer's too
     for month in (STILL_MONTH["month"], CONCURRENT_MONTH["month"]):
         for kind in ("comments", "submissions"):
             ingest_month(root, Path(dumps[0]), kind, month)
@@ -314,7 +315,7 @@ def test_a_reader_beside_a_writer_sees_whole_old_or_new_versions_never_a_mix(tin
     writer = subprocess.Popen(
         [sys.executable, "-c", "import sys; from zipp_assets_tests.test_faults import _rewrite_forever; "
          "_rewrite_forever(sys.argv[1], sys.argv[2:4], sys.argv[4:6])", str(root), *dumps, *keys],
-        env={**os.environ, "DGLBACKEND": "pytorch", "ZIPP_SCRATCH_DIR": str(tmp_path / "scratch")},
+        env={**os.environ, "DGLBACKEND": "pytorch"},
         cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = {"comments": set(), "graph": set()}
     reads = refused = rewrites = 0
