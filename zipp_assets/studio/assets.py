@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 
 from zipp_assets import lake as lake_io
-from zipp_assets.metadata import markdown_table, new_figure, png_markdown
+from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.resources import ZippLake
 from zipp_assets.studio.results import RESULTS_SCHEMA, results_table, study_results
 from zipp_assets.studio.storage import SESSIONS, VOTES, read_study_table
@@ -40,11 +40,12 @@ study_tables = [
 def human_study_results(context: dg.AssetExecutionContext, lake: ZippLake):
     settings = lake.settings
     started = time.perf_counter()
-    votes = read_study_table(settings.lake_dir, VOTES)
-    sessions = read_study_table(settings.lake_dir, SESSIONS)
-    rows = study_results(votes, sessions)
-    with lake_io.atomic_partition(settings.lake_dir, RESULTS) as folder:
-        lake_io.write_table(folder, results_table(rows), RESULTS_SCHEMA)
+    with lake_io.recording() as activity:
+        votes = read_study_table(settings.lake_dir, VOTES)
+        sessions = read_study_table(settings.lake_dir, SESSIONS)
+        rows = study_results(votes, sessions)
+        with lake_io.atomic_partition(settings.lake_dir, RESULTS) as folder:
+            lake_io.write_table(folder, results_table(rows), RESULTS_SCHEMA)
     overall = [r for r in rows if r["breakdown"] == "all"]
     metadata = {
         "votes": sum(r["votes"] for r in overall),
@@ -60,6 +61,7 @@ def human_study_results(context: dg.AssetExecutionContext, lake: ZippLake):
              "win rate": f"{r['win_rate']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"}
             for r in rows if r["breakdown"] != "all"], 60)),
         "seconds": round(time.perf_counter() - started, 2),
+        **lake_versions(activity),
     }
     if overall:
         headline = overall[0]

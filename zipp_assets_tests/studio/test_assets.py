@@ -45,6 +45,7 @@ def test_results_asset_and_sensor(tmp_path):
     metadata = result.get_asset_materialization_events()[0].event_specific_data.materialization.metadata
     assert metadata["votes"].value == 13 and metadata["participants"].value == 2
     assert metadata["win_rate"].value == round(9 / 13, 4) and "gender" in metadata["by_demographics"].value
+    assert "human_study_results" in metadata["lake_versions_written"].value and metadata["lake_versions_read"].value
     rows = {(r["breakdown"], r["level"]): r for r in lake.read_table(data_dir / "lake", RESULTS).to_pylist()}
     assert rows[("gender", "female")]["zipp_wins"] == 8 and rows[("gender", "male")]["votes"] == 3
     assert 0 < rows[("all", "all")]["ci_low"] < 9 / 13 < rows[("all", "all")]["ci_high"] < 1
