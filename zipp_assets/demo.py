@@ -65,7 +65,7 @@ def summary() -> list[dict]:
     rows = []
     for name in lake.list_tables(settings.lake_dir):
         table = lake.open_table(settings.lake_dir, name)
-        partitions = ["/".join(f"{k}={v}" for k, v in p.items()) for p in table.partitions()]
+        partitions = sorted("/".join(f"{k}={v}" for k, v in sorted(p.items())) for p in table.partitions())
         count, size = table.size()
         rows.append(
             {
