@@ -18,6 +18,21 @@ from zipp_assets.llm.resources import LLMResource
 from zipp_assets.personas.evidence import EVIDENCE, EVIDENCE_SCHEMA
 from zipp_assets.personas.shards import shard_of
 from zipp_assets.personas.verbalize import PERSONAS, PERSONAS_SCHEMA
+
+
+def _import_anyio_eagerly() -> None:
+    """Load every lazily imported part of anyio now, in the main thread. pytest rewrites the modules of
+    plugin packages as they are imported (anyio is one), and CPython 3.11's parser is not safe to run in
+    two threads at once ("AST constructor recursion depth mismatch"): a first import from the app's
+    worker thread, while another thread parses, failed a test in CI."""
+    import anyio
+
+    for name in dir(anyio):
+        getattr(anyio, name)
+    import anyio._core._fileio  # noqa: F401 (FileResponse opens files through it)
+
+
+_import_anyio_eagerly()
 from zipp_assets.studio.service import Studio, StudioSettings
 from zipp_assets.studio.study import StudyConfig
 from zipp_assets.zipbench.generate import MANIFEST_SCHEMA
