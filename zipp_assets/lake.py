@@ -269,7 +269,10 @@ class TableSnapshot:
             file_pruning_predicate=[[(k, "=", v) for k, v in p.items()] for p in checked])
 
     def read(self, partitions: Sequence[Partition] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
-        return self.to_dataset(partitions).to_table(columns=list(columns) if columns is not None else None)
+        # One thread: a threaded scan of delta-rs's dataset leaves Arrow threads that abort the process at
+        # exit ("terminate called without an active exception", exit 134) about half the time.
+        return self.to_dataset(partitions).to_table(columns=list(columns) if columns is not None else None,
+                                                    use_threads=False)
 
     def content_version(self) -> int:
         """The newest version at or before this one that changed rows: vacuum's own commits change
