@@ -25,7 +25,7 @@ DGL_CUDA_VERSION ?= 2.1.0+cu121
 DGL_CUDA_WHEELS ?= https://data.dgl.ai/wheels/torch-2.2/cu121/repo.html
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-gpu demo test test-vllm ui studio lock bench bench-gpu clean-data
+.PHONY: help setup setup-gpu demo test test-vllm ui studio docs docs-serve lock bench bench-gpu clean-data
 
 help:
 	@echo "make demo   install, generate the demo world, materialize every asset, print where results are"
@@ -34,6 +34,7 @@ help:
 	@echo "make ui     browse the same Dagster instance at http://$(UI_HOST):$(UI_PORT)"
 	@echo "make studio the persona studio and human A/B study over the lake at http://$(UI_HOST):$(STUDIO_PORT)"
 	@echo "make bench  ingestion, encoder, LLM and ZIPBench metrics benchmarks against their references (bench/README.md)"
+	@echo "make docs   build the documentation site into site/ (--strict); make docs-serve serves it on loopback"
 	@echo "make lock   re-resolve requirements.in into requirements.lock"
 	@echo "make setup-gpu  on a GPU machine: the same .venv plus DGL's CUDA build (README, 'Running on a GPU machine')"
 	@echo "make bench-gpu  on a GPU machine: image embedding, diffusion and encoder throughput (bench/README.md)"
@@ -97,6 +98,13 @@ ui: setup
 # Editing personas needs ZIPP_STUDIO_EDITOR_TOKEN (16+ characters) in the environment.
 studio: setup
 	$(PY) -m zipp_assets.studio --host $(UI_HOST) --port $(STUDIO_PORT)
+
+# --strict: a broken link, a missing anchor or a page left out of the navigation fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict -a 127.0.0.1:8000
 
 bench: setup
 	$(PY) bench/ingest.py
