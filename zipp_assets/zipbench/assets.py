@@ -279,6 +279,8 @@ def zipbench_images(context: dg.AssetExecutionContext, config: ImagesConfig, lak
 
 
 SCORES, JUDGEMENTS, GENERATED_EMBEDDINGS = "zipbench_scores", "zipbench_judgements", "zipbench_generated_embeddings"
+# The held-out references exactly as zipbench_scores scored against them, so the summary's CMMD uses the same set.
+REFERENCE_EMBEDDINGS = "zipbench_reference_embeddings"
 SUMMARY, DEMOGRAPHICS = "zipbench_summary", "zipbench_demographics"
 
 
@@ -303,6 +305,11 @@ def _reference_embeddings(lake_dir: Path, encoder_name: str, users: list[dict]) 
     wanted = {k for u in users for k in u["reference_url_keys"]}
     table = lake_io.read_table(lake_dir, "image_embeddings", [{"encoder": encoder_slug(encoder_name)}])
     return {k: e for k, e in zip(table["url_key"].to_pylist(), table["embedding"].to_pylist()) if k in wanted}
+
+
+def _embedding_table(columns: dict[str, list], embeddings, dim: int) -> pa.Table:
+    return pa.table({**columns, "embedding": pa.FixedSizeListArray.from_arrays(
+        pa.array(embeddings.reshape(-1), pa.float32()), dim)})
 
 
 @dg.asset(
@@ -351,11 +358,15 @@ def zipbench_scores(context: dg.AssetExecutionContext, config: ScoresConfig, lak
         with lake_io.atomic_partition(settings.lake_dir, JUDGEMENTS) as folder:
             lake_io.write_table(folder, pa.Table.from_pylist(scores.judgements) if scores.judgements else
                                 pa.table({"user_id": pa.array([], pa.string())}))
-        embedded = pa.table({"image_path": [m["image_path"] for m in manifest if m["user_id"] in {u["user_id"] for u in users}],
-                             "embedding": pa.FixedSizeListArray.from_arrays(
-                                 pa.array(scores.generated_embeddings.reshape(-1), pa.float32()), dim)})
+        embedded = _embedding_table(
+            {"image_path": [m["image_path"] for m in manifest if m["user_id"] in {u["user_id"] for u in users}]},
+            scores.generated_embeddings, dim)
         with lake_io.atomic_partition(settings.lake_dir, GENERATED_EMBEDDINGS) as folder:
             lake_io.write_table(folder, embedded)
+        with lake_io.atomic_partition(settings.lake_dir, REFERENCE_EMBEDDINGS) as folder:
+            lake_io.write_table(folder, _embedding_table(
+                {"user_id": [users[i]["user_id"] for i in scores.reference_user.tolist()]},
+                scores.reference_embeddings, dim))
         by_method = Counter(r["method"] for r in scores.rows)
         return {
             "images_scored": len(scores.rows),
@@ -385,8 +396,7 @@ class SummaryConfig(dg.Config):
     description="Per method, intervals over users: CLIPScore to the references and to the prompt, lift over generic "
                 "in percent, judge win rate over generic, CMMD; and the demographic table, raw and IPF-reweighted.",
 )
-def zipbench_summary(context: dg.AssetExecutionContext, config: SummaryConfig, lake: ZippLake,
-                     image_encoder: ImageEncoderResource):
+def zipbench_summary(context: dg.AssetExecutionContext, config: SummaryConfig, lake: ZippLake):
     def run() -> dict:
         import json
 
@@ -405,16 +415,11 @@ def zipbench_summary(context: dg.AssetExecutionContext, config: SummaryConfig, l
         vectors = dict(zip(embedded["image_path"].to_pylist(), np.asarray(embedded["embedding"].to_pylist(), np.float32)))
         index = {u["user_id"]: i for i, u in enumerate(users)}
         manifest = [m for m in manifest if m["user_id"] in index]
-        references = _reference_embeddings(settings.lake_dir, image_encoder.encoder_name, users)
-        ref_emb, ref_user = [], []
-        for u in users:
-            for key in u["reference_url_keys"]:
-                if key in references:
-                    ref_emb.append(references[key])
-                    ref_user.append(index[u["user_id"]])
+        references = lake_io.read_table(settings.lake_dir, REFERENCE_EMBEDDINGS)
         scores = ImageScores(rows=rows, judgements=judgements,
                              generated_embeddings=np.stack([vectors[m["image_path"]] for m in manifest]),
-                             reference_embeddings=np.asarray(ref_emb, np.float32), reference_user=np.asarray(ref_user),
+                             reference_embeddings=np.asarray(references["embedding"].to_pylist(), np.float32),
+                             reference_user=np.asarray([index[u] for u in references["user_id"].to_pylist()], np.int64),
                              judge=judgements[0]["judge"] if judgements else "none",
                              text_scores=any(np.isfinite(r["clip_text"]) for r in rows), seconds=0.0)
         targets = load_demographic_targets(config.demographic_targets or DEFAULT_TARGETS)

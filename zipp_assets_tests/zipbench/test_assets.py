@@ -69,6 +69,14 @@ def test_the_benchmark_end_to_end_offline(data_dir):
     assert "default-src 'none'" in page
     judged = _metadata(final, "zipbench_scores")
     assert judged["pairs_judged"].value == 40 * 3 * (len(METHODS) - 1)
+    # The summary takes the references zipbench_scores scored against, not the embedding table again: without
+    # image_embeddings it gives the same results.
+    scored_refs = lake.read_table(data_dir / "lake", "zipbench_reference_embeddings")
+    assert scored_refs.num_rows == judged["reference_images"].value > 0
+    shutil.rmtree(data_dir / "lake" / "image_embeddings")
+    again = dg.materialize([summary], resources=resources, instance=instance)
+    assert again.success
+    assert lake.read_table(data_dir / "lake", "zipbench_summary").to_pylist() == results
 
 
 def test_images_of_a_partition_need_its_rewrites(data_dir):
