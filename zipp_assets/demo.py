@@ -14,10 +14,12 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from zipp_assets import lake
 from zipp_assets.personas.shards import SHARD_KEYS
+from zipp_assets.results import write_run_record
 from zipp_assets.reddit.synthetic import mark_synthetic_world, not_synthetic_because
 from zipp_assets.settings import load_settings
 from zipp_assets.zipbench.assets import benchmark_partitions
@@ -35,18 +37,20 @@ BENCHMARK_SUMMARY = "zipbench_scores,zipbench_summary,zipbench_report"
 DEMO_BENCHMARK_USERS = 300  # "a few hundred in the demo"; production's default is the paper's 1,500
 
 
-def ensure_world(months: tuple[str, ...], users: int, seed: int) -> None:
+def ensure_world(months: tuple[str, ...], users: int, seed: int) -> dict:
+    """The demo's world in the data folder (generated unless the same one is there); returns what it is."""
     settings = load_settings()
     stamp = settings.raw_dir / "simworld.json"
     wanted = {"months": list(months), "users": users, "seed": seed, "world_version": WORLD_VERSION}
     if stamp.exists() and json.loads(stamp.read_text()) == wanted and not not_synthetic_because(settings.reddit_raw_dir):
         print(f"synthetic world already in {settings.raw_dir} ({users} users, {months[0]}..{months[-1]})")
-        return
+        return wanted
     print(f"generating the synthetic world into {settings.raw_dir} ...", flush=True)
     config = WorldConfig(users=users, months=months, seed=seed)
     generate_world(config, settings.raw_dir, settings.truth_dir, progress=lambda line: print("  " + line, flush=True))
     mark_synthetic_world(settings.reddit_raw_dir, generator="zipp_assets.simworld via zipp_assets.demo")  # allows the demo key
     stamp.write_text(json.dumps(wanted))
+    return wanted
 
 
 def materialize(selection: str, partition_range: str | None, config: dict | None = None) -> None:
@@ -108,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    started = datetime.now(timezone.utc)
     months = parse_month_range(args.months)
-    ensure_world(months, args.users, args.seed)
+    world = ensure_world(months, args.users, args.seed)
     set_aside_pre_delta_lake()
     for group in MONTHLY_GROUPS:
         materialize(f"group:{group}", f"{months[0]}...{months[-1]}")
@@ -121,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     keys = benchmark_partitions.get_partition_keys()
     materialize(BENCHMARK_PARTITIONED, f"{keys[0]}...{keys[-1]}")
     materialize(BENCHMARK_SUMMARY, None)
+    record = write_run_record(load_settings().data_dir, world, started,
+                              "python -m zipp_assets.demo " + " ".join(argv if argv is not None else sys.argv[1:]))
     print_summary()
+    print(f"run record (commit, world, times; read by `python -m zipp_assets.results`): {record}")
     print(f"ZIPBench report (open in a browser): {load_settings().data_dir / 'zipbench' / 'report' / 'index.html'}")
     return 0
 

@@ -29,6 +29,7 @@ from zipp_assets.encoder.checkpoint import (
 )
 from zipp_assets.encoder.data import load_graph_data
 from zipp_assets.encoder.distributed import train_distributed
+from zipp_assets.encoder.evaluate import evaluation_display_rows
 from zipp_assets.encoder.inference import embed_users_to_lake
 from zipp_assets.encoder.train import TrainConfig, config_dict, train
 from zipp_assets.graph.pseudonyms import pseudonym_key
@@ -192,31 +193,6 @@ class EvaluationConfig(dg.Config):
     device: str = "cpu"  # the variants train with the checkpoint's training config on this device
 
 
-def _with_interval(row: dict, metric: str) -> str:
-    value = row.get(metric)
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "-"
-    return f"{value:.3f} [{row[metric + '_low']:.3f}, {row[metric + '_high']:.3f}]"
-
-
-def evaluation_markdown(rows: list[dict]) -> str:
-    shown = []
-    for r in rows:
-        verdict = r.get("ours_vs_this_posting_accuracy")
-        shown.append({
-            "model": r["model"],
-            "posting accuracy": _with_interval(r, "posting_accuracy"),
-            "ours minus this": _with_interval(r, "ours_minus_this_posting_accuracy") + (f" ({verdict})" if verdict else ""),
-            "recall@10": _with_interval(r, "recall_at_10"),
-            "MRR": _with_interval(r, "mrr"),
-            "visual R@10": _with_interval(r, "visual_recall@10"),
-            "community NMI": _with_interval(r, "community_nmi"),
-            "attention prec.@3 (chance)": _with_interval(r, "attention_precision@3")
-            + (f" ({r['chance_precision@3']:.3f})" if "chance_precision@3" in r else ""),
-        })
-    return markdown_table(shown, max_rows=20)
-
-
 @dg.asset(
     name="encoder_evaluation",
     deps=["persona_encoder", "users", "subreddits", "graph_edges", "user_visual_profiles", "image_embeddings"],
@@ -260,7 +236,7 @@ def encoder_evaluation(context: dg.AssetExecutionContext, config: EvaluationConf
     axes.set_xlabel("posting accuracy (exact AUC on held-out test links, 95% bootstrap interval)")
     ours = next(r for r in rows if r["model"] == OURS)
     return dg.MaterializeResult(metadata={
-        "table": dg.MetadataValue.md(evaluation_markdown(rows)),
+        "table": dg.MetadataValue.md(markdown_table(evaluation_display_rows(rows), max_rows=20)),
         "checkpoint": str(checkpoint.folder),
         "data_version": version,
         "ours_posting_accuracy": round(ours["posting_accuracy"], 4),

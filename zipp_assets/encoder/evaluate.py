@@ -213,3 +213,29 @@ def attention_precision(top_subreddits: dict[int, list[int]], community_subreddi
         hits[user] = float(np.mean([s in planted for s in ranked[:k]]))
         chance[user] = float(np.mean([s in planted for s in mine]))
     return hits, chance
+
+
+def _with_interval(row: dict, metric: str) -> str:
+    value = row.get(metric)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:.3f} [{row[metric + '_low']:.3f}, {row[metric + '_high']:.3f}]"
+
+
+def evaluation_display_rows(rows: list[dict]) -> list[dict]:
+    """The evaluation table as people read it: each metric with its interval, each row's verdict against ours."""
+    shown = []
+    for r in rows:
+        verdict = r.get("ours_vs_this_posting_accuracy")
+        shown.append({
+            "model": r["model"],
+            "posting accuracy": _with_interval(r, "posting_accuracy"),
+            "ours minus this": _with_interval(r, "ours_minus_this_posting_accuracy") + (f" ({verdict})" if verdict else ""),
+            "recall@10": _with_interval(r, "recall_at_10"),
+            "MRR": _with_interval(r, "mrr"),
+            "visual R@10": _with_interval(r, "visual_recall@10"),
+            "community NMI": _with_interval(r, "community_nmi"),
+            "attention prec.@3 (chance)": _with_interval(r, "attention_precision@3")
+            + (f" ({r['chance_precision@3']:.3f})" if "chance_precision@3" in r else ""),
+        })
+    return shown

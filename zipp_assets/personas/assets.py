@@ -28,7 +28,7 @@ from zipp_assets.personas.prompt import PROMPT_VERSION
 from zipp_assets.personas.shards import shard_partitions
 from zipp_assets.personas.template_rules import template_persona
 from zipp_assets.personas.drift import drift_by_remining
-from zipp_assets.personas.fidelity import control_personas, fidelity_table
+from zipp_assets.personas.fidelity import control_personas, fidelity_display_rows, fidelity_table
 from zipp_assets.personas.verbalize import PERSONAS, persona_of, verbalize_shard, verbalize_texts
 from zipp_assets.truth import planted_users
 from zipp_assets import lake as lake_io
@@ -233,15 +233,11 @@ def persona_fidelity(context: dg.AssetExecutionContext, config: FidelityConfig, 
     axes.set_xticks(x, [r["attribute"] for r in table], rotation=30, fontsize=7)
     axes.set_ylabel("matches planted truth")
     axes.legend(fontsize=7)
-    shown = [{"attribute": r["attribute"], "persona": f"{r['persona']:.3f} [{r['persona_low']:.3f}, {r['persona_high']:.3f}]",
-              "control": f"{r['control']:.3f} [{r['control_low']:.3f}, {r['control_high']:.3f}]",
-              "lead": f"{r['lead']:+.3f} [{r['lead_low']:+.3f}, {r['lead_high']:+.3f}]", "stated": f"{r['stated_rate']:.2f}",
-              "verdict": r["verdict"]} for r in table]
     return dg.MaterializeResult(metadata={
         "planted_truth": True,
         "verbalizer": llm.description,
         "users": table[0]["users"] if table else 0,
-        "table": dg.MetadataValue.md(markdown_table(shown)),
+        "table": dg.MetadataValue.md(markdown_table(fidelity_display_rows(table))),
         "fidelity_plot": png_markdown(figure),
         **lake_versions(activity), "lake_versions_written": lake_versions(written)["lake_versions_written"],
     })

@@ -99,3 +99,11 @@ def control_personas(evidence: dict[str, str], verbalize: Callable[[dict[str, st
     users = sorted(evidence)
     swap = derangement(len(users), seed)
     return verbalize({users[i]: evidence[users[swap[i]]] for i in range(len(users))})
+
+
+def fidelity_display_rows(table: list[dict]) -> list[dict]:
+    """The fidelity table as people read it: persona, control and lead with their intervals, and the verdict."""
+    return [{"attribute": r["attribute"], "persona": f"{r['persona']:.3f} [{r['persona_low']:.3f}, {r['persona_high']:.3f}]",
+             "control": f"{r['control']:.3f} [{r['control_low']:.3f}, {r['control_high']:.3f}]",
+             "lead": f"{r['lead']:+.3f} [{r['lead_low']:+.3f}, {r['lead_high']:+.3f}]", "stated": f"{r['stated_rate']:.2f}",
+             "verdict": r["verdict"]} for r in table]

@@ -1,0 +1,83 @@
+"""The docs' result pages come from a run's lake and name the run; a lake that lacks a table says which."""
+
+import json
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pytest
+
+from zipp_assets import lake
+from zipp_assets.personas.fidelity import fidelity_table
+from zipp_assets.results import main, read_run_record, write_results, write_run_record
+
+WORLD = {"months": ["2019-01"], "users": 40, "seed": 3, "world_version": 9}
+
+
+def _evaluation_rows():
+    def row(model, acc):
+        return {"model": model, "posting_accuracy": acc, "posting_accuracy_low": acc - 0.02,
+                "posting_accuracy_high": acc + 0.02, "recall_at_10": 0.5, "recall_at_10_low": 0.45,
+                "recall_at_10_high": 0.55, "mrr": float("nan"), "mrr_low": float("nan"), "mrr_high": float("nan")}
+    other = row("popularity | `x`", 0.61)
+    other.update({"ours_minus_this_posting_accuracy": 0.2, "ours_minus_this_posting_accuracy_low": 0.18,
+                  "ours_minus_this_posting_accuracy_high": 0.22, "ours_vs_this_posting_accuracy": "ahead"})
+    return [row("ours", 0.812), other]
+
+
+def _columns(rows):  # as encoder_evaluation writes them: every column any row has
+    names = sorted({k for r in rows for k in r})
+    return pa.table({c: [r.get(c) for r in rows] for c in names})
+
+
+def _fill_lake(root):
+    truth = {f"u{i}": {"age_band": "25-34", "gender": "woman", "locale": "UK", "profession": "nurse",
+                       "hobby": "knitting", "visual_interest": "film", "palette_word": "warm", "mood_word": "calm"}
+             for i in range(12)}
+    personas = {u: {"age_band": "25-34", "gender": "woman", "locale": "UK", "profession": "nurse",
+                    "hobbies": ["knitting"], "visual_interests": ["film"],
+                    "aesthetics": {"palette": ["warm"], "mood": ["calm"]}} for u in truth}
+    controls = {u: {"age_band": "unknown", "gender": "unknown", "locale": "unknown", "profession": "unknown",
+                    "hobbies": [], "visual_interests": [], "aesthetics": {}} for u in truth}
+    lake.write_partition(root, "persona_fidelity", pa.Table.from_pylist(fidelity_table(personas, controls, truth)))
+    lake.write_partition(root, "encoder_evaluation", _columns(_evaluation_rows()))
+    lake.write_partition(root, "zipbench_summary", pa.Table.from_pylist(
+        [{"method": "generic", "CLIPScore (ref)": "48.13 [47.46, 48.65]", "verdict vs generic": "-"},
+         {"method": "zipp_0shot", "CLIPScore (ref)": "47.2 [46.1, 48.3]", "verdict vs generic": "tied"}]))
+
+
+def test_pages_carry_the_tables_and_name_the_run(tmp_path):
+    root = tmp_path / "lake"
+    _fill_lake(root)
+    started = datetime(2026, 12, 6, 20, 0, tzinfo=timezone.utc)
+    write_run_record(tmp_path, WORLD, started, "python -m zipp_assets.demo --users 40")
+    record = read_run_record(tmp_path)
+    assert record["world"] == WORLD and record["commit"]
+    pages = {p.name: p.read_text() for p in write_results(tmp_path / "out", tmp_path, root)}
+    assert set(pages) == {"encoder-evaluation.md", "persona-fidelity.md", "zipbench.md"}
+    for text in pages.values():
+        assert f"commit `{record['commit']}`" in text and "seed 3" in text and "world_version 9" in text
+        assert "version 0" in text  # the Delta version each page was read from
+    encoder = pages["encoder-evaluation.md"]
+    assert "0.812 [0.792, 0.832]" in encoder and "(ahead)" in encoder
+    assert "popularity \\| 'x'" in encoder  # stored text cannot break the table or open code spans
+    fidelity = pages["persona-fidelity.md"]
+    assert "| gender | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] |" in fidelity and "informative" in fidelity
+    assert "| zipp_0shot | 47.2 [46.1, 48.3] | tied |" in pages["zipbench.md"]
+
+
+def test_a_lake_without_a_run_record_says_so(tmp_path):
+    root = tmp_path / "lake"
+    _fill_lake(root)
+    pages = write_results(tmp_path / "out", tmp_path, root)
+    assert all("No run record" in p.read_text() for p in pages)
+
+
+def test_a_missing_table_or_a_bad_run_record_is_an_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ZIPP_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("ZIPP_LAKE_URI", raising=False)
+    lake.write_partition(tmp_path / "lake", "encoder_evaluation", _columns(_evaluation_rows()))
+    assert main(["--out", str(tmp_path / "out")]) == 2
+    assert "persona_fidelity" in capsys.readouterr().err
+    (tmp_path / "run.json").write_text(json.dumps({"commit": "abc"}))
+    with pytest.raises(ValueError, match="not a run record"):
+        read_run_record(tmp_path)
