@@ -97,7 +97,7 @@ class Limit:
         return cls(int(parts[0]), int(parts[1]), float(parts[2]))
 
 
-# Wrong editor tokens (sign-in) and new study sessions with invitation links refused; both kept small
+# Wrong editor tokens; and new study sessions with the invitation links refused. Both are kept small
 # enough that guessing is hopeless and one address cannot fill the job queue.
 SIGN_IN_LIMIT = Limit(per_client=5, overall=50, window_s=900)
 SESSION_LIMIT = Limit(per_client=10, overall=200, window_s=3600)

@@ -134,8 +134,10 @@ def free_port() -> int:
 class StudioServer:
     """`python -m zipp_assets.studio` in its own process on a free loopback port: a real uvicorn server."""
 
-    def __init__(self, data_dir: Path, prompts: int, log_path: Path, extra_args: tuple[str, ...] = ()):
+    def __init__(self, data_dir: Path, prompts: int, log_path: Path, extra_args: tuple[str, ...] = (),
+                 host_header: str | None = None):
         self.data_dir, self.prompts, self.log_path, self.extra_args = data_dir, prompts, log_path, extra_args
+        self.host_header = host_header  # the Host a public studio accepts, for the readiness check
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = None
@@ -160,7 +162,9 @@ class StudioServer:
                 raise RuntimeError(f"the studio exited with {self.process.returncode}: "
                                    f"{self.log_path.read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
+                headers = {"Host": self.host_header} if self.host_header else {}
+                with urllib.request.urlopen(urllib.request.Request(self.url + "/", headers=headers),
+                                            timeout=2) as response:
                     if response.status == 200:
                         return self
             except OSError:

@@ -21,7 +21,14 @@ from zipp_assets.studio.access import EditorRegistry, Invitations
 from zipp_assets.studio.security import Limit, RateLimiter, client_key
 from zipp_assets.studio.study import InvalidInput
 from zipp_assets.studio.web import CSRF_COOKIE, EDITOR_COOKIE, STUDY_COOKIE, create_app
-from zipp_assets_tests.studio.conftest import EDITOR_TOKEN, REFERENCE_KEY, USERS, editor_registry, make_studio
+from zipp_assets_tests.studio.conftest import (
+    EDITOR_TOKEN,
+    REFERENCE_KEY,
+    USERS,
+    StudioServer,
+    editor_registry,
+    make_studio,
+)
 
 SURVEY = {"age_band": "35-44", "gender": "male", "country": "Chile", "profession": "park ranger",
           "hobbies": "hiking", "consent": "yes"}
@@ -327,6 +334,36 @@ def test_cookies_are_secure_behind_tls_and_not_on_plain_loopback(data_dir):
     with TestClient(create_app(loopback, start=False)) as client:
         page = client.get("/")
         assert "secure" not in page.headers["set-cookie"].lower() and "strict-transport-security" not in page.headers
+
+
+@pytest.mark.slow
+def test_behind_a_tls_proxy_a_real_server_counts_the_forwarded_address_and_sets_secure_cookies(data_dir, tmp_path):
+    """uvicorn itself, as `python -m zipp_assets.studio` starts it: the proxy's X-Forwarded-For (trusted from
+    127.0.0.1) is the address the sign-in limit counts; only the configured Host is served."""
+    import httpx
+
+    args = ("--public", "--behind-tls-proxy", "--allowed-host", "studio.example.org", "--sign-in-limit", "2/100/600")
+    server = StudioServer(data_dir, 3, tmp_path / "studio.log", args, host_header="studio.example.org").start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"host": "studio.example.org", "x-forwarded-proto": "https"},
+                          timeout=30) as client:
+            assert client.get("/", headers={"host": "localhost"}).status_code == 400
+            assert client.get("/", headers={"host": "127.0.0.1"}).status_code == 400
+            page = client.get("/editor")
+            assert page.status_code == 200 and page.headers["strict-transport-security"]
+            assert "secure" in page.headers["set-cookie"].lower()
+            token = re.search(r"zipp_csrf=([A-Za-z0-9_-]+)", page.headers["set-cookie"]).group(1)
+
+            def sign_in(secret: str, address: str) -> int:
+                return client.post("/editor", data={"token": secret, "csrf_token": token}, headers={
+                    "cookie": f"zipp_csrf={token}", "x-forwarded-for": address}).status_code
+
+            assert [sign_in("wrong-token-" + "x" * 20, "203.0.113.1") for _ in range(2)] == [403, 403]
+            assert sign_in(EDITOR_TOKEN, "203.0.113.1") == 429
+            assert sign_in(EDITOR_TOKEN, "203.0.113.2") == 303  # another client behind the same proxy
+    finally:
+        server.stop()
+    assert "Traceback" not in (tmp_path / "studio.log").read_text()
 
 
 def serve_with(argv, data_dir, monkeypatch):
