@@ -95,7 +95,7 @@ test-vllm: setup $(VLLM_STAMP)
 ui: setup
 	$(VENV)/bin/dagster dev -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml
 
-# Editing personas needs ZIPP_STUDIO_EDITOR_TOKEN (16+ characters) in the environment.
+# Editing personas needs an editor account: .venv/bin/python -m zipp_assets.studio editors add NAME (docs/studio.md).
 studio: setup
 	$(PY) -m zipp_assets.studio --host $(UI_HOST) --port $(STUDIO_PORT)
 

@@ -1,25 +1,27 @@
-"""The studio's guards, without HTTP: form parsing with limits, CSRF tokens, editor sign-in, and
-persona edits parsed from form text.
+"""The studio's guards, without HTTP: form parsing with limits, CSRF tokens, rate limits, and persona
+edits parsed from form text (editor accounts and invitations are in `access`).
 
 - Forms are `application/x-www-form-urlencoded` only, at most `MAX_FORM_BYTES`, `MAX_FIELDS` fields,
   each name once, UTF-8; anything else is refused before a handler sees it.
 - CSRF: every browser gets a random token in an HttpOnly, SameSite=Strict cookie; every form carries
   it in a hidden field and a POST is refused unless the two match (double submit, compared in constant
   time).
-- Editors: editing needs the token in ZIPP_STUDIO_EDITOR_TOKEN (at least 16 characters; no token, no
-  editing). Signing in with it and a name gives an opaque editor session kept in memory; the name goes
-  into the audit trail of every edit.
+- Rate limits: a sliding window per client address and over all clients; a client over either is
+  refused, right token or not, until the window has moved on.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
@@ -29,10 +31,6 @@ from zipp_assets.studio.study import InvalidInput, clean_text
 
 MAX_FORM_BYTES = 32 * 1024
 MAX_FIELDS = 64
-EDITOR_TOKEN_ENV = "ZIPP_STUDIO_EDITOR_TOKEN"
-MIN_EDITOR_TOKEN_CHARS = 16
-EDITOR_SESSION_SECONDS = 8 * 3600
-EDITOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,79}$")
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{20,100}$")
 
 
@@ -76,49 +74,101 @@ def csrf_ok(form: Mapping[str, str], cookie: str | None) -> bool:
     return looks_like_token(cookie) and looks_like_token(sent) and hmac.compare_digest(sent, cookie)
 
 
-class EditorAuth:
-    """Editor sign-in against the configured token; sessions live in memory until they expire."""
+@dataclass(frozen=True)
+class Limit:
+    """At most `per_client` events from one client address and `overall` events in all within any
+    `window_s` seconds."""
 
-    def __init__(self, token: str | None):
-        self.enabled = bool(token) and len(token) >= MIN_EDITOR_TOKEN_CHARS
-        self._token = token if self.enabled else None
-        self._sessions: dict[str, tuple[str, float]] = {}
+    per_client: int
+    overall: int
+    window_s: float
+
+    def __post_init__(self):
+        if self.per_client < 1 or self.overall < self.per_client or not self.window_s > 0:
+            raise ValueError(f"a limit needs 1 <= per client <= overall and a window above 0 s, got {self}")
+
+    @classmethod
+    def parse(cls, text: str) -> Limit:
+        """`PER_CLIENT/OVERALL/WINDOW_SECONDS`, e.g. `5/50/900`."""
+        parts = (text or "").split("/")
+        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"a limit is PER_CLIENT/OVERALL/WINDOW_SECONDS in whole numbers, e.g. 5/50/900; "
+                             f"got {text!r}")
+        return cls(int(parts[0]), int(parts[1]), float(parts[2]))
+
+
+# Wrong editor tokens; and new study sessions with the invitation links refused. Both are kept small
+# enough that guessing is hopeless and one address cannot fill the job queue.
+SIGN_IN_LIMIT = Limit(per_client=5, overall=50, window_s=900)
+SESSION_LIMIT = Limit(per_client=10, overall=200, window_s=3600)
+
+
+def client_key(address: str | None) -> str:
+    """The address a limit counts against: an IPv4 address, or an IPv6 address's /64 (one host
+    commonly holds a whole /64, so counting single IPv6 addresses would be no limit at all)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "unknown"
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class RateLimiter:
+    """A sliding-window `Limit`. The events of the window are kept in one queue (oldest first) and per
+    client, so memory is bounded by `limit.overall`, whoever sends what."""
+
+    def __init__(self, limit: Limit, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.clock = clock
+        self._events: deque[tuple[float, str]] = deque()
+        self._by_client: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    @property
-    def why_disabled(self) -> str:
-        return (f"editing is off: start the studio with {EDITOR_TOKEN_ENV} set to a secret of at least "
-                f"{MIN_EDITOR_TOKEN_CHARS} characters")
+    def _expire(self, now: float) -> None:
+        while self._events and self._events[0][0] <= now - self.limit.window_s:
+            _, client = self._events.popleft()
+            mine = self._by_client[client]
+            mine.popleft()
+            if not mine:
+                del self._by_client[client]
 
-    def sign_in(self, name: str, token: str) -> str:
-        """A new editor session for `name`; InvalidInput when the name or the token is wrong."""
-        if not self.enabled:
-            raise InvalidInput({"token": self.why_disabled})
-        name = " ".join((name or "").split())
-        if not EDITOR_NAME.match(name):
-            raise InvalidInput({"name": "a name of 1-80 letters, digits, spaces, '.', '_' or '-'"})
-        if not hmac.compare_digest((token or "").encode(), self._token.encode()):
-            raise InvalidInput({"token": "that is not the editor token"})
-        session = new_token()
-        with self._lock:
-            now = time.time()
-            self._sessions = {k: v for k, v in self._sessions.items() if v[1] > now}
-            self._sessions[session] = (name, now + EDITOR_SESSION_SECONDS)
-        return session
+    def _wait(self, client: str, now: float) -> float:
+        mine = self._by_client.get(client, ())
+        waits = [0.0]
+        if len(mine) >= self.limit.per_client:
+            waits.append(mine[-self.limit.per_client] + self.limit.window_s - now)
+        if len(self._events) >= self.limit.overall:
+            waits.append(self._events[-self.limit.overall][0] + self.limit.window_s - now)
+        return max(waits)
 
-    def editor(self, session: str | None) -> str | None:
-        """The signed-in editor's name for a session cookie, or None."""
-        if not self.enabled or not looks_like_token(session):
-            return None
+    def blocked_for(self, client: str) -> float:
+        """Seconds until `client` may try again (0.0: now)."""
         with self._lock:
-            found = self._sessions.get(session)
-        if found is None or found[1] < time.time():
-            return None
-        return found[0]
+            now = self.clock()
+            self._expire(now)
+            return self._wait(client, now)
 
-    def sign_out(self, session: str | None) -> None:
+    def record(self, client: str) -> None:
         with self._lock:
-            self._sessions.pop(session or "", None)
+            now = self.clock()
+            self._expire(now)
+            self._events.append((now, client))
+            self._by_client.setdefault(client, deque()).append(now)
+
+    def take(self, client: str) -> float:
+        """Record an event for `client` if the limit allows one now (returns 0.0); else the seconds to wait."""
+        with self._lock:
+            now = self.clock()
+            self._expire(now)
+            wait = self._wait(client, now)
+            if wait <= 0:
+                self._events.append((now, client))
+                self._by_client.setdefault(client, deque()).append(now)
+            return wait
 
 
 # --- persona edits from form text ------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The studio as one object: the study store, the worker, the models and the editor sign-in, and
-the operations the web layer calls. Plain Python: the web layer only parses requests and renders.
+"""The studio as one object: the study store, the worker, the models, the editor sign-in, the
+invitations and the rate limits, and the operations the web layer calls. Plain Python: the web layer
+only parses requests and renders.
 
 A participant's session is found from their token (a cookie) and nothing else, so a participant
 can reach only their own session. Every slow step (a persona from the LLM, images) is a queued job.
@@ -21,7 +22,15 @@ from zipp_assets.studio import browse
 from zipp_assets.studio.jobs import Job, JobQueue
 from zipp_assets.studio.models import StudioModels, prepare_comparisons, regenerate_prompt, verbalize_survey
 from zipp_assets.studio.results import study_results
-from zipp_assets.studio.security import EditorAuth, looks_like_token, parse_field_value
+from zipp_assets.studio.access import EDITORS_FILE, INVITATIONS_FILE, EditorAuth, EditorRegistry, Invitations
+from zipp_assets.studio.security import (
+    SESSION_LIMIT,
+    SIGN_IN_LIMIT,
+    Limit,
+    RateLimiter,
+    looks_like_token,
+    parse_field_value,
+)
 from zipp_assets.studio.storage import DuplicateVote, StudyStore
 from zipp_assets.studio.study import (
     STUDY_VERSION,
@@ -45,11 +54,19 @@ REGENERATION_METHODS = tuple(m for m in METHODS if m in USES_PERSONA and m != "z
 
 @dataclass
 class StudioSettings:
+    """`public`: the studio serves people other than its researchers (through a proxy or bound to a
+    network): study sessions start only from invitation links, and the persona browser and its images
+    are for editors only. `secure_cookies`: the studio is reached over https (a TLS proxy in front, or
+    served with a certificate), so cookies carry `Secure` and pages ask for HSTS."""
+
     data_dir: Path
     study: StudyConfig = field(default_factory=StudyConfig)
-    editor_token: str | None = None
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     flush_interval_s: float = 0.5
+    public: bool = False
+    secure_cookies: bool = False
+    sign_in_limit: Limit = SIGN_IN_LIMIT
+    session_limit: Limit = SESSION_LIMIT
 
     @property
     def lake_dir(self) -> Path:
@@ -83,7 +100,10 @@ class Studio:
         self.store = StudyStore(self.lake_dir, settings.studio_dir / "journal", settings.flush_interval_s)
         self.jobs = JobQueue()
         self.models = StudioModels(llm, image_generator, generator_factory)
-        self.editors = EditorAuth(settings.editor_token)
+        self.editors = EditorAuth(EditorRegistry(settings.studio_dir / EDITORS_FILE))
+        self.invitations = Invitations(settings.studio_dir / INVITATIONS_FILE)
+        self.sign_in_limiter = RateLimiter(settings.sign_in_limit)  # wrong editor tokens
+        self.session_limiter = RateLimiter(settings.session_limit)  # study sessions started, bad invitations
         self._shown: dict[tuple[str, int], datetime] = {}
         self._shown_lock = threading.Lock()
         self._edit_lock = threading.Lock()

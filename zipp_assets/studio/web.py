@@ -3,8 +3,12 @@
 Server-rendered HTML from Jinja2 templates with autoescaping on, so every piece of untrusted text
 (Reddit snippets, model output, participant input) is escaped. No JavaScript. Guards on every
 request: a Host allow-list (loopback by default, against DNS rebinding), strict security headers
-(a CSP that allows no script), forms only through `read_form` (size and field limits, CSRF, Origin),
-and cookies that are HttpOnly and SameSite=Strict.
+(a CSP that allows no script; HSTS behind TLS), forms only through `read_form` (size and field limits,
+CSRF, Origin), and cookies that are HttpOnly, SameSite=Strict and, behind TLS, Secure.
+
+Who sees what: editors (per-person accounts, `access`) everything; a browser holding a study session
+only the study; anyone else the persona browser on loopback, and only the study (from an invitation
+link) when the studio is public. Wrong editor tokens and new study sessions are rate limited.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from zipp_assets.studio.jobs import QueueFull
 from zipp_assets.studio.security import (
     MAX_FORM_BYTES,
     FormRefused,
+    client_key,
     csrf_ok,
     field_as_text,
     field_help,
@@ -64,14 +69,18 @@ SECURITY_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 ]
+HSTS = (b"strict-transport-security", b"max-age=31536000")
 _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+_INVITATION_ID = re.compile(r"^[0-9a-f]{12}$")
 
 
 class SecurityHeaders:
-    """Adds `SECURITY_HEADERS` to every HTTP response (a plain ASGI middleware, no buffering)."""
+    """Adds `SECURITY_HEADERS` (and HSTS with `hsts`) to every HTTP response (a plain ASGI middleware, no
+    buffering)."""
 
-    def __init__(self, app):
+    def __init__(self, app, hsts: bool = False):
         self.app = app
+        self.headers = SECURITY_HEADERS + ([HSTS] if hsts else [])
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -81,7 +90,7 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 names = {k.lower() for k, _ in message.get("headers", [])}
                 message["headers"] = list(message.get("headers", [])) + [
-                    (k, v) for k, v in SECURITY_HEADERS if k not in names]
+                    (k, v) for k, v in self.headers if k not in names]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -93,8 +102,13 @@ templates.filters["pct"] = lambda v: "-" if v is None else f"{100 * v:.1f}%"
 templates.filters["num"] = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"
 
 
-def _set_cookie(response: Response, name: str, value: str, max_age: int | None = None) -> None:
-    response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="strict", path="/")
+def _secure(request: Request) -> bool:
+    return request.app.state.studio.settings.secure_cookies or request.url.scheme == "https"
+
+
+def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None = None) -> None:
+    response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="strict", path="/",
+                        secure=_secure(request))
 
 
 def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
@@ -104,12 +118,12 @@ def render(request: Request, template: str, status: int = 200, **context) -> HTM
     fresh = not looks_like_token(csrf)
     if fresh:
         csrf = new_token()
-    editor = studio.editors.editor(request.cookies.get(EDITOR_COOKIE))
     html = templates.get_template(template).render(
-        csrf_token=csrf, editor=editor, editing_enabled=studio.editors.enabled, **context)
+        csrf_token=csrf, editor=_editor(request), editing_enabled=studio.editors.enabled,
+        may_browse=_may_browse(request), public=studio.settings.public, **context)
     response = HTMLResponse(html, status_code=status)
     if fresh:
-        _set_cookie(response, CSRF_COOKIE, csrf)
+        _set_cookie(request, response, CSRF_COOKIE, csrf)
     return response
 
 
@@ -153,6 +167,32 @@ def _need_editor(request: Request) -> HTMLResponse | None:
     return None
 
 
+def _may_browse(request: Request) -> bool:
+    """Whether this browser may see personas, their evidence and images: an editor always; a participant
+    (a study session cookie) never; anyone else only on a studio that is not public."""
+    if _editor(request) is not None:
+        return True
+    return not request.app.state.studio.settings.public and _participant(request) is None
+
+
+def _need_browser(request: Request) -> Response | None:
+    """None where `_may_browse`, else a refusal (the study is all a participant or, when public, a visitor sees)."""
+    if _may_browse(request):
+        return None
+    return error_page(request, 403, "The persona browser is for the researchers: sign in as an editor.")
+
+
+def _client(request: Request) -> str:
+    return client_key(request.client.host if request.client else None)
+
+
+def too_many(request: Request, wait_s: float, what: str) -> HTMLResponse:
+    minutes = max(1, round(wait_s / 60))
+    response = error_page(request, 429, f"{what}: try again in about {minutes} minute{'s' if minutes > 1 else ''}.")
+    response.headers["retry-after"] = str(max(1, int(wait_s + 0.999)))
+    return response
+
+
 # --- pages -------------------------------------------------------------------------------------
 
 
@@ -163,6 +203,9 @@ async def home(request: Request) -> Response:
 
 
 async def personas_page(request: Request) -> Response:
+    refused = _need_browser(request)
+    if refused:
+        return refused
     studio: Studio = request.app.state.studio
     query, shard = request.query_params.get("q", "").strip(), request.query_params.get("shard", "")
     try:
@@ -176,6 +219,9 @@ async def personas_page(request: Request) -> Response:
 
 async def persona_page(request: Request, errors: dict | None = None, status: int = 200,
                        notice: str | None = None) -> Response:
+    refused = _need_browser(request)
+    if refused:
+        return refused
     studio: Studio = request.app.state.studio
     user_id = request.path_params["user_id"]
     try:
@@ -190,43 +236,44 @@ async def persona_page(request: Request, errors: dict | None = None, status: int
                   methods=REGENERATION_METHODS, notice=notice or request.query_params.get("notice", "")[:100])
 
 
-async def persona_edit(request: Request) -> Response:
+async def _persona_action(request: Request, fields: set[str], action) -> Response:
+    """An editor's form about one persona: the guards and the error pages `persona_edit` and
+    `persona_regenerate` share. `action(studio, user_id, form, editor)` runs in a thread and returns
+    the URL to go to."""
     studio: Studio = request.app.state.studio
     form = await read_form(request)
-    refused = _need_editor(request)
-    if refused:
-        return refused
+    editor = _editor(request)
+    if editor is None:
+        return _need_editor(request)
     user_id = request.path_params["user_id"]
     try:
-        if set(form) - {"field", "value", "csrf_token"}:
+        if set(form) - fields - {"csrf_token"}:
             raise InvalidInput({"form": "unexpected fields"})
-        await run_in_threadpool(studio.edit, user_id, form.get("field", ""), form.get("value", ""), _editor(request))
-    except InvalidInput as error:
-        return await persona_page(request, errors=error.errors, status=400)
-    except ValueError:
-        return error_page(request, 404, "No persona for that pseudonym.")
-    return see_other(f"/personas/{user_id}?notice=saved")
-
-
-async def persona_regenerate(request: Request) -> Response:
-    studio: Studio = request.app.state.studio
-    form = await read_form(request)
-    refused = _need_editor(request)
-    if refused:
-        return refused
-    user_id = request.path_params["user_id"]
-    try:
-        if set(form) - {"prompt_id", "method", "csrf_token"}:
-            raise InvalidInput({"form": "unexpected fields"})
-        job = await run_in_threadpool(studio.queue_regeneration, user_id, form.get("prompt_id", ""),
-                                      form.get("method", ""), _editor(request))
+        return see_other(await run_in_threadpool(action, studio, user_id, form, editor))
     except InvalidInput as error:
         return await persona_page(request, errors=error.errors, status=400)
     except ValueError:
         return error_page(request, 404, "No persona for that pseudonym.")
     except QueueFull as error:
         return error_page(request, 503, str(error))
-    return see_other(f"/jobs/{job.id}")
+
+
+def _edit(studio: Studio, user_id: str, form: dict, editor: str) -> str:
+    studio.edit(user_id, form.get("field", ""), form.get("value", ""), editor)
+    return f"/personas/{user_id}?notice=saved"
+
+
+def _regenerate(studio: Studio, user_id: str, form: dict, editor: str) -> str:
+    job = studio.queue_regeneration(user_id, form.get("prompt_id", ""), form.get("method", ""), editor)
+    return f"/jobs/{job.id}"
+
+
+async def persona_edit(request: Request) -> Response:
+    return await _persona_action(request, {"field", "value"}, _edit)
+
+
+async def persona_regenerate(request: Request) -> Response:
+    return await _persona_action(request, {"prompt_id", "method"}, _regenerate)
 
 
 async def jobs_page(request: Request) -> Response:
@@ -267,16 +314,23 @@ async def editor_page(request: Request) -> Response:
 
 
 async def editor_sign_in(request: Request) -> Response:
+    """Sign in with one's own editor token (the account names the editor in the audit trail). Wrong
+    tokens count against a rate limit; over it, every token is refused until the window moves on."""
     studio: Studio = request.app.state.studio
     form = await read_form(request)
+    client = _client(request)
+    wait = studio.sign_in_limiter.blocked_for(client)
+    if wait > 0:
+        return too_many(request, wait, "Too many wrong editor tokens from this address or in all")
+    if set(form) - {"token", "csrf_token"}:
+        return render(request, "editor.html", status=400, errors={"form": "unexpected fields"})
     try:
-        if set(form) - {"name", "token", "csrf_token"}:
-            raise InvalidInput({"form": "unexpected fields"})
-        session = studio.editors.sign_in(form.get("name", ""), form.get("token", ""))
+        session = studio.editors.sign_in(form.get("token", ""))
     except InvalidInput as error:
-        return render(request, "editor.html", status=403 if "token" in error.errors else 400, errors=error.errors)
+        studio.sign_in_limiter.record(client)
+        return render(request, "editor.html", status=403, errors=error.errors)
     response = see_other("/personas")
-    _set_cookie(response, EDITOR_COOKIE, session)
+    _set_cookie(request, response, EDITOR_COOKIE, session)
     return response
 
 
@@ -284,8 +338,53 @@ async def editor_sign_out(request: Request) -> Response:
     await read_form(request)
     request.app.state.studio.editors.sign_out(request.cookies.get(EDITOR_COOKIE))
     response = see_other("/")
-    response.delete_cookie(EDITOR_COOKIE, path="/")
+    response.delete_cookie(EDITOR_COOKIE, path="/", secure=_secure(request), httponly=True, samesite="strict")
     return response
+
+
+async def invitations_page(request: Request, created: list[str] | None = None, errors: dict | None = None,
+                           status: int = 200) -> Response:
+    refused = _need_editor(request)
+    if refused:
+        return refused
+    studio: Studio = request.app.state.studio
+    scheme = "https" if _secure(request) else request.url.scheme
+    links = [f"{scheme}://{request.url.netloc}/study?invite={token}" for token in created or []]
+    invitations = await run_in_threadpool(studio.invitations.listed)
+    return render(request, "invitations.html", status=status, links=links, invitations=invitations[:200],
+                  errors=errors or {})
+
+
+async def invitations_create(request: Request) -> Response:
+    """New invitation links, shown on this page once (only their hashes are kept)."""
+    studio: Studio = request.app.state.studio
+    form = await read_form(request)
+    editor = _editor(request)
+    if editor is None:
+        return _need_editor(request)
+    try:
+        if set(form) - {"uses", "days", "count", "csrf_token"}:
+            raise InvalidInput({"form": "unexpected fields"})
+        tokens = await run_in_threadpool(studio.invitations.create_from_form, editor, form)
+    except InvalidInput as error:
+        return await invitations_page(request, errors=error.errors, status=400)
+    return await invitations_page(request, created=tokens)
+
+
+async def invitation_revoke(request: Request) -> Response:
+    studio: Studio = request.app.state.studio
+    form = await read_form(request)
+    editor = _editor(request)
+    if editor is None:
+        return _need_editor(request)
+    invitation_id = request.path_params["invitation_id"]
+    try:
+        if set(form) - {"csrf_token"} or not _INVITATION_ID.match(invitation_id):
+            raise InvalidInput({"id": "no such invitation"})
+        await run_in_threadpool(studio.invitations.revoke, invitation_id, editor)
+    except InvalidInput as error:
+        return await invitations_page(request, errors=error.errors, status=400)
+    return see_other("/invitations")
 
 
 # --- the study ---------------------------------------------------------------------------------
@@ -300,29 +399,71 @@ def _continue(session: dict, studio: Studio) -> RedirectResponse:
     return see_other({"prompts": "/study/prompts", "done": "/study/done"}.get(step, "/study/compare"))
 
 
+def _survey(request: Request, invite: str, status: int = 200, errors: dict | None = None,
+            values: dict | None = None) -> HTMLResponse:
+    studio: Studio = request.app.state.studio
+    return render(request, "study_survey.html", status=status, errors=errors or {}, values=values or {},
+                  ages=AGE_CHOICES, genders=GENDER_CHOICES, n_prompts=studio.settings.study.n_prompts, invite=invite)
+
+
+def _too_many_sessions(request: Request, wait_s: float) -> Response:
+    return too_many(request, wait_s, "Too many study sessions or invitation links from this address or in all")
+
+
+async def _invitation_refused(request: Request, invite: str, use: bool) -> Response | None:
+    """On a public studio, a refusal unless `invite` is an open invitation (one of its uses taken with `use`)."""
+    studio: Studio = request.app.state.studio
+    if not studio.settings.public:
+        return None
+    if not invite:
+        return error_page(request, 403, "This study is by invitation: open the link the researchers sent you.")
+    try:
+        await run_in_threadpool(studio.invitations.redeem if use else studio.invitations.check, invite)
+    except InvalidInput as error:
+        return error_page(request, 403, error.errors["invite"])
+    return None
+
+
 async def study_intro(request: Request) -> Response:
     studio: Studio = request.app.state.studio
     session = _participant(request)
     if session is not None:
         return _continue(session, studio)
-    return render(request, "study_survey.html", errors={}, values={}, ages=AGE_CHOICES, genders=GENDER_CHOICES,
-                  n_prompts=studio.settings.study.n_prompts)
+    if not studio.settings.public:
+        return _survey(request, "")
+    # Wrong links count against the session limit, so that links cannot be guessed at speed.
+    wait = studio.session_limiter.blocked_for(_client(request))
+    if wait > 0:
+        return _too_many_sessions(request, wait)
+    invite = request.query_params.get("invite", "")[:200]
+    refused = await _invitation_refused(request, invite, use=False)
+    if refused and invite:
+        studio.session_limiter.record(_client(request))
+    return refused or _survey(request, invite)
 
 
 async def study_survey(request: Request) -> Response:
+    """A new study session from the survey: rate limited per address and in all, and, when public, only
+    from an open invitation (one of its uses is taken)."""
     studio: Studio = request.app.state.studio
     form = await read_form(request)
     if _participant(request) is not None:
         return _continue(_participant(request), studio)
-    values = {k: v for k, v in form.items() if k != "csrf_token"}
+    invite = form.get("invite", "")[:200] if studio.settings.public else ""
+    values = {k: v for k, v in form.items() if k not in ("csrf_token", "invite")}
     try:
         survey = parse_survey(values)
     except InvalidInput as error:
-        return render(request, "study_survey.html", status=400, errors=error.errors, values=values, ages=AGE_CHOICES,
-                      genders=GENDER_CHOICES, n_prompts=studio.settings.study.n_prompts)
+        return _survey(request, invite, 400, error.errors, values)
+    wait = studio.session_limiter.take(_client(request))  # counts the attempt, whatever its invitation
+    if wait > 0:
+        return _too_many_sessions(request, wait)
+    refused = await _invitation_refused(request, invite, use=True)
+    if refused:
+        return refused
     token = await run_in_threadpool(studio.start_session, survey)
     response = see_other("/study/prompts")
-    _set_cookie(response, STUDY_COOKIE, token, max_age=30 * 24 * 3600)
+    _set_cookie(request, response, STUDY_COOKIE, token, max_age=30 * 24 * 3600)
     return response
 
 
@@ -420,7 +561,14 @@ def _file_under(root: Path, relative: str) -> Path | None:
     return path if path.is_relative_to(root.resolve()) and path.is_file() else None
 
 
+def _image_refused(request: Request) -> Response | None:
+    return None if _may_browse(request) else Response("for editors only", status_code=403, media_type="text/plain")
+
+
 async def zipbench_image(request: Request) -> Response:
+    refused = _image_refused(request)
+    if refused:
+        return refused
     studio: Studio = request.app.state.studio
     method, shard, name = (request.path_params[k] for k in ("method", "shard", "name"))
     if method not in METHODS or shard not in SHARD_KEYS or not browse.IMAGE_NAME.match(name):
@@ -430,6 +578,9 @@ async def zipbench_image(request: Request) -> Response:
 
 
 async def reference_image(request: Request) -> Response:
+    refused = _image_refused(request)
+    if refused:
+        return refused
     studio: Studio = request.app.state.studio
     key = request.path_params["key"]
     if not browse.IMAGE_KEY.match(key):
@@ -445,6 +596,9 @@ async def reference_image(request: Request) -> Response:
 
 
 async def regenerated_image(request: Request) -> Response:
+    refused = _image_refused(request)
+    if refused:
+        return refused
     studio: Studio = request.app.state.studio
     user_id, name = request.path_params["user_id"], request.path_params["name"]
     if not browse.USER_ID.match(user_id) or not browse.IMAGE_NAME.match(name):
@@ -494,6 +648,9 @@ def create_app(studio: Studio, start: bool = True) -> Starlette:
         Route("/editor", editor_page),
         Route("/editor", editor_sign_in, methods=["POST"]),
         Route("/editor/sign-out", editor_sign_out, methods=["POST"]),
+        Route("/invitations", invitations_page),
+        Route("/invitations", invitations_create, methods=["POST"]),
+        Route("/invitations/{invitation_id}/revoke", invitation_revoke, methods=["POST"]),
         Route("/study", study_intro),
         Route("/study", study_survey, methods=["POST"]),
         Route("/study/prompts", study_prompts),
@@ -508,7 +665,7 @@ def create_app(studio: Studio, start: bool = True) -> Starlette:
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(studio.settings.allowed_hosts)),
-                  Middleware(SecurityHeaders)]
+                  Middleware(SecurityHeaders, hsts=studio.settings.secure_cookies)]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={FormRefused: _refused, Exception: _failed})
     app.state.studio = studio

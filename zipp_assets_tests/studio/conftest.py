@@ -33,11 +33,12 @@ def _import_anyio_eagerly() -> None:
 
 
 _import_anyio_eagerly()
+from zipp_assets.studio.access import EDITORS_FILE, EditorRegistry
 from zipp_assets.studio.service import Studio, StudioSettings
 from zipp_assets.studio.study import StudyConfig
 from zipp_assets.zipbench.generate import MANIFEST_SCHEMA
 
-EDITOR_TOKEN = "test-editor-token-0123456789"
+EDITOR, EDITOR_TOKEN = "Ada", "test-editor-token-0123456789"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 USERS = ["u_" + f"{i:02d}" * 10 for i in (1, 2, 3)]
 REFERENCE_KEY = "ab" + "0" * 62
@@ -105,10 +106,23 @@ def data_dir(tmp_path) -> Path:
     return folder
 
 
+def editor_registry(data_dir: Path) -> EditorRegistry:
+    return EditorRegistry(StudioSettings(data_dir).studio_dir / EDITORS_FILE)
+
+
+def add_test_editor(data_dir: Path) -> None:
+    """The editor account the tests sign in with (Ada, `EDITOR_TOKEN`), once per data folder."""
+    registry = editor_registry(data_dir)
+    if not any(e["name"] == EDITOR for e in registry.listed()):
+        registry.add(EDITOR, EDITOR_TOKEN)
+
+
 def make_studio(data_dir: Path, n_prompts: int = 3, hosts=("testserver", "127.0.0.1", "localhost"),
-                flush_interval_s: float = 0.05, **kwargs) -> Studio:
-    settings = StudioSettings(data_dir, StudyConfig(n_prompts=n_prompts), EDITOR_TOKEN, tuple(hosts), flush_interval_s)
-    return Studio(settings, LLMResource(), ImageGeneratorResource(), **kwargs)
+                flush_interval_s: float = 0.05, generator_factory=None, **settings) -> Studio:
+    add_test_editor(data_dir)
+    studio_settings = StudioSettings(data_dir, StudyConfig(n_prompts=n_prompts), allowed_hosts=tuple(hosts),
+                                     flush_interval_s=flush_interval_s, **settings)
+    return Studio(studio_settings, LLMResource(), ImageGeneratorResource(), generator_factory)
 
 
 def free_port() -> int:
@@ -120,8 +134,10 @@ def free_port() -> int:
 class StudioServer:
     """`python -m zipp_assets.studio` in its own process on a free loopback port: a real uvicorn server."""
 
-    def __init__(self, data_dir: Path, prompts: int, log_path: Path):
-        self.data_dir, self.prompts, self.log_path = data_dir, prompts, log_path
+    def __init__(self, data_dir: Path, prompts: int, log_path: Path, extra_args: tuple[str, ...] = (),
+                 host_header: str | None = None):
+        self.data_dir, self.prompts, self.log_path, self.extra_args = data_dir, prompts, log_path, extra_args
+        self.host_header = host_header  # the Host a public studio accepts, for the readiness check
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = None
@@ -133,11 +149,12 @@ class StudioServer:
         import time
         import urllib.request
 
-        env = os.environ | {"ZIPP_DATA_DIR": str(self.data_dir), "ZIPP_PROFILE": "demo", "DGLBACKEND": "pytorch",
-                            "ZIPP_STUDIO_EDITOR_TOKEN": EDITOR_TOKEN}
+        add_test_editor(self.data_dir)
+        env = os.environ | {"ZIPP_DATA_DIR": str(self.data_dir), "ZIPP_PROFILE": "demo", "DGLBACKEND": "pytorch"}
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "zipp_assets.studio", "--port", str(self.port), "--prompts", str(self.prompts)],
+            [sys.executable, "-m", "zipp_assets.studio", "--port", str(self.port), "--prompts", str(self.prompts),
+             *self.extra_args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -145,7 +162,9 @@ class StudioServer:
                 raise RuntimeError(f"the studio exited with {self.process.returncode}: "
                                    f"{self.log_path.read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
+                headers = {"Host": self.host_header} if self.host_header else {}
+                with urllib.request.urlopen(urllib.request.Request(self.url + "/", headers=headers),
+                                            timeout=2) as response:
                     if response.status == 200:
                         return self
             except OSError:

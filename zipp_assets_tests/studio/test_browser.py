@@ -68,7 +68,6 @@ async def drive(url: str, page: Page, shots: Path) -> dict:
 
     # --- an editor ---
     await page.goto(f"{url}/editor")
-    await page.fill("input[name=name]", "Ada")
     await page.fill("input[name=token]", EDITOR_TOKEN)
     await page.screenshot(shots / "editor-sign-in.png")
     await page.click_and_wait("form[action='/editor'] button", "location.pathname === '/personas'")

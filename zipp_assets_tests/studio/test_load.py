@@ -22,6 +22,7 @@ from zipp_assets_tests.studio.conftest import StudioServer
 
 PARTICIPANTS = int(os.environ.get("ZIPP_STUDIO_LOAD_PARTICIPANTS", "50"))
 PROMPTS = int(os.environ.get("ZIPP_STUDIO_LOAD_PROMPTS", "10"))
+UNLIMITED_SESSIONS = ("--session-limit", f"{PARTICIPANTS}/{PARTICIPANTS}/60")  # all from one loopback address
 SURVEY = {"age_band": "25-34", "gender": "female", "country": "Portugal", "profession": "nurse",
           "hobbies": "hiking, birdwatching", "consent": "yes"}
 
@@ -66,7 +67,7 @@ async def run_load(url: str) -> tuple[list[float], list[str], float]:
 
 @pytest.mark.slow
 def test_fifty_participants_vote_at_once_and_a_killed_server_loses_no_acknowledged_vote(data_dir, tmp_path):
-    server = StudioServer(data_dir, PROMPTS, tmp_path / "studio.log").start()
+    server = StudioServer(data_dir, PROMPTS, tmp_path / "studio.log", UNLIMITED_SESSIONS).start()
     try:
         latencies, acknowledged, seconds = asyncio.run(run_load(server.url))
     finally:

@@ -9,7 +9,8 @@ from zipp_assets.llm.template import TemplateLLM
 from zipp_assets.personas.schema import Persona
 from zipp_assets.studio.models import rewrite_prompts, verbalize_survey
 from zipp_assets.studio.results import study_results
-from zipp_assets.studio.security import EditorAuth, FormRefused, csrf_ok, parse_field_value, parse_form
+from zipp_assets.studio.access import EditorAuth, EditorRegistry
+from zipp_assets.studio.security import FormRefused, csrf_ok, parse_field_value, parse_form
 from zipp_assets.studio.study import (
     InvalidInput,
     StudyConfig,
@@ -132,7 +133,7 @@ def test_results_give_binomial_test_interval_and_demographic_breakdown():
     assert study_results([], sessions) == []
 
 
-def test_forms_csrf_editor_sign_in_and_field_edits_are_checked():
+def test_forms_csrf_editor_sign_in_and_field_edits_are_checked(tmp_path):
     assert parse_form(b"a=1&b=%3Cx%3E", "application/x-www-form-urlencoded") == {"a": "1", "b": "<x>"}
     for body, kind in ((b"a=1&a=2", "application/x-www-form-urlencoded"), (b"a=1", "multipart/form-data"),
                        (b"a=" + b"x" * 40000, "application/x-www-form-urlencoded"),
@@ -143,13 +144,18 @@ def test_forms_csrf_editor_sign_in_and_field_edits_are_checked():
     token = "A" * 43
     assert csrf_ok({"csrf_token": token}, token)
     assert not csrf_ok({"csrf_token": token}, "B" * 43) and not csrf_ok({}, token) and not csrf_ok({"csrf_token": ""}, "")
-    auth = EditorAuth("s" * 20)
-    session = auth.sign_in("Ada L.", "s" * 20)
+    registry = EditorRegistry(tmp_path / "editors.json")
+    auth = EditorAuth(registry)
+    assert not auth.enabled
+    registry.add("Ada L.", "s" * 20)
+    session = auth.sign_in("s" * 20)
     assert auth.editor(session) == "Ada L." and auth.editor("C" * 43) is None
-    for name, secret in (("Ada", "wrong-token-xxxxxxxx"), ("<b>", "s" * 20), ("", "s" * 20)):
+    for secret in ("wrong-token-xxxxxxxx", "short", ""):
         with pytest.raises(InvalidInput):
-            auth.sign_in(name, secret)
-    assert not EditorAuth("short").enabled and not EditorAuth(None).enabled
+            auth.sign_in(secret)
+    for name in ("<b>", "", "x" * 81):
+        with pytest.raises(ValueError):
+            registry.add(name)
     assert parse_field_value("hobbies", "knitting, chess") == ["knitting", "chess"]
     assert parse_field_value("aesthetics", json.dumps({"palette": ["teal"]})) == {"palette": ["teal"]}
     assert parse_field_value("confidence", "0.25") == 0.25

@@ -38,7 +38,7 @@ def post(client, url, data, **kwargs):
 
 
 def sign_in(client):
-    response = post(client, "/editor", {"name": "Ada", "token": EDITOR_TOKEN}, follow_redirects=False)
+    response = post(client, "/editor", {"token": EDITOR_TOKEN}, follow_redirects=False)
     assert response.status_code == 303
 
 
@@ -72,7 +72,7 @@ def test_browser_finds_users_and_shows_evidence_images_escaped(client):
 def test_editing_needs_an_editor_a_csrf_token_and_valid_values_and_leaves_an_audit_trail(client, studio):
     url = f"/personas/{USERS[1]}/edit"
     assert post(client, url, {"field": "profession", "value": "baker"}).status_code == 403  # not signed in
-    refused = post(client, "/editor", {"name": "Ada", "token": "not-the-token-at-all"})
+    refused = post(client, "/editor", {"token": "not-the-token-at-all"})
     assert refused.status_code == 403 and "not the editor token" in refused.text
     sign_in(client)
     assert client.post(url, data={"field": "profession", "value": "baker"}).status_code == 403  # no CSRF token
