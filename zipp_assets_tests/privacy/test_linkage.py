@@ -1,11 +1,9 @@
 """The linkage attack of docs/privacy.md, as an attacker holding the tiny world's public dumps runs it."""
 
-import duckdb
 import pyarrow as pa
 import pytest
 
-from zipp_assets import lake
-from zipp_assets.graph.user_keys import canonical_key_sql, create_pseudonym_table, create_user_aliases
+from zipp_assets.privacy.exact_reference import EXACT_COLUMNS, exact_graph_edges
 from zipp_assets.privacy.kanonymity import (
     k_anonymize,
     quasi_identifiers_from_dumps,
@@ -16,40 +14,9 @@ from zipp_assets.privacy.kanonymity import (
 from zipp_assets.privacy.linkage import measure_linkage
 from zipp_assets_tests.privacy.conftest import KEY
 
-# graph_edges as the pipeline published it before this change: exact counts and score, and times as
-# float years from the newest second (each column with the SQL the old graph/tables.py used).
-EXACT_COLUMNS = {
-    "comment_count": "comment_count", "submission_count": "submission_count", "score_sum": "score_sum",
-    "active_months": "active_months",
-    "recency_years": "((epoch($newest::TIMESTAMPTZ) - epoch(last_utc))::FLOAT / (365.25 * 86400))::FLOAT",
-    "span_years": "((epoch(last_utc) - epoch(first_utc))::FLOAT / (365.25 * 86400))::FLOAT",
-}
-
-
-def exact_graph_edges(lake_dir, users: pa.Table, subreddits: pa.Table) -> pa.Table:
-    """The graph's pairs with the old exact columns, rebuilt from the monthly edges."""
-    with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("monthly_edges", lake.open_table(lake_dir, "reddit_user_subreddit_edges").to_dataset())
-        create_user_aliases(con, lake_dir)
-        canonical, join = canonical_key_sql("e.user_key")
-        con.sql(f"""CREATE TEMP TABLE pairs AS SELECT {canonical} AS user_key, e.subreddit,
-                    sum(e.comment_count)::BIGINT AS comment_count, sum(e.submission_count)::BIGINT AS submission_count,
-                    sum(e.score_sum)::BIGINT AS score_sum, min(e.first_utc) AS first_utc, max(e.last_utc) AS last_utc,
-                    count(DISTINCT e.month)::BIGINT AS active_months
-                    FROM monthly_edges e {join} GROUP BY 1, 2""").fetchall()
-        create_pseudonym_table(con, "SELECT DISTINCT user_key FROM pairs", KEY, "pseudonyms")
-        con.register("users", users)
-        con.register("subreddits", subreddits)
-        con.sql("""CREATE TEMP TABLE kept AS SELECT u.user_index, s.subreddit_index, p.* FROM pairs p
-                   JOIN pseudonyms USING (user_key) JOIN users u USING (user_id) JOIN subreddits s USING (subreddit)""").fetchall()
-        newest = con.sql("SELECT max(last_utc) FROM kept").fetchall()[0][0]
-        columns = ", ".join(f"{sql} AS {name}" for name, sql in EXACT_COLUMNS.items())
-        return con.sql(f"SELECT user_index, subreddit_index, {columns} FROM kept", params={"newest": newest}).to_arrow_table()
-
 
 def test_exact_edge_columns_name_every_user_from_the_public_dumps(graph_lake, graph, knowledge):
-    exact = exact_graph_edges(graph_lake, graph["users"], graph["subreddits"])
+    exact = exact_graph_edges(graph_lake, KEY, graph["users"], graph["subreddits"])
     assert exact.num_rows == graph["graph_edges"].num_rows  # the same pairs, published exactly
     result = measure_linkage(exact, graph["subreddits"], graph["users"], knowledge, KEY, published=EXACT_COLUMNS)
     assert result.users == graph["users"].num_rows > 100
