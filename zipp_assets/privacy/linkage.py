@@ -4,8 +4,10 @@ names the person behind each pseudonym by matching what the graph publishes abou
 The attacker knows the pipeline (it is public). From the dumps it computes, for every author, the
 very columns `graph_edges` publishes per subreddit (graph/tables.py's EDGE_COLUMNS_SQL, the same
 SQL), then links a pseudonymous user to an author when exactly one author has the user's whole
-signature: its set of subreddits and, in each, the published columns. The attack never needs the
-pseudonym key; only whoever measures it (the audit, a test) checks a guess against the pseudonym.
+signature: its set of subreddits and, in each, the published columns. It also matches one row at
+a time, as the first attack on the exact columns did (a subreddit and a time to the second name the
+comment, hence its author). The attack never needs the pseudonym key; only whoever measures it (the
+audit, a test) checks a guess against the pseudonym.
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ class LinkageResult:
     correct: int | None  # of those, named rightly (None without the key to check)
     median_candidates: float  # authors per user's signature, the middle user
     published_columns: list[str]
+    rows: int = 0  # published rows (user-subreddit pairs)
+    rows_matching_one_author: int = 0  # rows that alone single out one author's pair
+    users_named_by_one_row: int = 0
 
     @property
     def linked_share(self) -> float:
@@ -103,6 +108,26 @@ class LinkageResult:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "linked_share": round(self.linked_share, 4)}
+
+
+def _signature_tables(con: duckdb.DuckDBPyConnection, graph_edges: pa.Table, subreddits: pa.Table,
+                      knowledge: pa.Table, published: Mapping[str, str]) -> None:
+    """Temp tables `attacker_pairs` (author, canonical_key, pair) and `published_pairs` (user_index,
+    pair): one text per (subreddit, published columns), computed alike on both sides."""
+    columns = list(published)
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("graph_edges", graph_edges.select(["user_index", "subreddit_index", *columns]))
+    con.register("subreddits", subreddits.select(["subreddit_index", "subreddit"]))
+    con.register("knowledge", knowledge)
+    con.sql("CREATE TEMP TABLE seen AS SELECT k.* FROM knowledge k JOIN subreddits USING (subreddit)").fetchall()
+    newest = con.sql(f"SELECT max(last_utc), {month_number_sql('max(last_utc)')} FROM seen").fetchall()[0]
+    attacker_row = " || '|' || ".join(["subreddit", *[f"({sql})::VARCHAR" for sql in published.values()]])
+    published_row = " || '|' || ".join(["s.subreddit", *[f"e.{c}::VARCHAR" for c in columns]])
+    attacker_sql, params = _bind(f"SELECT author, canonical_key, {attacker_row} AS pair FROM seen",
+                                 {"newest": newest[0], "newest_month": newest[1]})
+    con.sql(f"CREATE TEMP TABLE attacker_pairs AS {attacker_sql}", params=params).fetchall()
+    con.sql(f"CREATE TEMP TABLE published_pairs AS SELECT e.user_index, {published_row} AS pair "
+            "FROM graph_edges e JOIN subreddits s USING (subreddit_index)").fetchall()
 
 
 def link_users(graph_edges: pa.Table, subreddits: pa.Table, knowledge: pa.Table,
@@ -114,22 +139,10 @@ def link_users(graph_edges: pa.Table, subreddits: pa.Table, knowledge: pa.Table,
     aggregates: the attacker computes it from the dumps and matches it exactly. `subreddits`
     (index -> name) says which subreddits the graph kept; the attacker's pairs elsewhere are not
     part of anyone's signature. `{}` matches on the set of subreddits alone."""
-    columns = list(published)
     with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("graph_edges", graph_edges.select(["user_index", "subreddit_index", *columns]))
-        con.register("subreddits", subreddits.select(["subreddit_index", "subreddit"]))
-        con.register("knowledge", knowledge)
-        con.sql("CREATE TEMP TABLE seen AS SELECT k.* FROM knowledge k JOIN subreddits USING (subreddit)").fetchall()
-        newest = con.sql(f"SELECT max(last_utc), {month_number_sql('max(last_utc)')} FROM seen").fetchall()[0]
-        expressions = [f"({sql})::VARCHAR" for sql in published.values()]
-        attacker_row = " || '|' || ".join(["subreddit", *expressions])
-        published_row = " || '|' || ".join(["s.subreddit", *[f"e.{c}::VARCHAR" for c in columns]])
-        attacker_sql, params = _bind(f"SELECT author, canonical_key, {attacker_row} AS pair FROM seen",
-                                     {"newest": newest[0], "newest_month": newest[1]})
-        con.sql(f"CREATE TEMP TABLE attacker_pairs AS {attacker_sql}", params=params).fetchall()
+        _signature_tables(con, graph_edges, subreddits, knowledge, published)
         return con.sql(
-            f"""
+            """
             WITH authors AS (
                 SELECT author, any_value(canonical_key) AS canonical_key, md5(string_agg(pair, '\n' ORDER BY pair)) AS signature
                 FROM attacker_pairs GROUP BY author
@@ -139,8 +152,7 @@ def link_users(graph_edges: pa.Table, subreddits: pa.Table, knowledge: pa.Table,
                 FROM authors GROUP BY signature
             ),
             users AS (
-                SELECT e.user_index, md5(string_agg({published_row}, '\n' ORDER BY {published_row})) AS signature
-                FROM graph_edges e JOIN subreddits s USING (subreddit_index) GROUP BY e.user_index
+                SELECT user_index, md5(string_agg(pair, '\n' ORDER BY pair)) AS signature FROM published_pairs GROUP BY user_index
             )
             SELECT u.user_index, coalesce(b.candidates, 0)::BIGINT AS candidates,
                    CASE WHEN b.candidates = 1 THEN b.author END AS author,
@@ -149,6 +161,23 @@ def link_users(graph_edges: pa.Table, subreddits: pa.Table, knowledge: pa.Table,
             ORDER BY u.user_index
             """
         ).to_arrow_table()
+
+
+def single_row_matches(graph_edges: pa.Table, subreddits: pa.Table, knowledge: pa.Table,
+                       published: Mapping[str, str] = EDGE_COLUMNS_SQL) -> tuple[int, int, int]:
+    """The attack one published row at a time (the attacker knows one of a user's subreddits, or
+    matches rows without assembling signatures): (rows, rows that exactly one author's pair
+    matches, users with at least one such row)."""
+    with duckdb.connect() as con:
+        _signature_tables(con, graph_edges, subreddits, knowledge, published)
+        rows, unique_rows, users = con.sql(
+            """
+            WITH counts AS (SELECT pair, count(*) AS authors FROM attacker_pairs GROUP BY pair)
+            SELECT count(*), count(*) FILTER (WHERE authors = 1), count(DISTINCT user_index) FILTER (WHERE authors = 1)
+            FROM published_pairs LEFT JOIN counts USING (pair)
+            """
+        ).fetchall()[0]
+    return int(rows), int(unique_rows), int(users)
 
 
 def _bind(sql: str, values: Mapping[str, object]) -> tuple[str, dict]:
@@ -169,6 +198,8 @@ def measure_linkage(graph_edges: pa.Table, subreddits: pa.Table, users: pa.Table
         guesses = pseudonymize([r["canonical_key"] for r in linked], key)
         correct = sum(user_ids.get(r["user_index"]) == guess for r, guess in zip(linked, guesses))
     candidates = sorted(links["candidates"].to_pylist())
+    rows, unique_rows, named_by_row = single_row_matches(graph_edges, subreddits, knowledge, published)
     return LinkageResult(users=links.num_rows, linked=len(linked), correct=correct,
                          median_candidates=float(candidates[len(candidates) // 2]) if candidates else 0.0,
-                         published_columns=list(published))
+                         published_columns=list(published), rows=rows, rows_matching_one_author=unique_rows,
+                         users_named_by_one_row=named_by_row)

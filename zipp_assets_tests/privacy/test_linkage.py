@@ -21,6 +21,8 @@ def test_exact_edge_columns_name_every_user_from_the_public_dumps(graph_lake, gr
     result = measure_linkage(exact, graph["subreddits"], graph["users"], knowledge, KEY, published=EXACT_COLUMNS)
     assert result.users == graph["users"].num_rows > 100
     assert result.linked_share >= 0.95 and result.correct == result.linked  # every name found is right
+    # The issue's attack: one row's subreddit and times single out one author's pair, almost always.
+    assert result.rows == exact.num_rows and result.rows_matching_one_author >= 0.95 * result.rows
 
 
 def test_the_graph_publishes_activity_only_in_months_and_power_of_two_bins(graph):
@@ -36,7 +38,7 @@ def test_the_graph_publishes_activity_only_in_months_and_power_of_two_bins(graph
     assert max(edges["comments_bin"].to_pylist()) <= 8 and max(abs(b) for b in edges["score_bin"].to_pylist()) <= 20
 
 
-def test_the_attack_on_the_coarse_graph_finds_only_right_names_and_its_columns_match_the_pipeline(graph, knowledge):
+def test_the_attack_on_the_coarse_graph_finds_only_right_names_and_its_columns_match_the_pipeline(graph_lake, graph, knowledge):
     """The lake stays re-identifiable (docs/privacy.md: it is internal data for that reason): the
     subreddit set alone names most users. What the attack finds is right, which shows the attacker
     computes the published columns exactly as the pipeline does: the measurement is not an
@@ -45,6 +47,11 @@ def test_the_attack_on_the_coarse_graph_finds_only_right_names_and_its_columns_m
     by_set = measure_linkage(graph["graph_edges"], graph["subreddits"], graph["users"], knowledge, KEY, published={})
     assert coarse.correct == coarse.linked and by_set.correct == by_set.linked
     assert by_set.linked_share > 0.8 and coarse.linked >= by_set.linked
+    # One coarse row alone singles out an author far less often than one exact row did.
+    exact = measure_linkage(exact_graph_edges(graph_lake, KEY, graph["users"], graph["subreddits"]), graph["subreddits"],
+                            graph["users"], knowledge, KEY, published=EXACT_COLUMNS)
+    assert coarse.rows == exact.rows
+    assert coarse.rows_matching_one_author < 0.75 * exact.rows_matching_one_author  # 58% of rows here, exact: all
 
 
 def test_quasi_identifiers_single_out_most_users_of_the_lake(graph, knowledge):
