@@ -51,7 +51,7 @@ def audit_lake(lake_dir: Path, reddit_dir: Path, key: bytes, k: int, linkage_att
     the dumps of every month in the graph are read, as the attacker would (as long as ingestion)."""
     graph = lake.open_tables(lake_dir, GRAPH_TABLES)
     users, subreddits, edges = (graph[name].read() for name in GRAPH_TABLES)
-    rows = quasi_identifiers_from_lake(users, subreddits, edges).to_pylist()
+    quasi = quasi_identifiers_from_lake(users, subreddits, edges)
     _, months = monthly_edges(lake_dir)
     linkage = by_set = authors = None
     if linkage_attack:
@@ -62,4 +62,4 @@ def audit_lake(lake_dir: Path, reddit_dir: Path, key: bytes, k: int, linkage_att
     release = None
     if lake.table_exists(lake_dir, PERSONA_RELEASE_CANDIDATE):
         release = release_risk(lake.read_table(lake_dir, PERSONA_RELEASE_CANDIDATE), k, authors, evidence_texts(lake_dir))
-    return LakeAudit(months, len(rows), uniqueness(rows, k), linkage, by_set, release)
+    return LakeAudit(months, quasi.num_rows, uniqueness(quasi, k), linkage, by_set, release)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import duckdb
 import pyarrow as pa
@@ -95,12 +96,21 @@ class Uniqueness:
                 f"share in groups < {self.k}": share(self.below_k)}
 
 
-def uniqueness(rows: list[dict], k: int) -> list[Uniqueness]:
-    """How many of `rows` (quasi-identifier rows) each quasi-identifier singles out."""
+def uniqueness(quasi_identifiers: pa.Table, k: int) -> list[Uniqueness]:
+    """How many users of a quasi-identifier table each quasi-identifier singles out (in DuckDB, so a
+    graph of millions of users is counted without Python rows)."""
     out = []
-    for name, columns in QUASI_IDENTIFIERS.items():
-        sizes = group_sizes(rows, columns)
-        out.append(Uniqueness(name, len(rows), sum(s == 1 for s in sizes), sum(s < k for s in sizes), k))
+    with duckdb.connect() as con:
+        con.register("quasi", quasi_identifiers)
+        for name, columns in QUASI_IDENTIFIERS.items():
+            unique, below_k = con.sql(
+                f"""
+                SELECT count(*) FILTER (WHERE n = 1), count(*) FILTER (WHERE n < $k)
+                FROM (SELECT count(*) OVER (PARTITION BY {', '.join(columns)}) AS n FROM quasi)
+                """,
+                params={"k": k},
+            ).fetchall()[0]
+            out.append(Uniqueness(name, quasi_identifiers.num_rows, int(unique or 0), int(below_k or 0), k))
     return out
 
 
@@ -113,6 +123,10 @@ class Generaliser:
 
     common: tuple[str, ...]
 
+    @cached_property
+    def _rank(self) -> dict[str, int]:
+        return {s: i for i, s in enumerate(self.common)}
+
     @staticmethod
     def fit(rows: list[dict], k: int) -> Generaliser:
         counts = Counter(s for r in rows for s in set(r["subreddits"]))
@@ -121,7 +135,7 @@ class Generaliser:
 
     def value(self, row: dict, level: int) -> str:
         """The row's released quasi-identifier at `level` (an index into LEVELS), as one string."""
-        rank = {s: i for i, s in enumerate(self.common)}
+        rank = self._rank
         named = sorted((s for s in set(row["subreddits"]) if s in rank), key=rank.__getitem__)
         activity = (f"comments {describe_count_bin(row['comments_bin'])}, posts {describe_count_bin(row['submissions_bin'])}, "
                     f"{row['active_months']} active month(s)")

@@ -5,6 +5,8 @@ import pytest
 
 from zipp_assets.privacy.exact_reference import EXACT_COLUMNS, exact_graph_edges
 from zipp_assets.privacy.kanonymity import (
+    QUASI_IDENTIFIERS,
+    group_sizes,
     k_anonymize,
     quasi_identifiers_from_dumps,
     quasi_identifiers_from_lake,
@@ -55,8 +57,13 @@ def test_the_attack_on_the_coarse_graph_finds_only_right_names_and_its_columns_m
 
 
 def test_quasi_identifiers_single_out_most_users_of_the_lake(graph, knowledge):
-    rows = quasi_identifiers_from_lake(graph["users"], graph["subreddits"], graph["graph_edges"]).to_pylist()
-    figures = {u.quasi_identifier: u for u in uniqueness(rows, k=5)}
+    quasi = quasi_identifiers_from_lake(graph["users"], graph["subreddits"], graph["graph_edges"])
+    rows = quasi.to_pylist()
+    figures = {u.quasi_identifier: u for u in uniqueness(quasi, k=5)}
+    # The same counts as grouping the rows by hand.
+    for name, columns in QUASI_IDENTIFIERS.items():
+        sizes = group_sizes(rows, columns)
+        assert (figures[name].unique, figures[name].below_k) == (sum(n == 1 for n in sizes), sum(n < 5 for n in sizes))
     assert figures["subreddit set"].unique / len(rows) > 0.8
     assert figures["subreddit set and activity"].unique >= figures["subreddit set"].unique
     assert all(u.below_k >= u.unique for u in figures.values())
