@@ -6,6 +6,7 @@ import shutil
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -21,7 +22,7 @@ from zipp_assets.privacy.export import (
     release_risk,
     word_runs,
 )
-from zipp_assets.privacy.kanonymity import group_sizes, quasi_identifiers_from_lake
+from zipp_assets.privacy.kanonymity import group_sizes
 from zipp_assets.resources import ZippLake
 
 SNIPPET = "honestly the night shift at the county hospital ward is wearing me down lately"
@@ -109,7 +110,7 @@ def persona_data_dir(graph_lake, graph, tiny_world, tmp_path):
     for name, rows, schema in ((PERSONAS, personas, PERSONAS_SCHEMA), (EVIDENCE, evidence, EVIDENCE_SCHEMA)):
         table = pa.Table.from_pylist(rows, schema=schema)
         for shard in SHARD_KEYS:
-            part = table.filter(pa.compute.equal(table["shard"], shard))
+            part = table.filter(pc.equal(table["shard"], shard))
             lake.write_partition(data_dir / "lake", name, part, {"shard": shard})
     return data_dir
 
