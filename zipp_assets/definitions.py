@@ -11,6 +11,7 @@ from zipp_assets.llm.resources import LLMResource
 from zipp_assets.maintenance import lake_vacuum_job, lake_vacuum_schedule
 from zipp_assets.personas.assets import persona_assets
 from zipp_assets.personas.schedules import remining_jobs, remining_schedules, remining_sensors
+from zipp_assets.privacy.assets import privacy_assets
 from zipp_assets.reddit.assets import reddit_assets, reddit_monthly_job
 from zipp_assets.reddit.sensors import new_reddit_dumps
 from zipp_assets.resources import ZippLake
@@ -20,7 +21,8 @@ from zipp_assets.zipbench.assets import zipbench_assets
 _lake = ZippLake.from_environment()
 
 defs = dg.Definitions(
-    assets=[*reddit_assets, *graph_assets, *encoder_assets, *persona_assets, *zipbench_assets, *studio_assets],
+    assets=[*reddit_assets, *graph_assets, *encoder_assets, *persona_assets, *zipbench_assets, *studio_assets,
+            *privacy_assets],
     jobs=[reddit_monthly_job, *remining_jobs, lake_vacuum_job],
     schedules=[*remining_schedules, lake_vacuum_schedule],
     sensors=[new_reddit_dumps, *remining_sensors, *studio_sensors],

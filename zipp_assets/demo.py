@@ -30,6 +30,7 @@ MONTHLY_GROUPS = ["reddit"]
 GLOBAL_GROUPS = ["graph", "encoder"]
 SHARDED_ASSETS = "persona_evidence,personas"  # over every user shard, in one run
 SUMMARY_ASSETS = "persona_fidelity"
+PRIVACY_ASSETS = "group:privacy"  # release candidate, audit (blocks a risky release), release
 # ZIPBench: build, then every method x shard in one single-run range, then scores, summary and report.
 BENCHMARK_BUILD = "zipbench_users,zipbench_prompts"
 BENCHMARK_PARTITIONED = "zipbench_rewrites,zipbench_images"
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         materialize(f"group:{group}", None)
     materialize(SHARDED_ASSETS, f"{SHARD_KEYS[0]}...{SHARD_KEYS[-1]}")
     materialize(SUMMARY_ASSETS, None)
+    materialize(PRIVACY_ASSETS, None)
     materialize(BENCHMARK_BUILD, None, {"ops": {"zipbench_users": {"config": {"n_users": DEMO_BENCHMARK_USERS}}}})
     keys = benchmark_partitions.get_partition_keys()
     materialize(BENCHMARK_PARTITIONED, f"{keys[0]}...{keys[-1]}")

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import torch
 
 from zipp_assets import lake
-from zipp_assets.graph.tables import EDGE_FEATURES, GRAPH_TABLES
+from zipp_assets.graph.tables import EDGE_FEATURES, GRAPH_TABLES, bin_floor
 from zipp_assets.graph.visual import PROFILES, encoder_slug
 
 FORWARD, REVERSE = ("user", "posts_in", "subreddit"), ("subreddit", "has_member", "user")
@@ -101,21 +101,22 @@ class FeatureNormalization:
 
 def user_activity_features(pairs: np.ndarray, edges_table, train: np.ndarray, num_users: int) -> np.ndarray:
     """[U, len(USER_FEATURES)] from training edges only: a held-out link's comments, posts and score
-    must not reach the model through its input features either."""
+    must not reach the model through its input features either. The lake holds each link's counts
+    and score as power-of-two bins; a user's total sums each bin's smallest value."""
     users = pairs[train, 0]
 
     def per_user(column: str) -> np.ndarray:
-        return np.bincount(users, weights=edges_table[column].to_numpy()[train].astype(np.float64), minlength=num_users)
+        return np.bincount(users, weights=bin_floor(edges_table[column].to_numpy()[train]), minlength=num_users)
 
-    score = per_user("score_sum")
+    score = per_user("score_bin")
     # Distinct active months over training links only are not in graph_edges; the busiest training
     # link's month count is the nearest lower bound it holds.
     months = np.zeros(num_users)
     np.maximum.at(months, users, edges_table["active_months"].to_numpy()[train].astype(np.float64))
     return np.stack(
         [
-            np.log1p(per_user("comment_count")),
-            np.log1p(per_user("submission_count")),
+            np.log1p(per_user("comments_bin")),
+            np.log1p(per_user("submissions_bin")),
             np.log1p(np.bincount(users, minlength=num_users)),
             months,
             np.sign(score) * np.log1p(np.abs(score)),

@@ -2,6 +2,8 @@
 
 DuckDB does the aggregation out of core (spilling under a memory limit), so a graph of tens of
 millions of edges is built within a few GB. Users are pseudonymised here; no username leaves.
+Activity is published coarse (docs/privacy.md): counts and scores in powers of two, times in whole
+months. Exact counts or times, matched against the public dumps, name the person behind a pseudonym.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from zipp_assets import lake
@@ -21,9 +24,9 @@ USERS_SCHEMA = pa.schema(
         ("user_index", pa.int64()),
         ("user_id", pa.string()),
         ("subreddit_count", pa.int64()),
-        ("comment_count", pa.int64()),
-        ("submission_count", pa.int64()),
-        ("score_sum", pa.int64()),
+        ("comments_bin", pa.int64()),
+        ("submissions_bin", pa.int64()),
+        ("score_bin", pa.int64()),
         ("first_utc", pa.timestamp("us", tz="UTC")),
         ("last_utc", pa.timestamp("us", tz="UTC")),
         ("active_months", pa.int64()),
@@ -42,19 +45,57 @@ GRAPH_EDGES_SCHEMA = pa.schema(
     [
         ("user_index", pa.int64()),
         ("subreddit_index", pa.int64()),
-        ("comment_count", pa.int64()),
-        ("submission_count", pa.int64()),
-        ("score_sum", pa.int64()),
+        ("comments_bin", pa.int64()),
+        ("submissions_bin", pa.int64()),
+        ("score_bin", pa.int64()),
         ("active_months", pa.int64()),
-        ("log_comments", pa.float32()),
-        ("log_submissions", pa.float32()),
-        ("signed_log_score", pa.float32()),
-        ("recency_years", pa.float32()),
-        ("span_years", pa.float32()),
+        ("recency_months", pa.int64()),
+        ("span_months", pa.int64()),
         ("split", pa.string()),
     ]
 )
-EDGE_FEATURES = ["log_comments", "log_submissions", "signed_log_score", "recency_years", "span_years"]
+EDGE_FEATURES = ["comments_bin", "submissions_bin", "score_bin", "recency_months", "span_months"]
+
+
+def count_bin_sql(column: str) -> str:
+    """Power-of-two bin of a count: 0 -> 0, 1-2 -> 1, 3-6 -> 2, 7-14 -> 3, ... (floor(log2(1 + n)))."""
+    return f"floor(log2(1 + {column}))::BIGINT"
+
+
+def score_bin_sql(column: str) -> str:
+    """The signed power-of-two bin of a score sum: sign(s) * floor(log2(1 + |s|))."""
+    return f"(sign({column}) * floor(log2(1 + abs({column}))))::BIGINT"
+
+
+def bin_floor(bins):
+    """The smallest count (or, signed, score) each bin holds: 2^|b| - 1, with the bin's sign."""
+    bins = np.asarray(bins, dtype=np.float64)
+    return np.sign(bins) * (np.exp2(np.abs(bins)) - 1)
+
+
+def describe_count_bin(bin_number: int) -> str:
+    """The range of counts a bin holds, for text: 0 -> '0', 1 -> '1-2', 3 -> '7-14'."""
+    low, high = 2**bin_number - 1, 2 ** (bin_number + 1) - 2
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def month_number_sql(column: str) -> str:
+    """Months since year 0 of a UTC timestamp (the connection's TimeZone must be UTC)."""
+    return f"(12 * year({column}) + month({column}) - 1)"
+
+
+# Each published per-pair column, from the pair's aggregates (comment_count, submission_count,
+# score_sum, first_utc, last_utc, active_months) and $newest_month (the graph's newest month, as
+# month_number_sql). The linkage attack (privacy/linkage.py) computes them from the public dumps
+# with these same expressions: it measures what the published columns give away.
+EDGE_COLUMNS_SQL = {
+    "comments_bin": count_bin_sql("comment_count"),
+    "submissions_bin": count_bin_sql("submission_count"),
+    "score_bin": score_bin_sql("score_sum"),
+    "active_months": "active_months",
+    "recency_months": f"($newest_month - {month_number_sql('last_utc')})::BIGINT",
+    "span_months": f"({month_number_sql('last_utc')} - {month_number_sql('first_utc')})::BIGINT",
+}
 SPLITS = ("train", "val", "test")
 GRAPH_TABLES = ["users", "subreddits", "graph_edges"]  # written together under one build id
 
@@ -187,7 +228,9 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
             FROM (SELECT DISTINCT subreddit FROM kept_pairs)
             """
         ).fetchall()
-        newest = con.sql("SELECT max(last_utc) FROM kept_pairs").fetchall()[0][0]
+        con.execute("SET TimeZone = 'UTC'")  # months of UTC timestamps, whatever the machine's zone
+        newest_month = con.sql(f"SELECT {month_number_sql('max(last_utc)')} FROM kept_pairs").fetchall()[0][0]
+        published = ",\n                   ".join(f"{sql} AS {name}" for name, sql in EDGE_COLUMNS_SQL.items())
         # The held-out split is a property of each (user, subreddit) pair: a hash bucket, so the
         # same links stay held out when the graph is rebuilt with more months. Each user keeps at
         # least its highest-hash link (the least likely to be held out) for training.
@@ -201,12 +244,8 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
                        row_number() OVER (PARTITION BY u.user_index ORDER BY md5(u.user_id || '/' || p.subreddit) DESC) AS rank
                 FROM kept_pairs p JOIN user_index u USING (user_key) JOIN subreddit_index s USING (subreddit)
             )
-            SELECT user_index, subreddit_index, comment_count, submission_count, score_sum, active_months,
-                   ln(1 + comment_count)::FLOAT AS log_comments,
-                   ln(1 + submission_count)::FLOAT AS log_submissions,
-                   (sign(score_sum) * ln(1 + abs(score_sum)))::FLOAT AS signed_log_score,
-                   (epoch($newest::TIMESTAMPTZ) - epoch(last_utc))::FLOAT / (365.25 * 86400) AS recency_years,
-                   (epoch(last_utc) - epoch(first_utc))::FLOAT / (365.25 * 86400) AS span_years,
+            SELECT user_index, subreddit_index,
+                   {published},
                    CASE
                        WHEN degree < {config.min_edges_for_holdout} OR rank = 1 THEN 'train'
                        WHEN bucket < {config.test_fraction} THEN 'test'
@@ -216,19 +255,19 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
             FROM featured
             ORDER BY user_index, subreddit_index
             """,
-            params={"newest": newest},
+            params={"newest_month": newest_month},
         )
         with lake.RotatingParquetWriter(together.partition("graph_edges"), GRAPH_EDGES_SCHEMA) as writer:
             for batch in edges.to_arrow_reader(500_000):
                 writer.write(pa.Table.from_batches([batch]))
-        # First and last activity only to the month (its first day, UTC): exact times, joined with
-        # the public dumps, would name the person behind a pseudonym.
-        con.execute("SET TimeZone = 'UTC'")
+        # First and last activity only to the month (its first day, UTC), totals in power-of-two
+        # bins: exact times or totals, joined with the public dumps, would name the person.
         users = con.sql(
-            """
+            f"""
             SELECT u.user_index, u.user_id, count(*)::BIGINT AS subreddit_count,
-                   sum(p.comment_count)::BIGINT AS comment_count, sum(p.submission_count)::BIGINT AS submission_count,
-                   sum(p.score_sum)::BIGINT AS score_sum, date_trunc('month', min(p.first_utc)) AS first_utc,
+                   {count_bin_sql('sum(p.comment_count)')} AS comments_bin,
+                   {count_bin_sql('sum(p.submission_count)')} AS submissions_bin,
+                   {score_bin_sql('sum(p.score_sum)')} AS score_bin, date_trunc('month', min(p.first_utc)) AS first_utc,
                    date_trunc('month', max(p.last_utc)) AS last_utc,
                    any_value(m.active_months) AS active_months
             FROM kept_pairs p JOIN user_index u USING (user_key) JOIN user_months m USING (user_key)

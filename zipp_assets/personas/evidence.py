@@ -24,14 +24,14 @@ import numpy as np
 import pyarrow as pa
 
 from zipp_assets import lake
-from zipp_assets.graph.tables import GRAPH_TABLES
+from zipp_assets.graph.tables import GRAPH_TABLES, describe_count_bin
 from zipp_assets.graph.user_keys import canonical_key_sql, create_pseudonym_table, create_user_aliases
 from zipp_assets.graph.visual import PROFILES
 from zipp_assets.llm.tokens import TokenCounter
 from zipp_assets.personas.shards import shard_of
 from zipp_assets.reddit.ingest import open_ingested
 
-EVIDENCE_VERSION = "evidence-v1"
+EVIDENCE_VERSION = "evidence-v2"  # v2: activity counts as ranges (the graph holds power-of-two bins)
 PAPER_TOKEN_CAP = 4096  # the paper's cap on evidence; gains saturate near 2K
 EVIDENCE = "persona_evidence"
 
@@ -170,7 +170,8 @@ def load_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: Evi
     snippets = _top_comments(lake_dir, key, mine, by_user, config)
     out = []
     for u in mine:
-        facts = (f"{u['comment_count']:,} comments and {u['submission_count']:,} posts over {u['active_months']} "
+        facts = (f"{describe_count_bin(u['comments_bin'])} comments and {describe_count_bin(u['submissions_bin'])} posts "
+                 f"over {u['active_months']} "
                  f"active month(s) ({_month(u['first_utc'])} to {_month(u['last_utc'])}), "
                  f"in {u['subreddit_count']} communities")
         out.append(UserEvidence(u["user_index"], u["user_id"], facts, by_user.get(u["user_index"], []),

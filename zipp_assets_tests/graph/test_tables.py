@@ -1,4 +1,6 @@
+import base64
 import json
+import secrets
 import shutil
 
 import pyarrow.compute as pc
@@ -135,8 +137,33 @@ def test_pseudonym_key_is_required_in_production(tmp_path):
         pseudonym_key(settings, {})
     with pytest.raises(RuntimeError, match="not the public demo key"):
         pseudonym_key(settings, {"ZIPP_PSEUDONYM_KEY": DEMO_KEY})
-    assert pseudonym_key(settings, {"ZIPP_PSEUDONYM_KEY": "s3cret"}) == b"s3cret"
     assert pseudonymize(["a"], b"k1") != pseudonymize(["a"], b"k2")
+
+
+@pytest.mark.parametrize("secret, reason", [
+    ("s3cret", "encodes 4 bytes, fewer than 32"),
+    ("correct horse battery staple, a long passphrase", "neither hex nor base64"),
+    ("ab" * 31, "encodes 31 bytes"),  # 62 hex digits: one byte short
+    (base64.b64encode(bytes(range(31))).decode(), "encodes 31 bytes"),
+    ("00" * 32, "only 1 distinct values: not random"),
+    (("0123456789abcdef" * 4), "only 8 distinct values"),
+])
+def test_production_refuses_a_pseudonym_key_of_fewer_than_32_random_bytes(tmp_path, secret, reason):
+    settings = load_settings({"ZIPP_PROFILE": "production", "ZIPP_DATA_DIR": str(tmp_path)})
+    with pytest.raises(RuntimeError, match=f"refused in the production profile: .*{reason}.*secrets.token_hex"):
+        pseudonym_key(settings, {"ZIPP_PSEUDONYM_KEY": secret})
+
+
+def test_a_key_of_32_random_bytes_is_used_as_the_bytes_its_hex_or_base64_encodes(tmp_path):
+    key = secrets.token_bytes(32)
+    for profile in ("production", "demo"):
+        settings = load_settings({"ZIPP_PROFILE": profile, "ZIPP_DATA_DIR": str(tmp_path)})
+        for text in (key.hex(), key.hex().upper(), base64.b64encode(key).decode(),
+                     base64.urlsafe_b64encode(key).decode().rstrip("="), f"  {key.hex()}\n"):
+            assert pseudonym_key(settings, {"ZIPP_PSEUDONYM_KEY": text}) == key
+    # The demo profile still takes a short test key, as text; production never does.
+    demo = load_settings({"ZIPP_DATA_DIR": str(tmp_path)})
+    assert pseudonym_key(demo, {"ZIPP_PSEUDONYM_KEY": "s3cret"}) == b"s3cret"
 
 
 def _world_copy(tiny_world, data_dir):

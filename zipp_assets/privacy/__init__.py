@@ -1,0 +1,1 @@
+"""Re-identification risk: the linkage attack, uniqueness by quasi-identifiers, k-anonymous export."""
