@@ -34,7 +34,7 @@ PRIVACY_ASSETS = "group:privacy"  # release candidate, audit (blocks a risky rel
 # ZIPBench: build, then every method x shard in one single-run range, then scores, summary and report.
 BENCHMARK_BUILD = "zipbench_users,zipbench_prompts"
 BENCHMARK_PARTITIONED = "zipbench_rewrites,zipbench_images"
-BENCHMARK_SUMMARY = "zipbench_scores,zipbench_summary,zipbench_report"
+BENCHMARK_SUMMARY = "zipbench_scores,zipbench_human_agreement,zipbench_summary,zipbench_report"
 DEMO_BENCHMARK_USERS = 300  # "a few hundred in the demo"; production's default is the paper's 1,500
 
 

@@ -168,3 +168,19 @@ def bootstrap_reweighting_shift(values: np.ndarray, weights: np.ndarray, resampl
 
     samples = _bootstrap_rows(len(values), shift, resamples, seed)
     return _percentile_interval(estimate, samples, len(values), level)
+
+
+def wilson_interval(successes: int, trials: int, level: float = LEVEL) -> Interval:
+    """A proportion k / n with its Wilson score interval (Wilson 1927), for independent yes/no trials; it
+    stays inside [0, 1] and keeps its width near 0 and 1, where the normal approximation does not."""
+    if trials < 0 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials, got {successes} of {trials}")
+    if trials == 0:
+        return NAN_INTERVAL
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z / (1 + z * z / trials) * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return Interval(p, float(max(0.0, centre - half)), float(min(1.0, centre + half)), trials)

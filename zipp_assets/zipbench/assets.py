@@ -65,10 +65,12 @@ class BenchmarkUsersConfig(dg.Config):
     n_users: int = 1500  # the paper's ZIPBench size; the demo asks for fewer
     min_references: int = 1  # held-out images a user needs to be scored against
     seed: int = 0
-    # Prompt-history files (Civitai generation records, PIP-style histories); relative paths are under the
-    # raw folder. Missing files are skipped and said so.
+    # Generation-history files or folders (ZIP-Bench rows, Civitai image records: the user is the row's
+    # reddit_username); relative paths are under the raw folder. Missing files are skipped and said so.
+    # Any format `python -m zipp_assets.zipbench.loaders inspect` reads is detected from its columns.
     history_files: list[str] = ["zipbench/civitai_generations.jsonl"]
-    # PIP-style prompt histories (Tailored Visions) whose user id is a Reddit username.
+    # Prompt histories: PIP of Tailored Visions (a folder of per-user JSON Lines files) whose user ids are
+    # Reddit usernames; each user's test rows become held-out base prompts, the train rows their history.
     prompt_history_files: list[str] = []
 
 
@@ -96,13 +98,20 @@ def zipbench_users(context: dg.AssetExecutionContext, config: BenchmarkUsersConf
         def under_raw(files: list[str]) -> list[Path]:
             return [p if p.is_absolute() else settings.raw_dir / p for p in map(Path, files)]
 
-        history, history_report = load_history_files(
+        histories = load_history_files(
             under_raw(config.history_files),
             lambda names: user_ids_for_usernames(settings.lake_dir, names, pseudonym_key(settings)),
             under_raw(config.prompt_history_files))
+        history, heldout = histories.history, histories.heldout
         users = sample_users(profiles, personas, history, config.n_users, config.min_references, config.seed)
+        for u in users:
+            u["n_heldout_prompts"] = len(heldout.get(u["user_id"], []))
         chosen = {u["user_id"] for u in users}
-        history_rows = [{"user_id": u, "position": i, "prompt": p} for u in sorted(chosen) for i, p in enumerate(history.get(u, []))]
+        history_rows = [{"user_id": u, "position": i, "prompt": p, "split": "train", "short_prompt": None}
+                        for u in sorted(chosen) for i, p in enumerate(history.get(u, []))]
+        history_rows += [{"user_id": u, "position": i, "prompt": h["prompt"], "split": "test",
+                          "short_prompt": h["short_prompt"]}
+                         for u in sorted(chosen) for i, h in enumerate(heldout.get(u, []))]
         with lake_io.atomic_partition(settings.lake_dir, USERS) as folder:
             lake_io.write_table(folder, pa.Table.from_pylist(users))
         with lake_io.atomic_partition(settings.lake_dir, HISTORY) as folder:
@@ -120,7 +129,8 @@ def zipbench_users(context: dg.AssetExecutionContext, config: BenchmarkUsersConf
             "strata": len(strata),
             "reference_images": sum(u["n_references"] for u in users),
             "users_with_prompt_history": sum(1 for u in users if u["n_history_prompts"]),
-            "history_files": dg.MetadataValue.md(markdown_table(history_report)),
+            "users_with_heldout_prompts": sum(1 for u in users if u["n_heldout_prompts"]),
+            "history_files": dg.MetadataValue.md(markdown_table(histories.report)),
             "by_age_band": dg.MetadataValue.md(markdown_table(
                 [{"age band": k, "users": v} for k, v in sorted(Counter(u["age_band"] for u in users).items())])),
             "strata_plot": png_markdown(figure),
@@ -147,7 +157,7 @@ def zipbench_prompts(config: BenchmarkPromptsConfig, lake: ZippLake):
         settings = lake.settings
         users = lake_io.read_table(settings.lake_dir, USERS).to_pylist()
         history = _history(settings.lake_dir)
-        rows = build_prompts(users, history, config.prompts_per_user)
+        rows = build_prompts(users, history, config.prompts_per_user, _heldout(settings.lake_dir))
         with lake_io.atomic_partition(settings.lake_dir, PROMPTS) as folder:
             lake_io.write_table(folder, pa.Table.from_pylist(rows))
         return {
@@ -164,9 +174,20 @@ def zipbench_prompts(config: BenchmarkPromptsConfig, lake: ZippLake):
 
 
 def _history(lake_dir: Path) -> dict[str, list[str]]:
+    """Each benchmark user's own prompts a method may see (train rows; never the held-out ones)."""
     out: dict[str, list[str]] = {}
     for row in sorted(lake_io.read_table(lake_dir, HISTORY).to_pylist(), key=lambda r: (r["user_id"], r["position"])):
-        out.setdefault(row["user_id"], []).append(row["prompt"])
+        if row.get("split", "train") in ("train", None):
+            out.setdefault(row["user_id"], []).append(row["prompt"])
+    return out
+
+
+def _heldout(lake_dir: Path) -> dict[str, list[dict]]:
+    """Each benchmark user's held-out prompts (a dataset's test split), in order."""
+    out: dict[str, list[dict]] = {}
+    for row in sorted(lake_io.read_table(lake_dir, HISTORY).to_pylist(), key=lambda r: (r["user_id"], r["position"])):
+        if row.get("split") == "test":
+            out.setdefault(row["user_id"], []).append({"prompt": row["prompt"], "short_prompt": row["short_prompt"]})
     return out
 
 
@@ -383,6 +404,133 @@ def zipbench_scores(context: dg.AssetExecutionContext, config: ScoresConfig, lak
     return _recorded(run)
 
 
+HUMAN_AGREEMENT, HUMAN_PAIRS = "zipbench_human_agreement", "zipbench_human_pairs"
+
+
+class HumanAgreementConfig(dg.Config):
+    # Preference files or folders (Pick-a-Pic v2, Rapidata; the format is detected from the columns),
+    # relative paths under the raw folder. None configured: the summary's row says so.
+    preference_files: list[str] = []
+    # Where the pairs' images are, under the raw folder: files named as
+    # `python -m zipp_assets.zipbench.loaders export-images` writes them (or the published relative paths).
+    image_root: str = "zipbench/preference_images"
+    judge: str = "embedding"  # as zipbench_scores: "embedding" (offline) or "vision_language"
+    max_pairs: int = 2000  # a keyed sample of the pairs, bounding the judge's calls
+    references_per_user: int = 8  # a Pick-a-Pic user's chosen images in their other pairs
+    seed: int = 0
+    demographic_targets: str = ""  # the voters' raking targets; empty: the shipped, cited default
+
+
+@dg.asset(
+    name=HUMAN_AGREEMENT,
+    group_name=GROUP,
+    kinds={"deltalake"},
+    pool="gpu",
+    description="The pairwise judge against people: Pick-a-Pic v2 and Rapidata preference pairs judged in both "
+                "orders, agreement with the human choice with intervals, per vote raw and IPF-reweighted from the "
+                "voters' demographics; one ZIPBench summary row per source.",
+)
+def zipbench_human_agreement(context: dg.AssetExecutionContext, config: HumanAgreementConfig, lake: ZippLake,
+                             image_encoder: ImageEncoderResource, llm: LLMResource):
+    def run() -> dict:
+        import json
+
+        from zipp_assets.zipbench.agreement import (
+            agreement,
+            human_pairs,
+            judge_items,
+            sample_pairs,
+            summary_rows,
+            with_image_bytes,
+        )
+        from zipp_assets.zipbench.judge import EmbeddingJudge, VisionLanguageJudge, judge_pairs
+        from zipp_assets.zipbench.loaders import PREFERENCES, BenchmarkFileError, load
+        from zipp_assets.zipbench.loaders.images import find_image
+        from zipp_assets.zipbench.raking import DEFAULT_TARGETS, load_demographic_targets
+        from zipp_assets.zipbench.scoring import embed_images
+
+        settings = lake.settings
+        started = time.perf_counter()
+        if config.judge not in ("embedding", "vision_language"):
+            raise dg.Failure(f"unknown judge {config.judge!r}: embedding or vision_language")
+        files_report, pairs = [], []
+        for name in config.preference_files:
+            path = Path(name) if Path(name).is_absolute() else settings.raw_dir / name
+            if not path.exists():
+                files_report.append({"file": name, "status": "missing", "votes": 0, "rejected": 0})
+                continue
+            try:
+                result = load(path, on_bad_row="skip")
+            except BenchmarkFileError as error:
+                files_report.append({"file": name, "status": f"refused: {error.problem}", "votes": 0, "rejected": 0})
+                continue
+            if result.kind != PREFERENCES:
+                files_report.append({"file": name, "status": f"not preference pairs ({result.format.name})",
+                                     "votes": 0, "rejected": result.rejected.num_rows})
+                continue
+            found = human_pairs(result.table)
+            pairs += found
+            files_report.append({"file": name, "status": f"read ({result.format.name})", "votes": result.table.num_rows,
+                                 "pairs": len(found), "rejected": result.rejected.num_rows,
+                                 "skipped": result.skipped.num_rows, "duplicates": result.duplicates.num_rows})
+        available = dict(Counter(p.format for p in pairs))
+        chosen = sample_pairs(pairs, config.max_pairs, config.seed)
+        root = Path(config.image_root)
+        root = root if root.is_absolute() else settings.raw_dir / root
+        prepared = judge_items(chosen, lambda image_id: find_image(root, image_id),
+                               lambda paths: embed_images(paths, image_encoder.build()), config.references_per_user)
+        judge_name = "none"
+        verdicts = []
+        if prepared.items:
+            if config.judge == "embedding":
+                judge = EmbeddingJudge()
+                verdicts = judge_pairs(judge, prepared.items)
+                judge_name = judge.name
+            else:
+                if llm.backend == "template":
+                    raise dg.Failure("the vision_language judge needs an LLM resource with a vision-language model")
+                with llm.client() as client:
+                    judge = VisionLanguageJudge(client)
+                    for start in range(0, len(prepared.items), 64):  # images read 64 pairs at a time
+                        verdicts += judge_pairs(judge, [with_image_bytes(item) for item in
+                                                        prepared.items[start : start + 64]])
+                    judge_name = judge.name
+        targets = load_demographic_targets(config.demographic_targets or DEFAULT_TARGETS)
+        results = agreement(prepared.pairs, verdicts, targets, seed=config.seed)
+        why = ("no preference files configured (preference_files)" if not config.preference_files else
+               "; ".join(f"{n} pairs left out: {r}" for r, n in prepared.skipped.items()) or "no pairs judged")
+        rows = summary_rows(results, judge_name, available, note="" if results else why)
+        pair_rows = [{"pair_id": p.pair_id, "format": p.format, "annotator_id": p.annotator, "human": p.majority,
+                      "votes_a": p.tally[0], "votes_b": p.tally[1], "judge_winner": v.winner,
+                      "first_order": v.verdict_ab.choice, "second_order": v.verdict_ba.choice,
+                      "reason": v.verdict_ab.reason or v.verdict_ba.reason or None, "judge": v.judge}
+                     for p, v in zip(prepared.pairs, verdicts)]
+        pair_schema = pa.schema([("pair_id", pa.string()), ("format", pa.string()), ("annotator_id", pa.string()),
+                                 ("human", pa.string()), ("votes_a", pa.int64()), ("votes_b", pa.int64()),
+                                 ("judge_winner", pa.string()), ("first_order", pa.string()),
+                                 ("second_order", pa.string()), ("reason", pa.string()), ("judge", pa.string())])
+        with lake_io.atomic_partition(settings.lake_dir, HUMAN_PAIRS) as folder:
+            lake_io.write_table(folder, pa.Table.from_pylist(pair_rows, schema=pair_schema), pair_schema)
+        details = [{k: val for k, val in r.items() if not k.startswith("_")} for r in results.values()]
+        with lake_io.atomic_partition(settings.lake_dir, HUMAN_AGREEMENT) as folder:
+            lake_io.write_table(folder, pa.Table.from_pylist(
+                [{"table": "summary_row", "json": json.dumps(r)} for r in rows]
+                + [{"table": "result", "json": json.dumps(d, default=str)} for d in details],
+                schema=pa.schema([("table", pa.string()), ("json", pa.string())])))
+        return {
+            "judge": judge_name,
+            "pairs_available": sum(available.values()),
+            "pairs_judged": len(prepared.items),
+            "pairs_left_out": dg.MetadataValue.json(dict(prepared.skipped)),
+            "files": dg.MetadataValue.md(markdown_table(files_report) if files_report else "(none configured)"),
+            "summary_rows": dg.MetadataValue.md(markdown_table(rows, 10, 200)),
+            "results": dg.MetadataValue.json(details),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+
+    return _recorded(run)
+
+
 class SummaryConfig(dg.Config):
     seed: int = 0
     demographic_targets: str = ""  # a target table (JSON); empty: the shipped, cited default
@@ -390,11 +538,13 @@ class SummaryConfig(dg.Config):
 
 @dg.asset(
     name=SUMMARY,
-    deps=[SCORES, USERS],
+    deps=[SCORES, USERS, HUMAN_AGREEMENT],
     group_name=GROUP,
     kinds={"deltalake"},
     description="Per method, intervals over users: CLIPScore to the references and to the prompt, lift over generic "
-                "in percent, judge win rate over generic, CMMD; and the demographic table, raw and IPF-reweighted.",
+                "in percent, judge win rate over generic, CMMD; the history methods over users with and without a "
+                "prompt history; the judge's agreement with human choices; and the demographic table, raw and "
+                "IPF-reweighted.",
 )
 def zipbench_summary(context: dg.AssetExecutionContext, config: SummaryConfig, lake: ZippLake):
     def run() -> dict:
@@ -403,7 +553,14 @@ def zipbench_summary(context: dg.AssetExecutionContext, config: SummaryConfig, l
         import numpy as np
 
         from zipp_assets.zipbench.raking import DEFAULT_TARGETS, load_demographic_targets
-        from zipp_assets.zipbench.scoring import ImageScores, summarise
+        from zipp_assets.zipbench.scoring import (
+            ALL_USERS,
+            ImageScores,
+            history_rows,
+            judge_is_clipscore,
+            label_offline_judge,
+            summarise,
+        )
 
         settings = lake.settings
         started = time.perf_counter()
@@ -425,9 +582,16 @@ def zipbench_summary(context: dg.AssetExecutionContext, config: SummaryConfig, l
         targets = load_demographic_targets(config.demographic_targets or DEFAULT_TARGETS)
         summary = summarise(scores, manifest, users, METHODS, targets, seed=config.seed)
         results = summary["results"]
-        table = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
+        table = [{"method": r["method"], "group": ALL_USERS, **{k: v for k, v in r.items() if not k.startswith("_")}}
+                 for r in results]
+        by_history = history_rows(scores, users, METHODS, seed=config.seed)
+        human = _human_agreement_rows(settings.lake_dir)
+        rows_out = label_offline_judge(table + by_history, scores.judge) + human
+        columns = list(dict.fromkeys(["method", "group", *(k for r in rows_out for k in r)]))
         with lake_io.atomic_partition(settings.lake_dir, SUMMARY) as folder:
-            lake_io.write_table(folder, pa.Table.from_pylist([{k: str(v) for k, v in r.items()} for r in table]))
+            lake_io.write_table(folder, pa.Table.from_pylist(
+                [{c: str(r.get(c, "–") if r.get(c) is not None else "–") for c in columns} for r in rows_out]))
+        table = [r for r in rows_out if r["group"] == ALL_USERS]
         demographics = summary["demographics"]
         demo_rows = [{"table": "reweighted", **{k: str(v) for k, v in r.items()}} for r in demographics["rows"]]
         with lake_io.atomic_partition(settings.lake_dir, DEMOGRAPHICS) as folder:
@@ -450,6 +614,9 @@ def zipbench_summary(context: dg.AssetExecutionContext, config: SummaryConfig, l
                                           for r in table))
         return {
             "results": dg.MetadataValue.md(markdown_table(table, 20, 80)),
+            "by_prompt_history": dg.MetadataValue.md(markdown_table(by_history, 20, 80)),
+            "judge_vs_humans": dg.MetadataValue.md(markdown_table(human, 10, 400)),
+            "judge": scores.judge + (f" ({OFFLINE_JUDGE_NOTE})" if judge_is_clipscore(scores.judge) else ""),
             "demographics_reweighted": dg.MetadataValue.md(markdown_table(demo_rows, 20, 80)),
             "raking": dg.MetadataValue.json(demographics["fit"] or {}),
             "verdicts": dg.MetadataValue.json({r["method"]: r["verdict vs generic"] for r in results}),
@@ -459,6 +626,22 @@ def zipbench_summary(context: dg.AssetExecutionContext, config: SummaryConfig, l
         }
 
     return _recorded(run)
+
+
+OFFLINE_JUDGE_NOTE = ("its verdicts are the sign of the CLIPScore (ref) difference between the two images: the same "
+                      "metric as CLIPScore, not a separate finding")
+
+
+def _human_agreement_rows(lake_dir: Path) -> list[dict]:
+    """The summary's rows for the judge against people, from zipbench_human_agreement (or why there are none)."""
+    import json
+
+    if not lake_io.table_exists(lake_dir, HUMAN_AGREEMENT):
+        return [{"method": "judge vs human choices", "group": "human preference pairs", "users": "0",
+                 "judge agreement with humans": "–", "judge verdict": "–",
+                 "note": f"{HUMAN_AGREEMENT} not materialized"}]
+    return [json.loads(r["json"]) for r in lake_io.read_table(lake_dir, HUMAN_AGREEMENT).to_pylist()
+            if r["table"] == "summary_row"]
 
 
 class ReportConfig(dg.Config):
@@ -521,4 +704,4 @@ def zipbench_report(context: dg.AssetExecutionContext, config: ReportConfig, lak
 
 
 zipbench_assets = [zipbench_users, zipbench_prompts, zipbench_rewrites, zipbench_images, zipbench_scores,
-                   zipbench_summary, zipbench_report]
+                   zipbench_summary, zipbench_report, zipbench_human_agreement]

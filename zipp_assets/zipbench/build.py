@@ -84,10 +84,13 @@ def sample_users(profiles: list[dict], personas: dict[str, dict], history: dict[
     return sorted(rows, key=lambda r: r["user_id"])
 
 
-def build_prompts(users: list[dict], history: dict[str, list[str]], per_user: int) -> list[dict]:
-    """Base prompts of every benchmark user, with the seed all methods share."""
+def build_prompts(users: list[dict], history: dict[str, list[str]], per_user: int,
+                  heldout: dict[str, list[dict]] | None = None) -> list[dict]:
+    """Base prompts of every benchmark user (held-out ones first), with the seed all methods share."""
     rows = []
+    heldout = heldout or {}
     for user in users:
-        for row in prompts_for_user(user["user_id"], per_user, history.get(user["user_id"])):
+        for row in prompts_for_user(user["user_id"], per_user, history.get(user["user_id"]),
+                                    heldout=heldout.get(user["user_id"])):
             rows.append({"user_id": user["user_id"], "shard": user["shard"], **row})
     return rows

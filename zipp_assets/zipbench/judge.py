@@ -5,7 +5,8 @@
   pick B, anything else is a tie. Both raw verdicts and their reasons are kept in the record, so
   position bias stays visible (`orders_agree`).
 - Judges: `EmbeddingJudge`, the offline embedding judge (cosine to the mean of the user's reference
-  image embeddings; no model reads the images, and it is named as such), and `VisionLanguageJudge`, a
+  image embeddings; no model reads the images, and it is named as such: it is CLIPScore (ref) compared
+  between the two images, the same metric, not a second finding), and `VisionLanguageJudge`, a
   vision-language model behind the project's `LLM` interface (persona text, reference images and the two
   candidates as image parts; a JSON answer {"choice": "first" | "second" | "tie"} checked by a schema).
   A judge never raises for one comparison: an unparsable or failed answer is a tie with its reason.
@@ -142,9 +143,15 @@ def judge_pair(judge: PairwiseJudge, case: JudgeCase, image_a: Candidate, image_
 class EmbeddingJudge:
     """The offline embedding judge: prefers the candidate whose embedding has the higher cosine to the mean
     of the user's reference-image embeddings; exactly equal cosines are a tie. It reads no pixels and no
-    persona; it stands in for a vision-language judge offline and is reported under this name."""
+    persona; it stands in for a vision-language judge offline and is reported under this name.
 
-    name = "offline embedding judge (cosine to the mean reference embedding; not a vision-language model)"
+    It is CLIPScore (ref) again, not an independent judge: CLIPScore is the mean cosine to the same reference
+    embeddings, so the judge's verdict is (up to the clipping of negative cosines) the sign of the two
+    images' CLIPScore difference, and its win rate over generic restates the CLIPScore comparison. The
+    summary and report say so next to every verdict it gives (`scoring.label_offline_judge`)."""
+
+    name = ("offline embedding judge (cosine to the mean reference embedding: the same metric as CLIPScore (ref); "
+            "not a vision-language model)")
 
     def compare(self, case: JudgeCase, first: Candidate, second: Candidate) -> Verdict:
         refs = case.reference_embeddings

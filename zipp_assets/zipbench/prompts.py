@@ -14,6 +14,7 @@ import hashlib
 import re
 
 PROMPT_SET_VERSION = "zipbench-prompts-v1"
+HELDOUT_CAP = 1000  # characters of a held-out base prompt
 
 # Content-only prompts, four per category, written for this set.
 BASE_PROMPTS: dict[str, tuple[str, ...]] = {
@@ -81,21 +82,31 @@ def _rank(user_id: str, item: str) -> str:
 
 
 def prompts_for_user(user_id: str, per_user: int, history: list[str] | None = None,
-                     own_share: float = 0.5) -> list[dict]:
-    """`per_user` base prompts for one user: categories in a user-specific rotation so every category
-    is covered evenly across users, and up to `own_share` of them de-styled prompts of the user's own."""
+                     own_share: float = 0.5, heldout: list[dict] | None = None) -> list[dict]:
+    """`per_user` base prompts for one user: first the user's held-out prompts (a dataset's test split,
+    such as PIP's: rewritten from their short prompt, the full prompt kept as `target_prompt`), then up to
+    `own_share` of the rest de-styled prompts of the user's own history, then categories of the versioned
+    set in a user-specific rotation so every category is covered evenly across users."""
     if per_user < 1:
         raise ValueError("per_user must be at least 1")
     rows = []
+    for held in heldout or []:
+        base = held.get("short_prompt") or destyle(held["prompt"]) or held["prompt"]
+        if len(rows) >= per_user or any(r["base_prompt"].lower() == base.lower() for r in rows):
+            continue
+        rows.append({"prompt_id": f"heldout-{hashlib.sha256(held['prompt'].encode()).hexdigest()[:10]}",
+                     "category": "held out", "base_prompt": base[:HELDOUT_CAP],
+                     "source": "held out (test split)" + ("" if held.get("short_prompt") else ", de-styled"),
+                     "target_prompt": held["prompt"]})
     own = []
     for text in history or []:
         cleaned = destyle(text)
         if cleaned and cleaned.lower() not in {o.lower() for o in own}:
             own.append(cleaned)
     own.sort(key=lambda t: _rank(user_id, t))
-    for i, text in enumerate(own[: int(per_user * own_share)]):
+    for text in own[: max(0, min(int(per_user * own_share), per_user - len(rows)))]:
         rows.append({"prompt_id": f"own-{hashlib.sha256(text.encode()).hexdigest()[:10]}", "category": "own history",
-                     "base_prompt": text, "source": "own history, de-styled"})
+                     "base_prompt": text, "source": "own history, de-styled", "target_prompt": None})
     categories = sorted(CATEGORIES, key=lambda c: _rank(user_id, c))
     for i in range(per_user - len(rows)):
         category = categories[i % len(categories)]
@@ -103,7 +114,7 @@ def prompts_for_user(user_id: str, per_user: int, history: list[str] | None = No
         # a user-specific start, then the next prompt of the category on each further pass
         index = (int(_rank(user_id, category), 16) + i // len(categories)) % len(options)
         rows.append({"prompt_id": f"{category}-{index}", "category": category, "base_prompt": options[index],
-                     "source": PROMPT_SET_VERSION})
+                     "source": PROMPT_SET_VERSION, "target_prompt": None})
     for row in rows:
         row["seed"] = prompt_seed(user_id, row["prompt_id"])
     return rows

@@ -125,17 +125,71 @@ _READING = (
 )
 
 
+_HISTORY_READING = (
+    "The methods that read a user's own prompts (3- and 5-shot ZIPP, Tailored Visions), over the users who have a "
+    "prompt history and over those who have none. Without a history these methods get no examples and fall back "
+    "(the note says to what), so their overall row mixes two different methods; each group here is paired with "
+    "generic on its own users."
+)
+_HUMAN_READING = (
+    "The pairwise judge on people's own choices (Pick-a-Pic v2, Rapidata), asked in both orders like the "
+    "benchmark's pairs: 1 when it picks the image most people picked, 0.5 for a tie, 0 otherwise; the mean over "
+    "annotators (or pairs where none is published) with a 95% bootstrap interval. Chance is 0.5. The note gives the "
+    "share of decided pairs that agree (Wilson interval), the agreement per vote, raw and IPF-reweighted from the "
+    "voters' age and gender, and the human ceiling (how often one voter agrees with the majority)."
+)
+_OFFLINE_JUDGE = ("its verdict is the sign of the CLIPScore (ref) difference between the two images, so its win "
+                  "rate is the same metric as CLIPScore, not a separate finding.")
+_NOT_RESULTS = ("group", "note", "judge agreement with humans")
+_NOT_HISTORY = ("CLIPScore (prompt)", "CMMD (pooled, biased)", "CMMD (per user, unbiased)",
+                "judge agreement with humans")
+
+
+def _without(row: Mapping[str, Any], columns: Sequence[str]) -> dict:
+    return {k: v for k, v in row.items() if k not in columns}
+
+
+def split_summary(summary: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[dict], list[dict]]:
+    """The summary's rows: per method over all users; the history methods by group; the judge vs people."""
+    overall, by_history, human = [], [], []
+    for row in summary:
+        group = row.get("group") or "all users"
+        (human if group == "human preference pairs" else overall if group == "all users" else by_history).append(
+            dict(row))
+    return overall, by_history, human
+
+
+def judge_is_clipscore(judge_name: str) -> bool:
+    from zipp_assets.zipbench.scoring import judge_is_clipscore as same
+
+    return same(judge_name)
+
+
 def build_report(*, summary: list[dict], demographic_rows: list[dict], demographic_groups: list[dict],
                  raking: dict | None, gallery_users: list[dict], personas: dict[str, dict], manifest: list[dict],
                  rewrites: list[dict], methods: Sequence[str], images_root: Path, reference_cache: Path,
                  prompts_per_user: int, components: Mapping[str, str]) -> tuple[str, str]:
     """The report page and its Markdown results table, from the summary tables and the gallery's images."""
     verdict_class = {"ahead": "ahead", "behind": "behind", "tied": "tied"}
-    results = [{**r, "_class": verdict_class.get(r.get("verdict vs generic", ""), "")} for r in summary]
+    overall, by_history, human = split_summary(summary)
+    results = [{**_without(r, _NOT_RESULTS), "_class": verdict_class.get(r.get("verdict vs generic", ""), "")}
+               for r in overall]
+    judge = str(components.get("pairwise judge", ""))
+    judge_note = f" The pairwise judge here is the {judge}: {_OFFLINE_JUDGE}" if judge_is_clipscore(judge) else ""
     sections = [("Results", html_table(results, left=("method",), classes={"minus generic": "_class",
                                                                            "lift % over generic": "_class",
                                                                            "verdict vs generic": "_class"})
-                 + f"<p class='note'>{html.escape(_READING)}</p>")]
+                 + f"<p class='note'>{html.escape(_READING + judge_note)}</p>")]
+    history_table = [{**_without(r, _NOT_HISTORY), "_class": verdict_class.get(r.get("verdict vs generic", ""), "")}
+                     for r in by_history]
+    sections.append(("Users with and without a prompt history", html_table(
+        history_table, left=("method", "group", "note"), classes={"minus generic": "_class",
+                                                                  "verdict vs generic": "_class"})
+        + f"<p class='note'>{html.escape(_HISTORY_READING)}</p>"))
+    sections.append(("The judge against human choices", html_table(
+        [{k: r.get(k, "–") for k in ("method", "users", "judge agreement with humans", "judge verdict", "note")}
+         for r in human], left=("method", "note"))
+        + f"<p class='note'>{html.escape(_HUMAN_READING)}</p>"))
     sections.append(("Components", html_table([{"component": k, "what ran": v} for k, v in components.items()],
                                               left=("component", "what ran"))))
     fit = raking or {}
@@ -175,9 +229,10 @@ def build_report(*, summary: list[dict], demographic_rows: list[dict], demograph
                       "prompts": prompts})
     sections.append(("Gallery", gallery_html(cards, methods)))
     page = render_report("ZIPBench report", sections, notes=[
-        "Offline stand-ins (template rewriter, offline renderer, pixel-statistics encoder, embedding judge) are named "
+        "Offline stand-ins (template rewriter, offline renderer, pixel-statistics encoder, embedding judge: the "
+        "latter the same metric as CLIPScore, not a separate finding) are named "
         "in the Components table; their numbers measure the pipeline, not the paper's models."])
-    return page, markdown_summary(summary)
+    return page, markdown_summary([_without(r, _NOT_RESULTS) for r in overall])
 
 
 def _bar_plot(summary: list[dict]) -> str:
@@ -187,7 +242,7 @@ def _bar_plot(summary: list[dict]) -> str:
     from zipp_assets.metadata import new_figure
 
     parsed = []
-    for row in summary:
+    for row in split_summary(summary)[0]:
         match = re.match(r"([-0-9.]+) \[([-0-9.]+), ([-0-9.]+)\]", str(row.get("CLIPScore (ref)", "")))
         if match:
             parsed.append((row["method"], *map(float, match.groups())))

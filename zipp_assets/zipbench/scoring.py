@@ -261,3 +261,70 @@ def demographic_table(results: list[dict], users: list[dict], targets: Demograph
                 group[row["method"]] = round(float(np.mean(values)), 2) if values else None
             out["groups"].append(group)
     return out
+
+
+# -- the summary's further rows: users with and without a prompt history; the offline judge's label --
+
+HISTORY_METHODS = ("zipp_3shot", "zipp_5shot", "tailored_visions")  # the methods that read a user's prompt history
+WITH_HISTORY, WITHOUT_HISTORY, ALL_USERS = "with prompt history", "without prompt history", "all users"
+FALLBACK = {
+    "zipp_3shot": "no history: no examples, so the same request as zipp_0shot",
+    "zipp_5shot": "no history: no examples, so the same request as zipp_0shot",
+    "tailored_visions": "no history: nothing to retrieve, so a request without examples",
+}
+OFFLINE_JUDGE_LABEL = "same metric as CLIPScore (ref), not a separate finding"
+
+
+def judge_is_clipscore(judge_name: str) -> bool:
+    """Whether the judge is the offline embedding judge: cosine to the mean reference embedding, which is
+    CLIPScore (ref) compared between the two images, so its verdicts follow the CLIPScore difference."""
+    return str(judge_name).startswith("offline embedding judge")
+
+
+def history_rows(scores: ImageScores, users: list[dict], methods: Sequence[str], seed: int = 0) -> list[dict]:
+    """For each method that reads a prompt history, its results over the users with one and over the users
+    without one (who get no examples: the method falls back), each group paired with generic on its users."""
+    index = {u["user_id"]: i for i, u in enumerate(users)}
+    with_history = {index[u["user_id"]] for u in users if u.get("n_history_prompts")}
+    ref_means = per_user_means(scores.rows, "clip_ref", index)
+    base = ref_means.get(BASELINE, {})
+    judged_by_method: dict[str, list[dict]] = {}
+    for j in scores.judgements:
+        judged_by_method.setdefault(j["method"], []).append(j)
+    rows = []
+    for method in methods:
+        if method not in HISTORY_METHODS or method not in ref_means:
+            continue
+        for has, group in ((True, WITH_HISTORY), (False, WITHOUT_HISTORY)):
+            mine = {u: s for u, s in ref_means[method].items() if (u in with_history) == has}
+            clip = bootstrap_mean(np.array(list(mine.values())), seed=seed)
+            row = {"method": method, "group": group, "users": clip.n, "CLIPScore (ref)": _interval(clip, 2),
+                   "minus generic": "–", "lift % over generic": "–", "verdict vs generic": "–",
+                   "judge win rate vs generic": "–", "judge verdict": "–",
+                   "note": "" if has else FALLBACK[method]}
+            if mine and base:
+                diff = paired_difference(mine, base, seed=seed)
+                try:
+                    lift = _interval(bootstrap_relative_lift(mine, base, seed=seed), 1)
+                except ValueError:
+                    lift = "–"
+                row.update({"minus generic": _interval(diff, 2), "lift % over generic": lift,
+                            "verdict vs generic": diff.verdict() if diff.n else "–"})
+            members = set(mine)
+            judged = _judge_rate([j for j in judged_by_method.get(method, []) if index.get(j["user_id"]) in members],
+                                 method, index, seed)
+            if judged and judged.overall.n:
+                row.update({"judge win rate vs generic": _interval(judged.overall, 3),
+                            "judge verdict": judged.verdict()})
+            rows.append(row)
+    return rows
+
+
+def label_offline_judge(rows: list[dict], judge_name: str) -> list[dict]:
+    """With the offline embedding judge, every judge verdict is marked as the CLIPScore comparison it is."""
+    if not judge_is_clipscore(judge_name):
+        return rows
+    for row in rows:
+        if row.get("judge verdict") not in (None, "–"):
+            row["judge verdict"] = f"{row['judge verdict']} ({OFFLINE_JUDGE_LABEL})"
+    return rows

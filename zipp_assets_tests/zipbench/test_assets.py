@@ -1,6 +1,8 @@
 """ZIPBench's assets end to end on the tiny world, offline: users, prompts, rewrites, images, scores, report."""
 
+import json
 import shutil
+from collections import Counter
 
 import dagster as dg
 import pytest
@@ -10,6 +12,8 @@ from zipp_assets.imaging.resources import ImageEncoderResource, ImageGeneratorRe
 from zipp_assets.llm.resources import LLMResource
 from zipp_assets.resources import ZippLake
 from zipp_assets.zipbench.assets import METHODS, benchmark_partitions, zipbench_assets
+from zipp_assets.zipbench.loaders.images import export_images
+from zipp_assets_tests.zipbench import published as pub
 
 
 @pytest.fixture
@@ -30,16 +34,37 @@ def _metadata(result, key):
             if e.asset_key.to_user_string() == key][0]
 
 
+def _published_files(data_dir):
+    """A PIP folder (one file per user) for the world's Civitai-linked users, and Pick-a-Pic v2 and Rapidata
+    files with their images exported where the judge looks for them."""
+    raw = data_dir / "raw" / "zipbench"
+    linked = sorted({json.loads(line)["reddit_username"] for line in
+                     (raw / "civitai_generations.jsonl").read_text().splitlines()})
+    pub.write_pip_folder(raw / "pip", {name: 5 for name in linked}, bad=False)
+    for name, writer in (("pickapic.parquet", pub.write_pickapic), ("rapidata.parquet", pub.write_rapidata)):
+        export_images(writer(raw / name), raw / "preference_images")
+    return linked
+
+
 def test_the_benchmark_end_to_end_offline(data_dir):
-    users, prompts, rewrites, images, scores, summary, report = zipbench_assets
+    users, prompts, rewrites, images, scores, summary, report, human = zipbench_assets
     resources, instance = _resources(data_dir), dg.DagsterInstance.ephemeral()
-    config = {"ops": {"zipbench_users": {"config": {"n_users": 40}},
+    _published_files(data_dir)
+    config = {"ops": {"zipbench_users": {"config": {"n_users": 40, "prompt_history_files": ["zipbench/pip"]}},
                       "zipbench_prompts": {"config": {"prompts_per_user": 3}}}}
     built = dg.materialize([users, prompts], resources=resources, instance=instance, run_config=config)
     assert built.success
     table = lake.read_table(data_dir / "lake", "zipbench_users").to_pylist()
     assert len(table) == 40 and all(u["n_references"] >= 1 for u in table)
     assert _metadata(built, "zipbench_users")["users_with_prompt_history"].value >= 1  # the world's Civitai file
+    # PIP's test rows are held out: the base prompts of their users, rewritten from the short prompt (query)
+    assert _metadata(built, "zipbench_users")["users_with_heldout_prompts"].value >= 1
+    base = lake.read_table(data_dir / "lake", "zipbench_prompts").to_pylist()
+    held = [p for p in base if p["category"] == "held out"]
+    assert held and all(p["base_prompt"].startswith("castle ") and p["target_prompt"].startswith("prompt ")
+                        for p in held)
+    history = lake.read_table(data_dir / "lake", "zipbench_history").to_pylist()
+    assert {h["prompt"] for h in history if h["split"] == "test"} == {p["target_prompt"] for p in held}
     # Every method over every shard in one run (a single-run range), as the demo and README's backfill do.
     keys = benchmark_partitions.get_partition_keys()
     for asset in (rewrites, images):
@@ -54,13 +79,34 @@ def test_the_benchmark_end_to_end_offline(data_dir):
     for m in manifest:  # one seed per (user, prompt), shared by every method
         seeds.setdefault((m["user_id"], m["prompt_id"]), set()).add(m["seed"])
     assert all(len(s) == 1 for s in seeds.values())
-    final = dg.materialize([scores, summary, report], resources=resources, instance=instance)
+    final = dg.materialize([scores, human, summary, report], resources=resources, instance=instance, run_config={
+        "ops": {"zipbench_human_agreement": {"config": {"preference_files": [
+            "zipbench/pickapic.parquet", "zipbench/rapidata.parquet"]}}}})
     assert final.success
-    results = lake.read_table(data_dir / "lake", "zipbench_summary").to_pylist()
+    rows = lake.read_table(data_dir / "lake", "zipbench_summary").to_pylist()
+    results = [r for r in rows if r["group"] == "all users"]
     assert [r["method"] for r in results] == list(METHODS)
     assert all("[" in r["CLIPScore (ref)"] for r in results)  # every headline number has its interval
+    # the offline judge is labelled as the CLIPScore comparison it is
+    assert all(r["judge verdict"].endswith("(same metric as CLIPScore (ref), not a separate finding)")
+               for r in results if r["method"] != "generic")
+    # the history methods over users with and without a prompt history
+    split = {(r["method"], r["group"]): r for r in rows if "prompt history" in r["group"]}
+    assert set(split) == {(m, g) for m in ("zipp_3shot", "zipp_5shot", "tailored_visions")
+                          for g in ("with prompt history", "without prompt history")}
+    assert sum(int(split[("zipp_3shot", g)]["users"]) for g in ("with prompt history", "without prompt history")) == 40
+    assert split[("zipp_5shot", "without prompt history")]["note"].startswith("no history")
+    # the judge against human choices: one row per source, with an interval
+    human_rows = {r["method"]: r for r in rows if r["group"] == "human preference pairs"}
+    assert set(human_rows) == {"judge vs human choices (pickapic-v2)", "judge vs human choices (rapidata)"}
+    assert all("[" in r["judge agreement with humans"] for r in human_rows.values())
+    assert "IPF-reweighted" in human_rows["judge vs human choices (rapidata)"]["note"]
+    judged_pairs = lake.read_table(data_dir / "lake", "zipbench_human_pairs").to_pylist()
+    assert Counter(p["format"] for p in judged_pairs) == {"pickapic-v2": 3, "rapidata": 3}
     page = (data_dir / "zipbench" / "report" / "index.html").read_text()
     assert "ZIPBench report" in page and page.count("<img") > 20 and "offline renderer" in page
+    assert "Users with and without a prompt history" in page and "The judge against human choices" in page
+    assert "same metric as CLIPScore" in page
     # Self-contained: nothing loads from elsewhere (citations may name web pages as text), and the page's
     # content security policy would block it anyway.
     import re
