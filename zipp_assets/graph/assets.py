@@ -6,6 +6,7 @@
 import dagster as dg
 import duckdb
 
+from zipp_assets.k8s import pod_tags
 from zipp_assets import lake as lake_io
 from zipp_assets.graph.images import ImageLoader, LoaderConfig
 from zipp_assets.graph.pseudonyms import pseudonym_key
@@ -46,6 +47,7 @@ def _degree_histogram(edges) -> dg.MetadataValue:
 
 @dg.multi_asset(
     name="graph_tables",
+    op_tags=pod_tags("graph_tables"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     specs=[
         dg.AssetSpec("users", group_name=GROUP, kinds={"deltalake"},
                      description="Users kept for the graph: integer index, keyed pseudonym (no username) and activity.",
@@ -112,6 +114,7 @@ class ImageEmbeddingsConfig(dg.Config):
 
 @dg.asset(
     name="image_embeddings",
+    op_tags=pod_tags("image_gpu"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=["reddit_image_posts"],
     group_name=GROUP,
     kinds={"deltalake"},
@@ -150,6 +153,7 @@ def image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingsC
 
 @dg.asset(
     name="user_visual_profiles",
+    op_tags=pod_tags("graph_tables"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=["image_embeddings", "users", "subreddits", "graph_edges"],
     group_name=GROUP,
     kinds={"deltalake"},

@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
+from zipp_assets.k8s import pod_tags
 from zipp_assets import lake as lake_io
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.user_keys import user_ids_for_usernames
@@ -79,6 +80,7 @@ def _effective_personas(lake_dir: Path) -> dict[str, dict]:
 
 @dg.asset(
     name=USERS,
+    op_tags=pod_tags("small"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[PERSONAS, PROFILES],
     group_name=GROUP,
     kinds={"deltalake"},
@@ -136,6 +138,7 @@ class BenchmarkPromptsConfig(dg.Config):
 
 @dg.asset(
     name=PROMPTS,
+    op_tags=pod_tags("small"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[USERS],
     group_name=GROUP,
     kinds={"deltalake"},
@@ -177,6 +180,7 @@ class RewritesConfig(dg.Config):
 
 @dg.asset(
     name=REWRITES,
+    op_tags=pod_tags("llm_client"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     partitions_def=benchmark_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[PROMPTS, PERSONAS],
@@ -233,6 +237,7 @@ class ImagesConfig(dg.Config):
 
 @dg.asset(
     name=IMAGES,
+    op_tags=pod_tags("image_gpu"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     partitions_def=benchmark_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[REWRITES],
@@ -307,6 +312,7 @@ def _reference_embeddings(lake_dir: Path, encoder_name: str, users: list[dict]) 
 
 @dg.asset(
     name=SCORES,
+    op_tags=pod_tags("image_gpu"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[dg.AssetDep(IMAGES, partition_mapping=dg.AllPartitionMapping()), USERS, "image_embeddings"],
     group_name=GROUP,
     kinds={"deltalake"},
@@ -379,6 +385,7 @@ class SummaryConfig(dg.Config):
 
 @dg.asset(
     name=SUMMARY,
+    op_tags=pod_tags("small"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[SCORES, USERS],
     group_name=GROUP,
     kinds={"deltalake"},
@@ -464,6 +471,7 @@ class ReportConfig(dg.Config):
 
 @dg.asset(
     name="zipbench_report",
+    op_tags=pod_tags("small"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[SUMMARY, REWRITES, IMAGES],
     group_name=GROUP,
     kinds={"html"},
