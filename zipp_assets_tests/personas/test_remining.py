@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from zipp_assets import lake
-from zipp_assets.encoder.assets import encoder_assets
+from zipp_assets.encoder.assets import REMINING_RUN_TAG, encoder_assets
 from zipp_assets.graph.assets import graph_assets
 from zipp_assets.imaging.resources import ImageEncoderResource
 from zipp_assets.llm.resources import LLMResource
@@ -58,11 +58,14 @@ def test_a_new_month_re_verbalizes_only_users_whose_evidence_changed(tmp_path, m
     def mine(months, first: bool):
         for month in months:
             assert dg.materialize(reddit_assets, resources=resources, partition_key=month, instance=instance).success
-        run_config = {"ops": {"encode_users": {"config": {"on_data_version_mismatch": "warn"}}}}
         if first:
-            run_config["ops"]["persona_encoder"] = {"config": SMALL}
-        refresh = [*graph_assets, *([persona_encoder] if first else []), encode_users]
-        assert dg.materialize(refresh, resources=resources, run_config=run_config, instance=instance).success
+            run_config = {"ops": {"persona_encoder": {"config": SMALL},
+                                  "encode_users": {"config": {"on_data_version_mismatch": "warn"}}}}
+            refresh = [*graph_assets, persona_encoder, encode_users]
+            assert dg.materialize(refresh, resources=resources, run_config=run_config, instance=instance).success
+        else:  # as the persona_remining sensor launches it: its tag lets the older checkpoint embed the new month
+            assert dg.materialize([*graph_assets, encode_users], resources=resources, instance=instance,
+                                  tags={REMINING_RUN_TAG: "true"}).success
         results = [dg.materialize([evidence, personas], resources=resources, partition_key=s, instance=instance)
                    for s in SHARD_KEYS]
         assert all(r.success for r in results)
