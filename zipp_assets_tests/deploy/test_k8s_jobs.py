@@ -107,6 +107,7 @@ def test_every_assets_step_job_validates_against_the_kubernetes_api_schema(produ
         assert {"name": "ZIPP_LAKE_URI", "value": "s3://zipp-lake/lake"} in container["env"]
         assert {"secretRef": {"name": "zipp-secrets"}} in container["envFrom"]
         assert {"name": "zipp-data", "mountPath": "/data"} in container["volumeMounts"]
+        assert manifest["spec"]["template"]["spec"]["securityContext"] == {"fsGroup": 1000}
 
 
 def test_gpu_steps_request_a_gpu_on_gpu_nodes_and_no_other_step_does(production_defs):
