@@ -15,7 +15,6 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from zipp_assets.k8s import pod_tags
 from zipp_assets import lake as lake_io
 from zipp_assets.devices import require_device
 from zipp_assets.encoder.ablations import OURS, evaluate_all, load_planted_truth
@@ -35,6 +34,7 @@ from zipp_assets.encoder.train import TrainConfig, config_dict, train
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.visual import embeddings_of
 from zipp_assets.imaging.resources import ImageEncoderResource
+from zipp_assets.k8s import pod_tags
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.resources import ZippLake
 

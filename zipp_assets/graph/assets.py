@@ -6,13 +6,13 @@
 import dagster as dg
 import duckdb
 
-from zipp_assets.k8s import pod_tags
 from zipp_assets import lake as lake_io
 from zipp_assets.graph.images import ImageLoader, LoaderConfig
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.tables import GraphConfig, build_graph_tables
 from zipp_assets.graph.visual import PROFILES, build_visual_profiles, embed_images, encoder_slug
 from zipp_assets.imaging.resources import ImageEncoderResource
+from zipp_assets.k8s import pod_tags
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.resources import ZippLake
 

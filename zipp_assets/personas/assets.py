@@ -10,11 +10,11 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from zipp_assets.k8s import pod_tags
 from zipp_assets.encoder.checkpoint import data_version
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.visual import encoder_slug
 from zipp_assets.imaging.resources import ImageEncoderResource
+from zipp_assets.k8s import pod_tags
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.personas.descriptors import VOCABULARY_VERSION, clip_descriptors, pixel_stats_descriptors
 from zipp_assets.personas.evidence import (

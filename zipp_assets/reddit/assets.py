@@ -9,8 +9,8 @@ from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
-from zipp_assets.k8s import pod_tags
 from zipp_assets import lake as lake_io
+from zipp_assets.k8s import pod_tags
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.partitions import monthly_partitions
 from zipp_assets.reddit import checks

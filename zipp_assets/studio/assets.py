@@ -9,8 +9,8 @@ import time
 import dagster as dg
 import numpy as np
 
-from zipp_assets.k8s import pod_tags
 from zipp_assets import lake as lake_io
+from zipp_assets.k8s import pod_tags
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.resources import ZippLake
 from zipp_assets.studio.results import RESULTS_SCHEMA, results_table, study_results

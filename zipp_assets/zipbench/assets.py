@@ -11,12 +11,12 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
-from zipp_assets.k8s import pod_tags
 from zipp_assets import lake as lake_io
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.user_keys import user_ids_for_usernames
 from zipp_assets.graph.visual import PROFILES, encoder_slug
 from zipp_assets.imaging.resources import ImageEncoderResource, ImageGeneratorResource
+from zipp_assets.k8s import pod_tags
 from zipp_assets.llm.resources import LLMResource
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.personas.overrides import effective_personas, overrides_by_user
