@@ -9,6 +9,7 @@ import pytest
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 
 from zipp_assets.definitions import defs
+from zipp_assets.personas import automation
 from zipp_assets.personas.automation import MONTHLY_INGESTION, REFRESHED, retraining_request
 from zipp_assets.personas.shards import SHARD_KEYS
 
@@ -111,5 +112,13 @@ def test_training_evaluation_and_the_benchmark_are_never_started_by_automation(k
     assert defs.resolve_asset_graph().get(dg.AssetKey(key)).automation_condition is None
 
 
-def test_no_drift_recorded_retrains_nothing(tmp_path):
-    assert isinstance(retraining_request(tmp_path, "run1", 0.3), dg.SkipReason)
+def test_the_encoder_is_retrained_only_when_the_latest_re_mining_drifted_past_the_bound(tmp_path, monkeypatch):
+    assert isinstance(retraining_request(tmp_path, "run1", 0.3), dg.SkipReason)  # no drift recorded yet
+    drift = [{"changed_share": 0.5}, {"changed_share": 0.2}]
+    monkeypatch.setattr(automation, "drift_by_remining", lambda lake_dir: drift)
+    assert isinstance(retraining_request(tmp_path, "run2", 0.3), dg.SkipReason)  # only the latest counts
+    drift.append({"changed_share": 0.45})
+    request = retraining_request(tmp_path, "run3", 0.3)
+    assert request.run_key == "retrain:run3" and request.tags["zipp/reason"] == "persona drift 0.450 > 0.3"
+    sensor = automation.retrain_when_personas_drift
+    assert sensor.asset_key == dg.AssetKey("persona_drift") and sensor.job_name == "persona_encoder_retrain"
