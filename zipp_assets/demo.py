@@ -2,8 +2,8 @@
 
     python -m zipp_assets.demo [--months 2019-01:2019-03] [--users 2000] [--seed 0]
 
-Assets are materialized with the same `dagster asset materialize` commands the README gives, into
-the persistent instance in $DAGSTER_HOME, so the runs show up in the UI (`make ui`).
+Assets are materialized with the same `dg launch` commands the README gives, into the persistent
+instance in $DAGSTER_HOME, so the runs show up in the UI (`make ui`).
 """
 
 from __future__ import annotations
@@ -54,13 +54,19 @@ def ensure_world(months: tuple[str, ...], users: int, seed: int) -> dict:
     return wanted
 
 
-def materialize(selection: str, partition_range: str | None, config: dict | None = None) -> None:
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "zipp_assets.definitions", "--select", selection]
+def launch_command(selection: str, partition_range: str | None, config: dict | None = None) -> list[str]:
+    """`dg launch` (dagster-dg-cli) run by this interpreter, so the demo needs no `dg` on PATH."""
+    command = [sys.executable, "-m", "dagster_dg_cli.cli", "launch", "--assets", selection]
     if partition_range:
         command += ["--partition-range", partition_range]
     if config:
         command += ["--config-json", json.dumps(config)]
-    print("$ " + " ".join(command[1:]).replace(sys.executable, "python"), flush=True)
+    return [*command, "-m", "zipp_assets.definitions"]
+
+
+def materialize(selection: str, partition_range: str | None, config: dict | None = None) -> None:
+    command = launch_command(selection, partition_range, config)
+    print("$ dg " + " ".join(command[3:]), flush=True)
     subprocess.run(command, check=True)
 
 

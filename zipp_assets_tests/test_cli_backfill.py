@@ -23,10 +23,11 @@ def test_backfill_a_range_of_months_from_the_cli(tiny_world, tmp_path):
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "ZIPP_DATA_DIR": str(data), "DAGSTER_HOME": str(home), "ZIPP_QUARANTINE_MAX_FRACTION": "0.01"}
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "zipp_assets.definitions",
-               "--select", "group:reddit", "--partition-range", "2017-12...2018-01"]
+    command = [sys.executable, "-m", "dagster_dg_cli.cli", "launch", "--assets", "group:reddit",
+               "-m", "zipp_assets.definitions", "--partition-range", "2017-12...2018-01"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "SupersessionWarning" not in done.stdout + done.stderr  # dg launch, not the superseded command
     for dataset in ("reddit_comments", "reddit_submissions", "reddit_image_posts", "reddit_user_subreddit_edges"):
         assert lake.open_table(data / "lake", dataset).partitions() == [{"month": "2017-12"}, {"month": "2018-01"}]
     with dg.DagsterInstance.from_config(str(home)) as instance:

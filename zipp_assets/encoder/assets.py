@@ -35,6 +35,7 @@ from zipp_assets.encoder.train import TrainConfig, config_dict, train
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.visual import embeddings_of
 from zipp_assets.imaging.resources import ImageEncoderResource
+from zipp_assets.k8s import pod_tags
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.resources import ZippLake
 
@@ -86,6 +87,7 @@ def _resume_dir(models_dir, fingerprint: str):
 
 @dg.asset(
     name="persona_encoder",
+    op_tags=pod_tags("encoder_training"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=["users", "subreddits", "graph_edges", "user_visual_profiles"],
     group_name=GROUP,
     kinds={"pytorch", "dgl"},
@@ -144,13 +146,23 @@ class EncodeUsersConfig(dg.Config):
     top_k: int = 10
 
 
+# Runs the re-mining automation launches carry this tag (zipp_assets/personas/automation.py): they embed
+# a new month's users with the trained encoder, so a checkpoint older than the data only warns there.
+REMINING_RUN_TAG = "zipp/remining"
+
+
+# What encode_users reads: the checkpoint and the graph it embeds every user of.
+ENCODED_FROM = ["persona_encoder", "users", "subreddits", "graph_edges", "user_visual_profiles"]
+
+
 @dg.multi_asset(
     name="encode_users",
+    op_tags=pod_tags("encoder_inference"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     specs=[
-        dg.AssetSpec("user_embeddings", group_name=GROUP, kinds={"deltalake"}, deps=["persona_encoder"],
+        dg.AssetSpec("user_embeddings", group_name=GROUP, kinds={"deltalake"}, deps=ENCODED_FROM,
                      description="Every user's embedding (and its ImageAlign projection), including users the "
                                  "encoder never trained on: computed from their edges, layer by layer."),
-        dg.AssetSpec("user_top_subreddits", group_name=GROUP, kinds={"deltalake"}, deps=["persona_encoder"],
+        dg.AssetSpec("user_top_subreddits", group_name=GROUP, kinds={"deltalake"}, deps=ENCODED_FROM,
                      description="Per user, the subreddits the last layer attends to most (mean over heads)."),
     ],
 )
@@ -165,7 +177,8 @@ def encode_users(context: dg.AssetExecutionContext, config: EncodeUsersConfig, l
     with lake_io.recording() as activity:
         data = load_graph_data(settings.lake_dir, image_encoder.encoder_name, normalization=checkpoint.normalization)
         version = data_of(data, image_encoder.encoder_name)
-        mismatch = check_data_version(checkpoint, version, config.on_data_version_mismatch, data.content_versions)
+        on_mismatch = "warn" if context.run.tags.get(REMINING_RUN_TAG) == "true" else config.on_data_version_mismatch
+        mismatch = check_data_version(checkpoint, version, on_mismatch, data.content_versions)
         if mismatch:
             context.log.warning(mismatch)
         model = encoder_for_graph(checkpoint, data.subreddit_names).to(config.device)
@@ -195,6 +208,7 @@ class EvaluationConfig(dg.Config):
 
 @dg.asset(
     name="encoder_evaluation",
+    op_tags=pod_tags("encoder_training"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=["persona_encoder", "users", "subreddits", "graph_edges", "user_visual_profiles", "image_embeddings"],
     group_name=GROUP,
     kinds={"pytorch", "deltalake"},

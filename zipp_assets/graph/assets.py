@@ -12,6 +12,7 @@ from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.tables import GraphConfig, build_graph_tables
 from zipp_assets.graph.visual import PROFILES, build_visual_profiles, embed_images, encoder_slug
 from zipp_assets.imaging.resources import ImageEncoderResource
+from zipp_assets.k8s import pod_tags
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.resources import ZippLake
 
@@ -46,6 +47,7 @@ def _degree_histogram(edges) -> dg.MetadataValue:
 
 @dg.multi_asset(
     name="graph_tables",
+    op_tags=pod_tags("graph_tables"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     specs=[
         dg.AssetSpec("users", group_name=GROUP, kinds={"deltalake"},
                      description="Users kept for the graph: integer index, keyed pseudonym (no username) and activity.",
@@ -112,6 +114,7 @@ class ImageEmbeddingsConfig(dg.Config):
 
 @dg.asset(
     name="image_embeddings",
+    op_tags=pod_tags("image_gpu"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=["reddit_image_posts"],
     group_name=GROUP,
     kinds={"deltalake"},
@@ -150,6 +153,7 @@ def image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingsC
 
 @dg.asset(
     name="user_visual_profiles",
+    op_tags=pod_tags("graph_tables"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=["image_embeddings", "users", "subreddits", "graph_edges"],
     group_name=GROUP,
     kinds={"deltalake"},

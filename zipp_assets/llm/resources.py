@@ -9,7 +9,8 @@ values. A step that uses a GPU-bound backend (`uses_gpu`) belongs in the `gpu` c
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 
 import dagster as dg
 from pydantic import Field
@@ -24,6 +25,7 @@ from zipp_assets.llm.vllm_server import VLLMServerConfig, managed_vllm_server
 
 BACKENDS = ("template", "vllm", "openai", "transformers")
 GPU_POOL = "gpu"
+BASE_URL_ENV, MODEL_ENV = "ZIPP_LLM_BASE_URL", "ZIPP_LLM_MODEL"  # a vLLM server of its own (Kubernetes)
 
 
 class LLMResource(dg.ConfigurableResource):
@@ -59,9 +61,16 @@ class LLMResource(dg.ConfigurableResource):
     batch_size: int = 8
 
     @classmethod
-    def for_profile(cls, profile: str) -> LLMResource:
-        """Demo: the offline template. Production: a managed vLLM server, whose model is set in config."""
-        return cls(backend="vllm") if profile == "production" else cls()
+    def for_profile(cls, profile: str, environ: Mapping[str, str] | None = None) -> LLMResource:
+        """Demo: the offline template. Production: a managed vLLM server, whose model is set in config;
+        or, where ZIPP_LLM_BASE_URL is set (on Kubernetes, the vLLM Service of deploy/vllm.yaml), that
+        server and the model named by ZIPP_LLM_MODEL, read at run time."""
+        if profile != "production":
+            return cls()
+        env = os.environ if environ is None else environ
+        if env.get(BASE_URL_ENV):
+            return cls(backend="vllm", base_url=dg.EnvVar(BASE_URL_ENV), model=dg.EnvVar(MODEL_ENV))
+        return cls(backend="vllm")
 
     @property
     def uses_gpu(self) -> bool:

@@ -14,6 +14,7 @@ from zipp_assets.encoder.checkpoint import data_version
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.visual import encoder_slug
 from zipp_assets.imaging.resources import ImageEncoderResource
+from zipp_assets.k8s import pod_tags
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.personas.descriptors import VOCABULARY_VERSION, clip_descriptors, pixel_stats_descriptors
 from zipp_assets.personas.evidence import (
@@ -58,6 +59,7 @@ def visual_describer(image_encoder: ImageEncoderResource):
 
 @dg.asset(
     name=EVIDENCE,
+    op_tags=pod_tags("evidence"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     partitions_def=shard_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),  # a range of shards in one run, as the CLI backfill needs
     deps=["users", "user_top_subreddits", "user_visual_profiles",
@@ -118,6 +120,7 @@ class PersonasConfig(dg.Config):
 
 @dg.asset(
     name=PERSONAS,
+    op_tags=pod_tags("llm_client"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     partitions_def=shard_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[EVIDENCE],
@@ -197,6 +200,7 @@ class FidelityConfig(dg.Config):
 
 @dg.asset(
     name="persona_fidelity",
+    op_tags=pod_tags("llm_client"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[PERSONAS, EVIDENCE],
     group_name=GROUP,
     kinds={"deltalake"},
@@ -245,6 +249,7 @@ def persona_fidelity(context: dg.AssetExecutionContext, config: FidelityConfig, 
 
 @dg.asset(
     name="persona_drift",
+    op_tags=pod_tags("small"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[PERSONAS],
     group_name=GROUP,
     kinds={"deltalake"},

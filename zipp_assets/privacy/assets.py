@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from zipp_assets import lake as lake_io
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.tables import GRAPH_TABLES
+from zipp_assets.k8s import pod_tags
 from zipp_assets.metadata import lake_versions, markdown_table
 from zipp_assets.personas.overrides import effective_personas, overrides_by_user
 from zipp_assets.personas.verbalize import PERSONAS
@@ -44,6 +45,7 @@ def _k(config: PrivacyConfig) -> int:
 
 @dg.asset(
     name=PERSONA_RELEASE_CANDIDATE,
+    op_tags=pod_tags("small"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[PERSONAS, "persona_evidence", *GRAPH_TABLES],
     group_name=GROUP,
     kinds={"deltalake"},
@@ -72,6 +74,7 @@ def persona_release_candidate(context: dg.AssetExecutionContext, config: Privacy
 
 @dg.asset(
     name=AUDIT_TABLE,
+    op_tags=pod_tags("graph_tables"),  # the linkage attack reads every month of the dumps, like the graph tables
     deps=[*GRAPH_TABLES, PERSONA_RELEASE_CANDIDATE],
     group_name=GROUP,
     kinds={"deltalake"},
@@ -117,6 +120,7 @@ def privacy_audit(context: dg.AssetExecutionContext, config: PrivacyConfig, lake
 
 @dg.asset(
     name="persona_release",
+    op_tags=pod_tags("small"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[AUDIT_TABLE, PERSONA_RELEASE_CANDIDATE],
     group_name=GROUP,
     kinds={"parquet"},

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 
 from zipp_assets import lake as lake_io
+from zipp_assets.k8s import pod_tags
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.partitions import monthly_partitions
 from zipp_assets.reddit import checks
@@ -124,6 +125,7 @@ def _ingestion_asset(kind: str) -> dg.AssetsDefinition:
 
     @dg.multi_asset(
         name=f"ingest_{kind}",
+        op_tags=pod_tags("ingestion"),  # its pod on Kubernetes (zipp_assets/k8s.py)
         specs=[
             dg.AssetSpec(main_key, description=_DESCRIPTIONS[kind], group_name=GROUP, kinds={"deltalake"}),
             dg.AssetSpec(
@@ -208,6 +210,7 @@ def _derived_metadata(reports: Sequence[DerivedReport]) -> dict:
 
 @dg.asset(
     name="reddit_image_posts",
+    op_tags=pod_tags("ingestion"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[dg.AssetKey("reddit_submissions")],
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -267,6 +270,7 @@ def _degree_plot(edges) -> dg.MetadataValue:
 
 @dg.asset(
     name="reddit_user_subreddit_edges",
+    op_tags=pod_tags("ingestion"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[dg.AssetKey("reddit_comments"), dg.AssetKey("reddit_submissions")],
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),

@@ -10,6 +10,7 @@ import dagster as dg
 import numpy as np
 
 from zipp_assets import lake as lake_io
+from zipp_assets.k8s import pod_tags
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.resources import ZippLake
 from zipp_assets.studio.results import RESULTS_SCHEMA, results_table, study_results
@@ -30,6 +31,7 @@ study_tables = [
 
 @dg.asset(
     name=RESULTS,
+    op_tags=pod_tags("small"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[SESSIONS, VOTES],
     group_name=GROUP,
     kinds={"parquet"},

@@ -16,6 +16,7 @@ from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.user_keys import user_ids_for_usernames
 from zipp_assets.graph.visual import PROFILES, encoder_slug
 from zipp_assets.imaging.resources import ImageEncoderResource, ImageGeneratorResource
+from zipp_assets.k8s import pod_tags
 from zipp_assets.llm.resources import LLMResource
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.personas.overrides import effective_personas, overrides_by_user
@@ -81,6 +82,7 @@ def _effective_personas(lake_dir: Path) -> dict[str, dict]:
 
 @dg.asset(
     name=USERS,
+    op_tags=pod_tags("small"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[PERSONAS, PROFILES],
     group_name=GROUP,
     kinds={"deltalake"},
@@ -146,6 +148,7 @@ class BenchmarkPromptsConfig(dg.Config):
 
 @dg.asset(
     name=PROMPTS,
+    op_tags=pod_tags("small"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[USERS],
     group_name=GROUP,
     kinds={"deltalake"},
@@ -198,6 +201,7 @@ class RewritesConfig(dg.Config):
 
 @dg.asset(
     name=REWRITES,
+    op_tags=pod_tags("llm_client"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     partitions_def=benchmark_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[PROMPTS, PERSONAS],
@@ -254,6 +258,7 @@ class ImagesConfig(dg.Config):
 
 @dg.asset(
     name=IMAGES,
+    op_tags=pod_tags("image_gpu"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     partitions_def=benchmark_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[REWRITES],
@@ -335,6 +340,7 @@ def _embedding_table(columns: dict[str, list], embeddings, dim: int) -> pa.Table
 
 @dg.asset(
     name=SCORES,
+    op_tags=pod_tags("image_gpu"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[dg.AssetDep(IMAGES, partition_mapping=dg.AllPartitionMapping()), USERS, "image_embeddings"],
     group_name=GROUP,
     kinds={"deltalake"},
@@ -423,6 +429,7 @@ class HumanAgreementConfig(dg.Config):
 
 @dg.asset(
     name=HUMAN_AGREEMENT,
+    op_tags=pod_tags("llm_client"),  # the judge: embeddings on CPU, or a vision-language model behind the server
     group_name=GROUP,
     kinds={"deltalake"},
     pool="gpu",
@@ -538,6 +545,7 @@ class SummaryConfig(dg.Config):
 
 @dg.asset(
     name=SUMMARY,
+    op_tags=pod_tags("small"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[SCORES, USERS, HUMAN_AGREEMENT],
     group_name=GROUP,
     kinds={"deltalake"},
@@ -652,6 +660,7 @@ class ReportConfig(dg.Config):
 
 @dg.asset(
     name="zipbench_report",
+    op_tags=pod_tags("small"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     deps=[SUMMARY, REWRITES, IMAGES],
     group_name=GROUP,
     kinds={"html"},

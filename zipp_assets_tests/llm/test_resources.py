@@ -86,3 +86,12 @@ def test_usable_as_a_dagster_resource():
 
     assert dg.materialize([uses_llm], resources={"llm": LLMResource()}).success
     assert seen["text"] == "rule: from an asset"
+
+
+def test_production_on_kubernetes_reaches_the_vllm_service_named_in_the_environment(monkeypatch):
+    on_cluster = LLMResource.for_profile("production", environ={"ZIPP_LLM_BASE_URL": "http://vllm:8000/v1"})
+    assert on_cluster.backend == "vllm" and not on_cluster.uses_gpu  # the server's pods hold the GPUs
+    monkeypatch.setenv("ZIPP_LLM_BASE_URL", "http://vllm:8000/v1")
+    monkeypatch.setenv("ZIPP_LLM_MODEL", "llama")
+    resolved = on_cluster.process_config_and_initialize()  # EnvVar fields are read when a run starts
+    assert (resolved.base_url, resolved.model) == ("http://vllm:8000/v1", "llama")

@@ -1,20 +1,19 @@
-"""Re-mining as the schedule runs it: one more month arrives, only changed users are re-verbalized."""
+"""Re-mining as the automation runs it (personas/automation.py): one more month arrives, only changed
+users are re-verbalized."""
 
 import json
-from datetime import datetime, timezone
 
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
 from zipp_assets import lake
-from zipp_assets.encoder.assets import encoder_assets
+from zipp_assets.encoder.assets import REMINING_RUN_TAG, encoder_assets
 from zipp_assets.graph.assets import graph_assets
 from zipp_assets.imaging.resources import ImageEncoderResource
 from zipp_assets.llm.resources import LLMResource
 from zipp_assets.personas.assets import persona_assets
 from zipp_assets.personas.evidence import EVIDENCE
-from zipp_assets.personas.schedules import ALL_SHARDS, after_personas, monthly_persona_remining
 from zipp_assets.personas.shards import SHARD_KEYS
 from zipp_assets.reddit.assets import reddit_assets
 from zipp_assets.resources import ZippLake
@@ -59,11 +58,14 @@ def test_a_new_month_re_verbalizes_only_users_whose_evidence_changed(tmp_path, m
     def mine(months, first: bool):
         for month in months:
             assert dg.materialize(reddit_assets, resources=resources, partition_key=month, instance=instance).success
-        run_config = {"ops": {"encode_users": {"config": {"on_data_version_mismatch": "warn"}}}}
         if first:
-            run_config["ops"]["persona_encoder"] = {"config": SMALL}
-        refresh = [*graph_assets, *([persona_encoder] if first else []), encode_users]
-        assert dg.materialize(refresh, resources=resources, run_config=run_config, instance=instance).success
+            run_config = {"ops": {"persona_encoder": {"config": SMALL},
+                                  "encode_users": {"config": {"on_data_version_mismatch": "warn"}}}}
+            refresh = [*graph_assets, persona_encoder, encode_users]
+            assert dg.materialize(refresh, resources=resources, run_config=run_config, instance=instance).success
+        else:  # as the persona_remining sensor launches it: its tag lets the older checkpoint embed the new month
+            assert dg.materialize([*graph_assets, encode_users], resources=resources, instance=instance,
+                                  tags={REMINING_RUN_TAG: "true"}).success
         results = [dg.materialize([evidence, personas], resources=resources, partition_key=s, instance=instance)
                    for s in SHARD_KEYS]
         assert all(r.success for r in results)
@@ -73,7 +75,7 @@ def test_a_new_month_re_verbalizes_only_users_whose_evidence_changed(tmp_path, m
     lake_dir = data_dir / "lake"
     before = {r["user_id"]: r["evidence_hash"] for r in lake.read_table(lake_dir, EVIDENCE).to_pylist()}
 
-    results = mine(["2019-03"], first=False)  # what the schedule's chain does when a month lands
+    results = mine(["2019-03"], first=False)  # what the re-mining automation does when a month lands
     after = {r["user_id"]: r["evidence_hash"] for r in lake.read_table(lake_dir, EVIDENCE).to_pylist()}
     changed = {u for u in after if before.get(u) != after[u]}
     sent = sum(_metadata(r, "personas")["sent_to_llm"].value for r in results)
@@ -89,11 +91,3 @@ def test_a_new_month_re_verbalizes_only_users_whose_evidence_changed(tmp_path, m
     assert latest["reverbalized"] == len(changed) and latest["new"] == len(set(after) - set(before))
     assert latest["changed"] == metadata["latest_changed"].value and 0 <= latest["changed_share"] <= 1
 
-
-def test_the_schedule_ingests_the_month_that_just_ended_and_drift_decides_retraining(tmp_path):
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2019, 4, 2, 6, tzinfo=timezone.utc))
-    request = monthly_persona_remining(context)
-    assert request.partition_key == "2019-03" and request.run_key == "remine:2019-03"
-    assert ALL_SHARDS == {"dagster/asset_partition_range_start": "000", "dagster/asset_partition_range_end": "015"}
-    # No drift recorded yet: drift is summarised, nothing retrained.
-    assert [r.job_name for r in after_personas(tmp_path, "run1", 0.3)] == ["persona_drift_job"]

@@ -35,11 +35,12 @@ def test_backfill_every_shard_of_one_method_from_the_cli(benchmark_data_dir, tmp
                                                   "zipbench_prompts": {"config": {"prompts_per_user": 2}}}}).success
     env = {**os.environ, "ZIPP_DATA_DIR": str(data), "DAGSTER_HOME": str(home)}
     # README's command: every shard of zipp_0shot, rewrites then images, in one run.
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "zipp_assets.definitions",
-               "--select", "zipbench_rewrites,zipbench_images", "--partition-range",
+    command = [sys.executable, "-m", "dagster_dg_cli.cli", "launch", "-m", "zipp_assets.definitions",
+               "--assets", "zipbench_rewrites,zipbench_images", "--partition-range",
                f"zipp_0shot|{SHARD_KEYS[0]}...zipp_0shot|{SHARD_KEYS[-1]}"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "SupersessionWarning" not in done.stdout + done.stderr  # dg launch, not the superseded command
     with dg.DagsterInstance.from_config(str(home)) as instance:
         for key in ("zipbench_rewrites", "zipbench_images"):
             assert instance.get_materialized_partitions(dg.AssetKey(key)) == {f"zipp_0shot|{s}" for s in SHARD_KEYS}
