@@ -122,7 +122,7 @@ def test_the_benchmark_end_to_end_offline(data_dir):
     shutil.rmtree(data_dir / "lake" / "image_embeddings")
     again = dg.materialize([summary], resources=resources, instance=instance)
     assert again.success
-    assert lake.read_table(data_dir / "lake", "zipbench_summary").to_pylist() == results
+    assert lake.read_table(data_dir / "lake", "zipbench_summary").to_pylist() == rows
 
 
 def test_images_of_a_partition_need_its_rewrites(data_dir):
