@@ -23,7 +23,7 @@ from zipp_assets_tests.studio.conftest import StudioServer
 PARTICIPANTS = int(os.environ.get("ZIPP_STUDIO_LOAD_PARTICIPANTS", "50"))
 PROMPTS = int(os.environ.get("ZIPP_STUDIO_LOAD_PROMPTS", "10"))
 SURVEY = {"age_band": "25-34", "gender": "female", "country": "Portugal", "profession": "nurse",
-          "hobbies": "hiking, birdwatching", "consent": "yes"}
+          "hobbies": "hiking, wildlife photography", "consent": "yes"}
 
 
 def percentile(values: list[float], q: float) -> float:
