@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from zipp_assets.simworld.content import THEMES
+from zipp_assets.simworld.phrasebook import DEFAULT_PHRASEBOOK, load
 
 
 @dataclass
@@ -30,6 +31,9 @@ class WorldConfig:
     write_images: bool = True
     dump_style: str = "auto"  # auto (by era) | pushshift | arctic_shift
     compression_level: int = 3
+    # The words the world writes in: a phrasebook's name under simworld/phrasebooks/ or a path to one.
+    # Only the words change with it; every planted number (truth, taste, membership) stays the same.
+    phrasebook: str = DEFAULT_PHRASEBOOK
     # Taste and persona evidence
     personal_share: float = 0.5  # of a user's visual taste that is theirs, not their communities'
     trait_join_rate: float = 0.2  # of users with a locale/profession/hobby who join its subreddit
@@ -58,6 +62,7 @@ class WorldConfig:
                 raise ValueError(f"{name} must be within 0..1, not {getattr(self, name)!r}")
         if self.aesthetic_comment_rate + self.fact_comment_rate > 1.0:
             raise ValueError("aesthetic_comment_rate + fact_comment_rate must not exceed 1")
+        load(self.phrasebook)  # a phrasebook that cannot be written from fails here, not mid-world
         low, high = self.prompts_per_user
         if not 1 <= low <= high:
             raise ValueError(f"prompts_per_user must be (fewest, most), 1 <= fewest <= most, not {self.prompts_per_user!r}")

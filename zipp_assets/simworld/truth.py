@@ -2,7 +2,7 @@
 
 users: who each user is (communities, demographics, traits), their visual taste with the parts it
 is made of (community mixture, personal component, the share between them) and the words
-`taste_words` gives it. communities: themes, subreddits, styles, demographic mixes. subreddits:
+`taste_words` gives it in the world's phrasebook. communities: themes, subreddits, styles, demographic mixes. subreddits:
 every subreddit with its community and kind (theme, generic, locale, profession, hobby). bots.
 """
 
@@ -24,7 +24,7 @@ def _style_columns(prefix: str, styles: list[Style]) -> dict[str, list]:
 
 def _users(world: World) -> pa.Table:
     humans: list[User] = [u for u in world.users if not u.is_bot]
-    words = [taste_words.labels(u.taste) for u in humans]
+    words = [taste_words.labels(u.taste, world.phrasebook) for u in humans]
     columns = {
         "author": [u.name for u in humans],
         "author_fullname": [u.fullname for u in humans],
