@@ -240,6 +240,13 @@ def _check_names(check: _Checker, top: dict) -> None:
 
 def _check_phrases_apart(check: _Checker, top: dict) -> None:
     """No taste phrase holds another, so a remark names one level of one aspect and no more."""
+    taste = top["taste"]
+    every = list(palette_labels(taste).values())
+    for aspect in ("look", "lighting", "mood", "texture"):
+        every += list(taste[aspect].values())
+    for label in set(every):
+        if every.count(label) > 1:
+            check.fail("taste", f"the phrase {label!r} names two levels, so a remark with it would say neither")
     phrases = taste_phrases(top)
     for a in phrases:
         for b in phrases:
