@@ -41,6 +41,10 @@ class WorldConfig:
     interest_from_community: float = 0.3  # chance a user's visual interest is their primary community's
     aesthetic_comment_rate: float = 0.03  # of a user's comments that state an aesthetic preference
     fact_comment_rate: float = 0.03  # of a user's comments that state a fact about them
+    # Of a user's community activity, the share that goes to the community whose style is nearest their
+    # personal taste (taste-aligned communities: film photography, pastel art, neon city scenes). 0 (the
+    # default) is the world before this knob: membership follows the community mixture alone.
+    taste_aligned_share: float = 0.0
     # Civitai-like prompt histories (`civitai`), written to <raw>/zipbench/civitai_generations.jsonl
     prompt_history_share: float = 0.1  # of image-posting users with a linked Civitai account; 0 writes none
     prompts_per_user: tuple[int, int] = (5, 40)  # fewest and most prompts in a history, drawn uniformly
@@ -57,7 +61,7 @@ class WorldConfig:
         if self.dump_style not in ("auto", "pushshift", "arctic_shift"):
             raise ValueError(f"unknown dump_style {self.dump_style!r}")
         for name in ("personal_share", "trait_join_rate", "trait_post_share", "interest_from_community",
-                     "aesthetic_comment_rate", "fact_comment_rate", "prompt_history_share"):
+                     "aesthetic_comment_rate", "fact_comment_rate", "prompt_history_share", "taste_aligned_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, not {getattr(self, name)!r}")
         if self.aesthetic_comment_rate + self.fact_comment_rate > 1.0:

@@ -83,6 +83,7 @@ class User:
     community_taste: Style | None = None  # the part of it their communities give
     personal_taste: Style | None = None  # the part that is theirs alone, drawn apart from communities
     trait_subreddits: list[str] = field(default_factory=list)  # locale/profession/hobby subreddits joined
+    taste_community: int = -1  # the community whose style is nearest their personal taste
 
     def fact(self, kind: str) -> str | int:
         return self.age if kind == "age" else getattr(self, kind)
@@ -162,6 +163,12 @@ def _plant_traits(user: User, communities: list[Community], config: WorldConfig,
     user.trait_subreddits = [subreddit for draw, subreddit in joins if draw < config.trait_join_rate]
 
 
+def style_distance(a: Style, b: Style) -> float:
+    """How far apart two styles look: hue along the circle, saturation and brightness on their scales."""
+    hue = abs((a.hue - b.hue + 0.5) % 1.0 - 0.5) * 2  # 0..1
+    return float(np.hypot(hue, np.hypot(a.saturation - b.saturation, a.brightness - b.brightness)))
+
+
 def _plant_taste(user: User, communities: list[Community], config: WorldConfig, rng: np.random.Generator) -> None:
     personal = draw_style(rng)  # independent of the user's communities by construction
     community_draw, personal_draw = rng.random(2)
@@ -169,6 +176,8 @@ def _plant_taste(user: User, communities: list[Community], config: WorldConfig, 
                                          community_draw)
     user.personal_taste = personal
     user.taste = blend(user.community_taste, personal, config.personal_share, personal_draw)
+    # No draw: the nearest community is a function of the styles, so the knob leaves every stream as it was.
+    user.taste_community = min(range(len(communities)), key=lambda c: style_distance(personal, communities[c].style))
 
 
 def build_world(config: WorldConfig) -> World:

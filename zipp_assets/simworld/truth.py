@@ -41,6 +41,8 @@ def _users(world: World) -> pa.Table:
         "hobby": [u.hobby for u in humans],
         "visual_interest": [u.visual_interest for u in humans],
         "trait_subreddits": [u.trait_subreddits for u in humans],
+        "taste_community": [u.taste_community for u in humans],
+        "taste_aligned_share": [world.config.taste_aligned_share] * len(humans),
         "personal_share": [world.config.personal_share] * len(humans),
         **_style_columns("taste_", [u.taste for u in humans]),
         **_style_columns("community_taste_", [u.community_taste for u in humans]),

@@ -145,7 +145,11 @@ class MonthGenerator:
             return user.trait_subreddits[int(self.rng.integers(len(user.trait_subreddits)))]
         if not user.communities or self.rng.random() < GENERIC_SHARE:
             return self.generic_subreddits[self._draw(self.generic_ranks)]
-        community = self.world.communities[user.communities[self._draw(np.cumsum(user.weights))]]
+        share = self.config.taste_aligned_share
+        if share > 0 and self.rng.random() < share:  # no draw at 0, so the default world is unchanged
+            community = self.world.communities[user.taste_community]
+        else:
+            community = self.world.communities[user.communities[self._draw(np.cumsum(user.weights))]]
         return community.subreddits[self._draw(self.community_ranks)]
 
     def _user_style(self, user: User) -> Style:
