@@ -44,12 +44,14 @@ _AGE = re.compile(r"\b(?:I'?m|I am) (\d{2})(?: years old| y/?o)?\b(?! (?:minutes
                   r"|\b(\d{2}) years old\b|\bI \((\d{2}) ?[MFmf]\)", re.IGNORECASE)
 _JOB = re.compile(r"\bI work as an? ([a-z]+(?: [a-z]+)?)\b|\bI'?m an? ([a-z]+) by (?:trade|profession)\b"
                   r"|\bmy job as an? ([a-z]+(?: [a-z]+)?)\b", re.IGNORECASE)
-_PLACE = re.compile(r"\b(?:I live in|I'?m from|here in|living in|based in|I grew up in|moved to) ([A-Z][A-Za-z]+(?: [A-Z][A-Za-z]+)?)")
+_PLACE = re.compile(r"\b(?:I live in|I'?m from|here in|living in|based in|I grew up in|moved to) "
+                    r"([A-Z][A-Za-z]+(?: [A-Z][A-Za-z]+)?)")
 _GENDER = re.compile(r"\b(?:as|I'?m|I am) an? (woman|man|mom|mum|dad|mother|father|girl|boy|nonbinary person)\b"
                      r"|\bI \(\d{2} ?([MFmf])\)", re.IGNORECASE)
 _HOBBY = re.compile(r"\b(?:my hobby is|my hobbies are|I'?ve been into|in my (?:free|spare) time I (?:do|go|play)?) ?"
                     r"([a-z]+(?: [a-z]+)??)(?:[.!,;]| and|$)", re.IGNORECASE)
-_TASTE = re.compile(r"\b(?:I love|I'?m into|I prefer|I like) ([a-z][a-z -]{2,40}?) (?:colou?rs?|tones?|light|lighting)\b"
+_TASTE = re.compile(r"\b(?:I love|I'?m into|I prefer|I like) ([a-z][a-z -]{2,40}?) "
+                    r"(?:colou?rs?|tones?|light|lighting)\b"
                     r"|\b(?:drawn to|partial to|a fan of) ([a-z][a-z -]{2,40}?) (?:colou?rs?|tones?|light|lighting)\b",
                     re.IGNORECASE)
 _FILLER = re.compile(r"^(?:really|just|totally|so) ")

@@ -21,7 +21,15 @@ from pathlib import Path
 import yaml
 
 from zipp_assets.simworld.content import THEMES
-from zipp_assets.simworld.traits import AGE_BANDS, GENDERS, HOBBIES, LOCALES, PROFESSIONS, VISUAL_INTERESTS
+from zipp_assets.simworld.traits import (
+    AGE_BANDS,
+    FACT_KINDS,
+    GENDERS,
+    HOBBIES,
+    LOCALES,
+    PROFESSIONS,
+    VISUAL_INTERESTS,
+)
 
 FORMAT = 1
 PHRASEBOOK_DIR = Path(__file__).parent / "phrasebooks"
@@ -36,7 +44,6 @@ LIGHTING_KEYS = tuple(f"{b}-{c}" for b in BRIGHTNESS_KEYS for c in CONTRAST_KEYS
 MOOD_KEYS = tuple(f"{s}-{b}" for s in SATURATION_KEYS for b in BRIGHTNESS_KEYS)
 TEXTURE_KEYS = ("stripes", "dots", "checks", "noise", "rings")
 ASPECTS = ("palette", "look", "lighting", "mood", "texture")
-FACT_KINDS = ("age", "gender", "locale", "profession", "hobby", "visual_interest")
 TRAIT_VALUES: dict[str, tuple[str, ...]] = {
     "age": AGE_BANDS,
     "gender": GENDERS,
@@ -81,7 +88,7 @@ def template_slots(template: str) -> list[str]:
 
 def _slots(template: str) -> list[str]:
     try:
-        return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+        return template_slots(template)
     except ValueError as exc:
         raise PhrasebookError(f"bad template {template!r}: {exc}") from None
 

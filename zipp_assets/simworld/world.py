@@ -22,12 +22,11 @@ from zipp_assets.reddit.image_urls import image_cache_path
 from zipp_assets.simworld.civitai import HISTORY_FILE, write_generation_histories
 from zipp_assets.simworld.config import WorldConfig, month_bounds, parse_month, parse_month_range
 from zipp_assets.simworld.content import NEWS_DOMAINS, NON_ASCII_SNIPPETS
-from zipp_assets.simworld.phrasebook import ASPECTS
+from zipp_assets.simworld.phrasebook import ASPECTS, template_slots
 from zipp_assets.simworld.population import User, World, base36, build_world
 from zipp_assets.simworld.render import Style, render_png
 from zipp_assets.simworld.taste_words import aesthetic_remark
 from zipp_assets.simworld.traits import FACT_KINDS, fact_sentence
-from zipp_assets.simworld.phrasebook import template_slots
 from zipp_assets.simworld.truth import truth_tables
 
 __all__ = [

@@ -66,7 +66,8 @@ PHOTO_TECHNIQUE_TERMS = (
     "bokeh depth-of-field long-exposure hdr tilt-shift double-exposure sepia cross-processed vignette vignetting "
     "lens-flare macro panoramic fisheye soft-focus motion-blur"
 ).split()
-STYLE_NOUNS = "tone tones toned palette colour colours color colors hue hues lighting light lit mood style aesthetic look".split()
+STYLE_NOUNS = ("tone tones toned palette colour colours color colors hue hues lighting light lit mood style "
+               "aesthetic look").split()
 
 
 def _vocabulary_words() -> set[str]:

@@ -65,7 +65,8 @@ def test_a_phrasebook_changes_the_words_and_nothing_else(worlds):
         # Same subreddits in the same places, under other names; different words throughout.
         kinds = [(r["kind"], r["trait"], r["community"]) for r in truth["subreddits"].to_pylist()]
         assert kinds == [(r["kind"], r["trait"], r["community"]) for r in base_truth["subreddits"].to_pylist()]
-        assert not set(truth["subreddits"]["subreddit"].to_pylist()) & set(base_truth["subreddits"]["subreddit"].to_pylist())
+        names = set(truth["subreddits"]["subreddit"].to_pylist())
+        assert not names & set(base_truth["subreddits"]["subreddit"].to_pylist())
         same = sum(a.get("body") == b.get("body") for a, b in zip(comments, base_comments)
                    if a.get("author") not in ("[deleted]",))
         assert same < 0.05 * len(comments), (name, same)

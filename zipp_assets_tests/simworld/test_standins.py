@@ -16,8 +16,9 @@ import pytest
 from zipp_assets.imaging.prompt_vocabulary import named_attributes
 from zipp_assets.personas import template_rules
 from zipp_assets.simworld import phrasebook, taste_words
-from zipp_assets.simworld.phrasebook import FACT_KINDS, available, load, template_slots
+from zipp_assets.simworld.phrasebook import available, load
 from zipp_assets.simworld.render import PATTERNS, Style
+from zipp_assets.simworld.traits import FACT_KINDS
 from zipp_assets.zipbench.prompts import STYLE_WORDS
 
 # Shared words allowed, by the public list each comes from (see the stand-ins' module docstrings).
@@ -151,7 +152,8 @@ def test_the_checks_catch_a_stand_in_that_knows_the_words(monkeypatch):
     """A de-styler holding a phrasebook's taste words, or a rule holding a template's tail, fails."""
     book = load("forum_us")
     monkeypatch.setattr("zipp_assets_tests.simworld.test_standins.STYLE_WORDS", STYLE_WORDS | {"faded", "wistful"})
-    assert {("taste words", "de-styler", "faded"), ("taste words", "de-styler", "wistful")} <= shared_with_stand_ins(book)
+    planted = {("taste words", "de-styler", "faded"), ("taste words", "de-styler", "wistful")}
+    assert planted <= shared_with_stand_ins(book)
     monkeypatch.setattr(template_rules, "_HOBBY", re.compile(r"I picked up ([A-Za-z]+) a while back and love it"))
     tails = [tail for rule, _, _, tail in rule_matches(book) if rule == "_HOBBY"]
     assert tails and tails[0] == "a while back and love it"

@@ -170,7 +170,8 @@ def test_taste_aligned_share_sends_activity_to_the_community_nearest_personal_ta
         communities = pq.read_table(tmp_path / str(share) / "truth" / "communities.parquet").to_pylist()
         subreddit_of = {s: c["community"] for c in communities for s in c["subreddits"]}
         outsiders = {u["author"]: u["taste_community"] for u in truth if u["taste_community"] not in u["communities"]}
-        records = [r for m in ("RC", "RS") for r in _records(tmp_path / str(share) / "raw" / "reddit" / f"{m}_2019-01.zst")[0]]
+        reddit = tmp_path / str(share) / "raw" / "reddit"
+        records = [r for m in ("RC", "RS") for r in _records(reddit / f"{m}_2019-01.zst")[0]]
         in_communities = [(r["author"], subreddit_of[r["subreddit"]]) for r in records
                           if r.get("author") in outsiders and r.get("subreddit") in subreddit_of]
         results[share] = (np.mean([c == outsiders[a] for a, c in in_communities]), truth)
