@@ -5,10 +5,16 @@
 not name is drawn from the seed, like a diffusion model's starting noise: the seed alone fixes every
 draw, whatever the prompt, so two prompts given the same seed differ only in what they name.
 
-Layout: a base colour (hue, saturation, brightness); a subject composition and a texture pattern
-swing each pixel towards a lighter tint or a darker shade of the same hue, as far as the contrast
-says. So hue and tone stay readable in colour histograms and the texture in gradient orientations
-and spatial frequencies (what `encoders.PixelStatsEncoder` measures).
+Image model: a painted relief under a key light. The named colour is the paint (albedo); the subject's
+layout paints a lighter figure on a darker ground; the texture is the relief of the surface (ridges,
+bumps, raised squares, ripples, roughness), made visible by Lambertian shading under one directional
+light plus ambient fill, whose direction the seed draws and whose hardness and fill the contrast sets
+(hard light: low and raking with little fill; soft: high with much fill); exposure scales the frame
+to the named brightness. Shading is applied in linear light and multiplies the channels alike, so the
+hue stays readable in colour histograms, and the texture in gradient orientations and spatial
+frequencies (what `encoders.PixelStatsEncoder` measures). It is motivated by how photographs of lit
+surfaces form (shading times reflectance; Phong 1975, "Illumination for computer generated
+pictures"), not by the synthetic world's pixel model, with which it shares no code or scheme.
 
 It never imports the synthetic world (`zipp_assets.simworld`).
 """
@@ -86,21 +92,23 @@ def style_for(prompt: str, seed: int) -> RenderStyle:
     )
 
 
-def _texture(pattern: str, frequency: float, rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The pattern as values in [-1, 1]."""
+def _relief(pattern: str, frequency: float, rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The pattern as a height field of the surface (0..1): ridges, bumps, raised squares, ripples or
+    a rough surface. The light, not a colour swing, makes it visible."""
     phase, angle = rng.uniform(0, 2 * np.pi), rng.uniform(0, np.pi)
-    if pattern == "stripes":
-        return np.sin(2 * np.pi * frequency * (x * np.cos(angle) + y * np.sin(angle)) + phase)
-    if pattern == "dots":  # round discs on a square grid
+    if pattern == "stripes":  # parallel ridges
+        return 0.5 + 0.5 * np.sin(2 * np.pi * frequency * (x * np.cos(angle) + y * np.sin(angle)) + phase)
+    if pattern == "dots":  # round bumps on a square grid
         cx, cy = (np.mod(frequency * c + phase / (2 * np.pi), 1.0) - 0.5 for c in (x, y))
-        return np.where(np.hypot(cx, cy) < 0.3, 1.0, -0.4)
-    if pattern == "checks":
-        return np.sign(np.sin(2 * np.pi * frequency * x + phase) * np.sin(2 * np.pi * frequency * y + phase))
-    if pattern == "rings":
+        return np.clip(1.0 - (np.hypot(cx, cy) / 0.32) ** 2, 0.0, None)
+    if pattern == "checks":  # raised squares, their edges softened over a tenth of a cell
+        cells = np.sin(2 * np.pi * frequency * x + phase) * np.sin(2 * np.pi * frequency * y + phase)
+        return 0.5 + 0.5 * np.tanh(8.0 * cells)
+    if pattern == "rings":  # ripples round a seeded centre
         centre = rng.uniform(0.3, 0.7, size=2)
-        return np.sin(4 * np.pi * frequency * np.hypot(x - centre[0], y - centre[1]) + phase)
-    if pattern == "grain":
-        return rng.normal(0, 0.6, size=x.shape).clip(-1, 1)
+        return 0.5 + 0.5 * np.sin(4 * np.pi * frequency * np.hypot(x - centre[0], y - centre[1]) + phase)
+    if pattern == "grain":  # a rough surface: independent heights per pixel
+        return rng.uniform(0.0, 1.0, size=x.shape)
     return np.zeros_like(x)
 
 
@@ -138,20 +146,42 @@ def _composition(subject: str, rng: np.random.Generator, x: np.ndarray, y: np.nd
     return 1.0 - (x + y)  # default: a diagonal light gradient
 
 
+GAMMA = 2.2  # the display encoding the albedo is written in; shading is applied in linear light
+
+
+def _shading(height: np.ndarray, contrast: float, rng: np.random.Generator) -> np.ndarray:
+    """Lambertian shading of the relief under one directional key light plus ambient fill (Phong's
+    ambient + diffuse terms, without the specular one). Hard light (high contrast) comes in low from
+    the side with little fill; soft light from high up with much fill."""
+    gy, gx = np.gradient(height)
+    bump = 2.0 + 6.0 * contrast  # how steep the relief's slopes read under the light
+    normals = np.stack([-bump * gx, -bump * gy, np.ones_like(height)], axis=-1)
+    normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+    azimuth = rng.uniform(0, 2 * np.pi)
+    elevation = np.radians(70.0 - 50.0 * contrast)
+    light = np.array([np.cos(azimuth) * np.cos(elevation), np.sin(azimuth) * np.cos(elevation), np.sin(elevation)])
+    ambient = 0.8 - 0.7 * contrast
+    diffuse = np.clip(normals @ light, 0.0, None)
+    return ambient + (1.0 - ambient) * diffuse / max(float(light[2]), 1e-6)  # a flat surface gets the full key
+
+
 def render(style: RenderStyle, seed: int, width: int = 64, height: int = 64) -> Image.Image:
-    """One image of `style`; the layout's randomness (pattern phase, placement) comes from `seed` only."""
+    """One image of `style`: a painted relief lit by a key light. The subject's layout sets where the
+    surface is lighter or darker paint (albedo); the pattern is the relief; the light's direction,
+    hardness and fill come from the contrast and the seed; exposure sets the mean brightness. Shading
+    multiplies all three channels alike, so the hue stays the named one. The layout's randomness
+    (pattern phase, placement, light direction) comes from `seed` only."""
     rng = np.random.default_rng([seed, 1])  # independent of style_for's stream
     y, x = np.mgrid[0:height, 0:width].astype(np.float64)
     x, y = (x + 0.5) / width, (y + 0.5) / height
     composition = _composition(style.subject, rng, x, y)
-    texture = _texture(style.pattern, style.frequency, rng, x, y)
-    swing = 0.15 + 0.8 * style.contrast  # how far pixels move from the base colour
-    field = np.clip(swing * (0.35 * composition + 0.65 * texture), -1, 1)[..., None]
-    h, s, v = style.hue, style.saturation, style.brightness
-    base = np.array(colorsys.hsv_to_rgb(h, s, v))
-    tint = np.array(colorsys.hsv_to_rgb(h, s * 0.55, v + 0.65 * (1.0 - v)))
-    shade = np.array(colorsys.hsv_to_rgb(h, s, v * 0.3))
-    pixels = base + np.clip(field, 0, None) * (tint - base) + np.clip(-field, 0, None) * (shade - base)
+    relief = _relief(style.pattern, style.frequency, rng, x, y)
+    shading = _shading(relief, style.contrast, rng)
+    paint = 1.0 + (0.2 + 0.5 * style.contrast) * composition  # lighter figure, darker ground
+    light = paint * shading
+    light /= float(light.mean())  # exposure: the frame's mean comes out at the style's brightness
+    albedo = np.array(colorsys.hsv_to_rgb(style.hue, style.saturation, style.brightness)) ** GAMMA
+    pixels = (albedo * light[..., None]) ** (1.0 / GAMMA)
     pixels += rng.normal(0, 0.006, size=pixels.shape)  # faint sensor-like noise (about 1.5 grey levels)
     return Image.fromarray((pixels.clip(0, 1) * 255 + 0.5).astype(np.uint8), mode="RGB")
 

@@ -1,11 +1,28 @@
 """The offline renderer's fixed, public vocabulary: which prompt words set which visual attribute.
 
-It owns one question: what does a prompt *name* about colour, tone, texture and subject? Everything
-here is written from public definitions and everyday photographic usage, once, and never tuned to a
-result: colour hues are the CSS Color Module Level 4 named colours
-(https://www.w3.org/TR/css-color-4/#named-colors), converted from their sRGB hex values to HSV.
-It never imports the synthetic world (`zipp_assets.simworld`), whose vocabulary is hidden from
-everything that is evaluated against it.
+It owns one question: what does a prompt *name* about colour, tone, light, texture and subject? Every
+word list here is taken from a public vocabulary named beside it, written once and never tuned to a
+result, and never from the synthetic world (`zipp_assets.simworld`), whose phrasebooks are hidden
+from everything evaluated against them (a test lists what the two share). Sources:
+- Hues: the CSS Color Module Level 4 named colours (https://www.w3.org/TR/css-color-4/#named-colors),
+  converted from their sRGB hex values to HSV.
+- Saturation and lightness modifiers: the ISCC-NBS System of Color Designation (Kelly and Judd 1976,
+  "Color: Universal Language and Dictionary of Names", NBS Special Publication 440), whose hue
+  modifiers are vivid, brilliant, strong, deep, very deep, light, very light, moderate, dark, very dark,
+  pale, very pale, light grayish, grayish, dark grayish, blackish and whitish. "light" alone is left
+  out: in a prompt it names the illumination more often than a lightness. "pastel" is a pale colour
+  of low saturation and high lightness (Wikipedia "Pastel (color)").
+- Brightness as a perceived attribute: the CIE International Lighting Vocabulary (CIE S 017)
+  distinguishes brightness (bright .. dim) from lightness (light .. dark); its everyday poles are used.
+- Light and exposure: photography's lighting terms as the Wikipedia articles of those names define
+  them: high-key and low-key lighting, hard and soft light, chiaroscuro, silhouette, backlighting,
+  over- and underexposure, golden hour and blue hour, overcast daylight; "black and white",
+  monochrome and grayscale (Wikipedia "Monochrome photography").
+- Textures: the textile pattern names stripe, pinstripe, polka dot, check, gingham, tartan, plaid,
+  houndstooth (Wikipedia's textile-pattern articles), photography's "film grain" and "image noise",
+  and geometry's concentric circles.
+The lists of the light and texture terms were written from memory of those articles, not copied
+from them at run time.
 
 Matching: the prompt is lower-cased and split into words (runs of letters); at each word the longest
 phrase of the vocabulary that starts there matches (so "black and white" beats "black"). A phrase
@@ -19,7 +36,7 @@ import colorsys
 import re
 from dataclasses import dataclass, field
 
-VOCABULARY_VERSION = "offline-vocab-1 (CSS Color 4 named colours)"
+VOCABULARY_VERSION = "offline-vocab-2 (CSS Color 4 named colours, ISCC-NBS modifiers, photographic lighting terms)"
 
 # CSS Color Module Level 4, section 6.1 "Named Colors": the keyword's sRGB hex value.
 CSS_NAMED_COLOURS = {
@@ -40,29 +57,32 @@ COLOUR_ALIASES = {"golden": "gold", "brown": "saddlebrown", "scarlet": "red", "e
 TONAL_COLOURS = frozenset({"pink", "navy", "maroon", "saddlebrown", "olive", "tan", "beige", "khaki", "lavender",
                            "plum", "ivory", "gray", "grey", "silver", "white", "black"})
 # "warm"/"cool" narrow the hue to a range (degrees, may wrap): reds to yellows, greens-cyans to blues.
-HUE_RANGES = {"warm": (-30.0, 60.0), "cool": (150.0, 270.0)}
+# Golden hour is the warm light after sunrise and before sunset; blue hour the cool twilight.
+HUE_RANGES = {"warm": (-30.0, 60.0), "cool": (150.0, 270.0), "golden hour": (15.0, 50.0),
+              "blue hour": (200.0, 250.0)}
 
 LOW, HIGH = "low", "high"
-SATURATION_WORDS = {
-    LOW: ("muted", "desaturated", "faded", "pastel", "dusty", "washed out", "subdued", "earthy"),
-    HIGH: ("vivid", "saturated", "neon", "bold", "candy", "vibrant", "colorful", "colourful", "psychedelic"),
+SATURATION_WORDS = {  # ISCC-NBS chroma modifiers; monochrome photography's names for no colour
+    LOW: ("grayish", "greyish", "light grayish", "dark grayish", "pale", "very pale", "pastel"),
+    HIGH: ("vivid", "brilliant", "strong", "deep", "very deep"),
     "none": ("black and white", "monochrome", "grayscale", "greyscale", "b w"),
 }
-BRIGHTNESS_WORDS = {
-    LOW: ("dark", "night", "nighttime", "low light", "dim", "moody", "shadowy", "gloomy", "midnight", "low key"),
-    HIGH: ("bright", "airy", "sunny", "daylight", "pastel", "luminous", "high key", "overexposed"),
+BRIGHTNESS_WORDS = {  # ISCC-NBS lightness modifiers, CIE brightness poles, exposure and time of day
+    LOW: ("dark", "very dark", "deep", "very deep", "blackish", "dim", "underexposed", "low key", "night", "blue hour"),
+    HIGH: ("very light", "whitish", "pale", "very pale", "brilliant", "bright", "overexposed", "high key",
+           "pastel"),
 }
-CONTRAST_WORDS = {
-    HIGH: ("harsh", "crisp", "punchy", "dramatic", "high contrast", "low key", "hard light", "chiaroscuro"),
-    LOW: ("soft", "diffuse", "diffused", "hazy", "flat", "foggy", "misty", "low contrast", "high key"),
+CONTRAST_WORDS = {  # photography's lighting terms
+    HIGH: ("hard light", "high contrast", "chiaroscuro", "low key", "silhouette", "backlit", "backlighting"),
+    LOW: ("soft light", "low contrast", "overcast", "diffuse", "diffused", "high key"),
 }
 PATTERN_WORDS = {
     "stripes": ("stripes", "stripe", "striped", "pinstripe", "pinstriped"),
-    "dots": ("dots", "dot", "dotted", "polka", "polka dot", "polka dots", "spots", "spotted"),
-    "checks": ("checks", "checked", "checkered", "chequered", "checkerboard", "plaid", "gingham", "tartan"),
-    "grain": ("grain", "grainy", "film grain", "noise", "noisy"),
-    "rings": ("rings", "ring", "concentric", "ripples", "spiral"),
-    "plain": ("plain", "minimal", "minimalist", "solid color", "solid colour"),
+    "dots": ("dots", "dotted", "polka dot", "polka dots", "spots", "spotted"),
+    "checks": ("check", "checks", "checked", "checkered", "chequered", "plaid", "gingham", "tartan", "houndstooth"),
+    "grain": ("film grain", "grain", "noise", "image noise"),
+    "rings": ("concentric", "concentric circles", "rings"),
+    "plain": ("plain", "solid color", "solid colour"),
 }
 PATTERNS = ("stripes", "dots", "checks", "grain", "rings")  # what the seed picks from; "plain" only when named
 SUBJECT_WORDS = {

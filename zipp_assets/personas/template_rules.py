@@ -17,40 +17,47 @@ from zipp_assets.llm.types import LLMRequest
 from zipp_assets.personas.prompt import evidence_of
 from zipp_assets.personas.schema import UNKNOWN, VISUAL_INTERESTS, Aesthetics, Persona
 
-# Keywords (lower case, matched inside subreddit names and comment words) for each visual interest.
+# Keywords (lower case, matched inside subreddit names) for each visual interest: the content words of
+# the paper's own category names and their singular stems, nothing else. They are written for the
+# world at large, not for the synthetic world (whose phrasebooks a test holds them against), so a
+# community whose name says nothing of these words leaves its users' interest unknown.
 INTEREST_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "architecture and interior design": ("interior", "architecture", "midcentury", "home", "house", "cozy", "minimal"),
-    "products, logos and packaging": ("keyboard", "keycap", "switch", "gear", "product", "logo", "packaging", "car",
-                                      "chrome", "restoration"),
-    "people, family and lifestyle": ("family", "parent", "wedding", "food", "ramen", "taco", "noodle", "cooking",
-                                     "garden", "knit", "yarn", "crochet"),
-    "nature, wildlife and animals": ("bird", "owl", "raptor", "warbler", "aquarium", "reef", "shrimp", "cichlid",
-                                     "betta", "hiking", "trail", "alpine", "summit", "wildlife", "animal", "aww"),
-    "graphic design and typography": ("typography", "font", "poster", "graphic", "design", "lettering"),
-    "culture and religious aesthetics": ("temple", "church", "religion", "culture", "festival", "heritage"),
-    "cinematic portrait photography": ("portrait", "film", "analog", "darkroom", "leica", "portra", "cinematic",
-                                       "photography", "grain"),
-    "illustration and concept art": ("art", "pixel", "sprite", "watercolor", "sketch", "draw", "illustration",
-                                     "tattoo", "ink", "linework", "concept", "painting"),
-    "sci-fi and robotics": ("cyberpunk", "robot", "space", "astro", "nebula", "galaxy", "telescope", "synthwave",
-                            "neon", "scifi"),
-    "fashion and beauty": ("fashion", "makeup", "beauty", "style", "sneaker", "outfit", "skate"),
+    "architecture and interior design": ("architecture", "architect", "interior"),
+    "products, logos and packaging": ("product", "logo", "packaging"),
+    "people, family and lifestyle": ("people", "family", "lifestyle"),
+    "nature, wildlife and animals": ("nature", "wildlife", "animal"),
+    "graphic design and typography": ("graphic", "typography"),
+    "culture and religious aesthetics": ("culture", "religio"),
+    "cinematic portrait photography": ("cinematic", "portrait", "photography"),
+    "illustration and concept art": ("illustration", "conceptart"),
+    "sci-fi and robotics": ("scifi", "robot"),
+    "fashion and beauty": ("fashion", "beauty"),
 }
 assert set(INTEREST_KEYWORDS) == set(VISUAL_INTERESTS)
 
+# First-person self-disclosure patterns of the kind used to label Reddit attribute data sets (RedDust,
+# Tigunova et al. 2020: "I am a <profession>", "I work as a ..."; Reddit's own "I (28F)" convention
+# of stating age and gender), written for English at large, not copied from any generator.
 _COMMUNITY = re.compile(r"r/([A-Za-z0-9_]+) \(([0-9.]+)\)")
 _COMMENT = re.compile(r'^- \[r/([A-Za-z0-9_]+)\] "(.*)"$')
-_AGE = re.compile(r"\b(?:I'?m|I am|as an?) (\d{2})(?:[- ]years?[- ]old)?\b|\b(\d{2}) years old\b", re.IGNORECASE)
-_JOB = re.compile(r"\bI work as an? ([a-z]+(?: [a-z]+)?)|\bI'?m an? ([a-z]+) by (?:trade|profession)", re.IGNORECASE)
-_PLACE = re.compile(r"\b(?:I live in|here in|I'?m from|living in|based in) ([A-Z][A-Za-z]+(?: [A-Z][A-Za-z]+)?)")
-_GENDER = re.compile(r"\bas an? (woman|man|mom|dad|mother|father|guy|girl|nonbinary person)\b", re.IGNORECASE)
-_HOBBY = re.compile(r"\b(?:my hobby is|I got into|I'?ve been into|in my free time I do) ([a-z]+(?: [a-z]+)??)"
-                    r"(?: a few| for| since|[.!,;]|$)", re.IGNORECASE)
-_TASTE = re.compile(r"\b(?:I love|I'?m into|my whole aesthetic is|always go for|can'?t get enough of|drawn to) "
-                    r"([a-z][a-z -]{2,40}?)(?:[.!,;]|$)|([a-z][a-z -]{2,40}?) is my whole aesthetic", re.IGNORECASE)
-_FILLER = re.compile(r"^(?:honestly|really|just|totally|so) ")
-_GENDER_OF = {"woman": "female", "mom": "female", "mother": "female", "girl": "female", "man": "male", "dad": "male",
-              "father": "male", "guy": "male", "nonbinary person": "nonbinary"}
+_AGE = re.compile(r"\b(?:I'?m|I am) (\d{2})(?: years old| y/?o)?\b(?! (?:minutes|hours|days|weeks|months|percent|%))"
+                  r"|\b(\d{2}) years old\b|\bI \((\d{2}) ?[MFmf]\)", re.IGNORECASE)
+_JOB = re.compile(r"\bI work as an? ([a-z]+(?: [a-z]+)?)\b|\bI'?m an? ([a-z]+) by (?:trade|profession)\b"
+                  r"|\bmy job as an? ([a-z]+(?: [a-z]+)?)\b", re.IGNORECASE)
+_PLACE = re.compile(r"\b(?:I live in|I'?m from|here in|living in|based in|I grew up in|moved to) "
+                    r"([A-Z][A-Za-z]+(?: [A-Z][A-Za-z]+)?)")
+_GENDER = re.compile(r"\b(?:as|I'?m|I am) an? (woman|man|mom|mum|dad|mother|father|girl|boy|nonbinary person)\b"
+                     r"|\bI \(\d{2} ?([MFmf])\)", re.IGNORECASE)
+_HOBBY = re.compile(r"\b(?:my hobby is|my hobbies are|I'?ve been into|in my (?:free|spare) time I (?:do|go|play)?) ?"
+                    r"([a-z]+(?: [a-z]+)??)(?:[.!,;]| and|$)", re.IGNORECASE)
+_TASTE = re.compile(r"\b(?:I love|I'?m into|I prefer|I like) ([a-z][a-z -]{2,40}?) "
+                    r"(?:colou?rs?|tones?|light|lighting)\b"
+                    r"|\b(?:drawn to|partial to|a fan of) ([a-z][a-z -]{2,40}?) (?:colou?rs?|tones?|light|lighting)\b",
+                    re.IGNORECASE)
+_FILLER = re.compile(r"^(?:really|just|totally|so) ")
+_GENDER_OF = {"woman": "female", "mom": "female", "mum": "female", "mother": "female", "girl": "female",
+              "f": "female", "man": "male", "dad": "male", "father": "male", "boy": "male", "m": "male",
+              "nonbinary person": "nonbinary"}
 
 
 def _age_band(age: int) -> str:

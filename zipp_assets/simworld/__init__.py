@@ -18,9 +18,16 @@ What is planted
   profession, hobby, one of the paper's ten visual-interest categories. They are only weakly
   visible: a minority of users join their locale/profession/hobby subreddit, communities skew
   demographics a little, and a few percent of comments state a fact ("I work as a nurse", "Same
-  thing here in London") or an aesthetic preference in plain words from the user's taste ("muted
-  film tones", "neon at night"). Most comments stay generic. The words come from `taste_words`,
-  which nothing in the pipeline imports.
+  thing here in London", or indirectly: "Just got home after my night shift on the ward") or an
+  aesthetic preference in the user's taste ("Everything I shoot ends up faded teal"). Most comments
+  stay generic. Nothing in the pipeline imports the modules that hold these words.
+- Words: every word the world writes comes from a phrasebook (`phrasebook`, YAML under
+  `phrasebooks/`, chosen by `WorldConfig.phrasebook`; docs/phrasebooks.md): subreddit names,
+  comments and titles as sentences from templates with slots on the subreddit's topics, statements
+  of facts and tastes. A phrasebook changes the words only; word choices draw from a stream of their
+  own, so the same seed gives the same users, memberships, ids, times and images in any phrasebook.
+- Taste-aligned membership: `taste_aligned_share` (default 0, drawing nothing) of a user's community
+  activity goes to the community whose style is nearest their personal taste.
 - The dirt of real dumps: deleted authors, bots, AutoModerator, NSFW posts, string timestamps,
   eras (early schema before 2011, author_fullname from 2018-01, Arctic Shift from 2023-04),
   galleries, crossposts, imgur links, malformed lines, non-ASCII text.
@@ -55,6 +62,10 @@ shape is known the figures are round choices, said so, never fitted to any downs
   more likely young and male than the public); figures are round choices. Each community's mix is
   a Dirichlet draw of concentration 8 around them (a choice: mild skews). Locale is uniform within
   the region, profession and hobby uniform and independent of communities (choices).
+- Comment lengths: log-normal words per comment, median 15, sigma 0.9 (self-posts median 40). An
+  assumption, not a fitted figure: Reddit comment lengths are right-skewed, but no published median
+  for Reddit as a whole was at hand (one analysis of two crypto subreddits reports a mean of 11.9
+  words per comment). Of stated facts, half are said outright and half indirectly (a choice).
 - Facts and aesthetic remarks: 3% of comments each (choices). Qualitative fact: users disclose such
   attributes rarely and in explicit first-person statements, which is how Reddit attribute data
   sets are labelled (Tigunova et al. 2020, "RedDust", LREC; Gjurkovic et al. 2021, "PANDORA Talks").

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from zipp_assets.reddit.synthetic import mark_synthetic_world
+from zipp_assets.simworld.phrasebook import available
 from zipp_assets.simworld.world import WorldConfig, generate_world, parse_month_range
 
 
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="share of each user's visual taste that is personal, not from their communities (0..1)")
     gen.add_argument("--prompt-history-share", type=float, default=WorldConfig.prompt_history_share,
                      help="share of image-posting users with a Civitai-like prompt history in OUT/zipbench (0..1)")
+    gen.add_argument("--taste-aligned-share", type=float, default=WorldConfig.taste_aligned_share,
+                     help="share of a user's community activity in the community nearest their personal taste (0..1)")
+    gen.add_argument("--phrasebook", default=WorldConfig.phrasebook,
+                     help=f"the words the world writes in: {', '.join(available())}, or a path to a phrasebook YAML "
+                          "(docs/phrasebooks.md); only the words change, never the planted truth")
     gen.add_argument("--no-images", action="store_true", help="skip rendering images (benchmarks)")
     gen.add_argument("--dump-style", choices=["auto", "pushshift", "arctic_shift"], default="auto")
     args = parser.parse_args(argv)
@@ -41,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             malformed_rate=args.malformed_rate,
             personal_share=args.personal_share,
             prompt_history_share=args.prompt_history_share,
+            phrasebook=args.phrasebook,
+            taste_aligned_share=args.taste_aligned_share,
             write_images=not args.no_images,
             dump_style=args.dump_style,
         )

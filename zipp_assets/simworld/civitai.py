@@ -4,7 +4,8 @@ steps, sampler, cfgScale, width, height, civitai_username, reddit_username).
 
 A prompt is what real Civitai prompts look like: a subject first, from one of eight subject
 categories (the user leans towards some, by a Dirichlet draw), then now and then style phrases and
-generic quality tags. The style phrases come from the user's own taste through `taste_words`, with
+generic quality tags. The style phrases come from the user's own taste through `taste_words`, in the
+phrasebook's words and prompt forms, with
 the same per-image variation their posted images have, so a user near a level boundary sometimes
 names the neighbouring level. Which users have a history is the file itself (reddit_username); the
 civitai_username is a separate handle, not derived from the Reddit name.
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from zipp_assets.simworld.content import SYLLABLES
+from zipp_assets.simworld.phrasebook import ASPECTS, Phrasebook
 from zipp_assets.simworld.population import User, World
 from zipp_assets.simworld.taste_words import all_phrases, labels
 
@@ -51,8 +53,6 @@ SUBJECTS: dict[str, tuple[str, ...]] = {
 SUBJECT_CATEGORIES = tuple(SUBJECTS)
 QUALITY_TAGS = ("masterpiece", "best quality", "highly detailed", "8k", "4k", "ultra detailed", "sharp focus",
                 "trending on artstation")
-# How a taste label reads in a prompt, by aspect.
-PROMPT_FORMS = {"palette": "{} tones", "look": "{}", "lighting": "{} lighting", "mood": "{} mood", "texture": "{}"}
 NEGATIVE_PROMPTS = (
     "lowres, bad anatomy, bad hands, text, error, missing fingers, worst quality, low quality, jpeg artifacts",
     "blurry, watermark, signature, deformed, ugly, extra limbs",
@@ -71,9 +71,11 @@ NO_NEGATIVE_SHARE = 0.3
 SUBJECT_CONCENTRATION = 1.0  # Dirichlet concentration of a user's subject leanings
 
 
-def style_clauses() -> dict[str, tuple[str, str]]:
-    """Every style phrase a prompt can carry -> (aspect, label): what evaluation looks for in prompts."""
-    return {PROMPT_FORMS[aspect].format(label): (aspect, label) for aspect, label in all_phrases().values()}
+def style_clauses(book: Phrasebook) -> dict[str, tuple[str, str]]:
+    """Every style phrase a prompt can carry -> (aspect, label): what evaluation looks for in prompts.
+    How a label reads in a prompt is the phrasebook's `taste.prompt_forms`."""
+    forms = book.taste["prompt_forms"]
+    return {forms[aspect].format(label=label): (aspect, label) for aspect, label in all_phrases(book).values()}
 
 
 def linked_users(world: World) -> list[User]:
@@ -93,14 +95,14 @@ def _handle(rng: np.random.Generator, used: set[str]) -> str:
             return handle
 
 
-def _prompt(user: User, rng: np.random.Generator, leanings: np.ndarray) -> str:
+def _prompt(user: User, rng: np.random.Generator, leanings: np.ndarray, book: Phrasebook) -> str:
     category = SUBJECT_CATEGORIES[int(rng.choice(len(SUBJECT_CATEGORIES), p=leanings))]
     options = SUBJECTS[category]
     clauses = [options[int(rng.integers(len(options)))]]
-    words = labels(user.taste.jittered(rng))  # the same per-image variation their images have
+    words = labels(user.taste.jittered(rng), book)  # the same per-image variation their images have
     n_style = int(rng.choice(len(STYLE_COUNT_SHARES), p=STYLE_COUNT_SHARES))
-    for aspect in rng.choice(list(PROMPT_FORMS), size=n_style, replace=False):
-        clauses.append(PROMPT_FORMS[str(aspect)].format(words[str(aspect)]))
+    for aspect in rng.choice(list(ASPECTS), size=n_style, replace=False):
+        clauses.append(book.taste["prompt_forms"][str(aspect)].format(label=words[str(aspect)]))
     n_tags = int(rng.choice(len(QUALITY_COUNT_SHARES), p=QUALITY_COUNT_SHARES))
     clauses += [str(tag) for tag in rng.choice(QUALITY_TAGS, size=n_tags, replace=False)]
     return ", ".join(clauses)
@@ -125,7 +127,7 @@ def user_history(world: World, user: User, used_handles: set[str]) -> list[dict]
         width, height = _usual(rng, SIZES, usual["size"])
         image_id = int(rng.integers(10**6, 10**8))
         rows.append({
-            "prompt": _prompt(user, rng, leanings),
+            "prompt": _prompt(user, rng, leanings, world.phrasebook),
             "negativePrompt": negative,
             "url": f"https://image.civitai.com/simworld/{rng.bytes(8).hex()}/width={width}/{image_id}.jpeg",
             "seed": int(rng.integers(0, 2**32)),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from zipp_assets.simworld.content import THEMES
+from zipp_assets.simworld.phrasebook import DEFAULT_PHRASEBOOK, load
 
 
 @dataclass
@@ -30,6 +31,9 @@ class WorldConfig:
     write_images: bool = True
     dump_style: str = "auto"  # auto (by era) | pushshift | arctic_shift
     compression_level: int = 3
+    # The words the world writes in: a phrasebook's name under simworld/phrasebooks/ or a path to one.
+    # Only the words change with it; every planted number (truth, taste, membership) stays the same.
+    phrasebook: str = DEFAULT_PHRASEBOOK
     # Taste and persona evidence
     personal_share: float = 0.5  # of a user's visual taste that is theirs, not their communities'
     trait_join_rate: float = 0.2  # of users with a locale/profession/hobby who join its subreddit
@@ -37,6 +41,10 @@ class WorldConfig:
     interest_from_community: float = 0.3  # chance a user's visual interest is their primary community's
     aesthetic_comment_rate: float = 0.03  # of a user's comments that state an aesthetic preference
     fact_comment_rate: float = 0.03  # of a user's comments that state a fact about them
+    # Of a user's community activity, the share that goes to the community whose style is nearest their
+    # personal taste (taste-aligned communities: film photography, pastel art, neon city scenes). 0 (the
+    # default) is the world before this knob: membership follows the community mixture alone.
+    taste_aligned_share: float = 0.0
     # Civitai-like prompt histories (`civitai`), written to <raw>/zipbench/civitai_generations.jsonl
     prompt_history_share: float = 0.1  # of image-posting users with a linked Civitai account; 0 writes none
     prompts_per_user: tuple[int, int] = (5, 40)  # fewest and most prompts in a history, drawn uniformly
@@ -53,11 +61,12 @@ class WorldConfig:
         if self.dump_style not in ("auto", "pushshift", "arctic_shift"):
             raise ValueError(f"unknown dump_style {self.dump_style!r}")
         for name in ("personal_share", "trait_join_rate", "trait_post_share", "interest_from_community",
-                     "aesthetic_comment_rate", "fact_comment_rate", "prompt_history_share"):
+                     "aesthetic_comment_rate", "fact_comment_rate", "prompt_history_share", "taste_aligned_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, not {getattr(self, name)!r}")
         if self.aesthetic_comment_rate + self.fact_comment_rate > 1.0:
             raise ValueError("aesthetic_comment_rate + fact_comment_rate must not exceed 1")
+        load(self.phrasebook)  # a phrasebook that cannot be written from fails here, not mid-world
         low, high = self.prompts_per_user
         if not 1 <= low <= high:
             raise ValueError(f"prompts_per_user must be (fewest, most), 1 <= fewest <= most, not {self.prompts_per_user!r}")

@@ -13,14 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zipp_assets.simworld.config import WorldConfig, month_bounds
-from zipp_assets.simworld.content import (
-    BOT_NAMES,
-    GENERIC_SUBREDDITS,
-    SUFFIXES,
-    SYLLABLES,
-    THEME_VISUAL_INTEREST,
-    THEMES,
-)
+from zipp_assets.simworld.content import BOT_NAMES, SYLLABLES, THEME_VISUAL_INTEREST, THEMES
+from zipp_assets.simworld.phrasebook import Phrasebook, load
 from zipp_assets.simworld.render import Style
 from zipp_assets.simworld.taste import blend, community_mix, draw_style
 from zipp_assets.simworld.traits import (
@@ -29,7 +23,6 @@ from zipp_assets.simworld.traits import (
     GENDER_SHARES,
     GENDERS,
     HOBBIES,
-    LOCALES,
     PROFESSIONS,
     REGION_SHARES,
     REGIONS,
@@ -90,6 +83,7 @@ class User:
     community_taste: Style | None = None  # the part of it their communities give
     personal_taste: Style | None = None  # the part that is theirs alone, drawn apart from communities
     trait_subreddits: list[str] = field(default_factory=list)  # locale/profession/hobby subreddits joined
+    taste_community: int = -1  # the community whose style is nearest their personal taste
 
     def fact(self, kind: str) -> str | int:
         return self.age if kind == "age" else getattr(self, kind)
@@ -107,21 +101,25 @@ class World:
     next_submission_id: int = 36**5
     image_posts: dict[str, list[tuple[str, dict]]] = field(default_factory=lambda: defaultdict(list))
     image_posters: set[int] = field(default_factory=set)  # indices of users who posted an image of their own
+    phrasebook: Phrasebook | None = None  # the words the world writes in
+    subreddit_topics: dict[str, list[str]] = field(default_factory=dict)  # what a subreddit's comments talk about
 
 
-def _community_names(words: list[str], count: int) -> list[str]:
+def _community_names(stems: list[str], count: int, suffixes: tuple[str, ...]) -> list[str]:
+    """`count` subreddit names from a theme's stems: each stem as it is, then with suffixes."""
     names = []
     for k in range(count):
-        base = words[k % len(words)]
-        suffix = SUFFIXES[(k // len(words) + k) % len(SUFFIXES)]
-        names.append(base.capitalize() + suffix if k else base)
+        base = stems[k % len(stems)]
+        suffix = suffixes[(k // len(stems) + k) % len(suffixes)] if k >= len(stems) else ""
+        names.append(base + suffix)
     return names
 
 
-def _communities(config: WorldConfig, rng: np.random.Generator) -> list[Community]:
+def _communities(config: WorldConfig, rng: np.random.Generator, book: Phrasebook) -> list[Community]:
     communities = []
     for index in range(config.communities):
-        theme, words = THEMES[index]
+        theme = THEMES[index]
+        words = list(book.themes[theme]["topics"])
         # Hues spread round the circle so communities look apart; the rest from the common prior.
         style = draw_style(rng, hue=index / config.communities + rng.uniform(-0.02, 0.02))
         demographics = {
@@ -130,7 +128,8 @@ def _communities(config: WorldConfig, rng: np.random.Generator) -> list[Communit
             "region": rng.dirichlet(np.array(REGION_SHARES) * DEMOGRAPHIC_CONCENTRATION).tolist(),
         }
         popularity = 1.0 / (index + 1) ** COMMUNITY_POPULARITY_EXPONENT
-        communities.append(Community(index, theme, words, _community_names(words, config.subreddits_per_community),
+        names = _community_names(book.theme_stems(theme), config.subreddits_per_community, book.subreddit_suffixes)
+        communities.append(Community(index, theme, words, names,
                                      style, demographics, popularity, THEME_VISUAL_INTEREST[theme]))
     return communities
 
@@ -144,7 +143,8 @@ def _unique_name(rng: np.random.Generator, used: set[str]) -> str:
             return name
 
 
-def _plant_traits(user: User, communities: list[Community], config: WorldConfig, rng: np.random.Generator) -> None:
+def _plant_traits(user: User, communities: list[Community], config: WorldConfig, rng: np.random.Generator,
+                  book: Phrasebook) -> None:
     """Locale (within the user's region), exact age, profession, hobby, visual interest, and which of
     the locale/profession/hobby subreddits they join. Every draw is made whatever the config says."""
     draws = rng.random(5)
@@ -156,11 +156,17 @@ def _plant_traits(user: User, communities: list[Community], config: WorldConfig,
     from_community = draws[0] < config.interest_from_community
     user.visual_interest = communities[user.communities[0]].visual_interest if from_community else population_interest
     joins = (
-        (draws[1], LOCALES[user.locale][1]),
-        (draws[2], PROFESSIONS[user.profession]),
-        (draws[3], HOBBIES[user.hobby]),
+        (draws[1], book.trait_subreddit("locale", user.locale)),
+        (draws[2], book.trait_subreddit("profession", user.profession)),
+        (draws[3], book.trait_subreddit("hobby", user.hobby)),
     )
     user.trait_subreddits = [subreddit for draw, subreddit in joins if draw < config.trait_join_rate]
+
+
+def style_distance(a: Style, b: Style) -> float:
+    """How far apart two styles look: hue along the circle, saturation and brightness on their scales."""
+    hue = abs((a.hue - b.hue + 0.5) % 1.0 - 0.5) * 2  # 0..1
+    return float(np.hypot(hue, np.hypot(a.saturation - b.saturation, a.brightness - b.brightness)))
 
 
 def _plant_taste(user: User, communities: list[Community], config: WorldConfig, rng: np.random.Generator) -> None:
@@ -170,27 +176,27 @@ def _plant_taste(user: User, communities: list[Community], config: WorldConfig, 
                                          community_draw)
     user.personal_taste = personal
     user.taste = blend(user.community_taste, personal, config.personal_share, personal_draw)
+    # No draw: the nearest community is a function of the styles, so the knob leaves every stream as it was.
+    user.taste_community = min(range(len(communities)), key=lambda c: style_distance(personal, communities[c].style))
 
 
 def build_world(config: WorldConfig) -> World:
     rng = np.random.default_rng([config.seed, 0])
     trait_rng = np.random.default_rng([config.seed, 2])
     taste_rng = np.random.default_rng([config.seed, 3])
-    communities = _communities(config, rng)
+    book = load(config.phrasebook)
+    communities = _communities(config, rng, book)
+    generic_subreddits = book.generic["subreddits"]
     subreddit_kind: dict[str, tuple[str, str | None]] = {}
     subreddit_community: dict[str, int] = {}
-    for c in communities:
-        for s in c.subreddits:
-            subreddit_community[s] = c.index
-            subreddit_kind[s] = ("theme", c.theme)
-    for s in GENERIC_SUBREDDITS:
-        subreddit_community[s] = -1
-        subreddit_kind[s] = ("generic", None)
-    for s, (kind, value) in trait_subreddits().items():
-        if s in subreddit_community:
-            raise ValueError(f"trait subreddit {s!r} is also a community or generic subreddit")
-        subreddit_community[s] = -1
-        subreddit_kind[s] = (kind, value)
+    named = [(s, c.index, ("theme", c.theme)) for c in communities for s in c.subreddits]
+    named += [(s, -1, ("generic", None)) for s in generic_subreddits]
+    named += [(s, -1, kind_value) for s, kind_value in trait_subreddits(book).items()]
+    for s, community, kind_value in named:
+        if s.lower() in {name.lower() for name in subreddit_community}:
+            raise ValueError(f"phrasebook {book.name}: subreddit {s!r} names two subreddits")
+        subreddit_community[s] = community
+        subreddit_kind[s] = kind_value
     subreddit_ids = {s: "t5_" + base36(36**4 + 7919 * i) for i, s in enumerate(subreddit_community)}
 
     popularity = np.array([c.popularity for c in communities])
@@ -216,7 +222,7 @@ def build_world(config: WorldConfig) -> World:
             region=REGIONS[rng.choice(len(REGIONS), p=primary["region"])],
             created_utc=int(first_month_start - rng.integers(86400, 86400 * 3000)),
         )
-        _plant_traits(user, communities, config, trait_rng)
+        _plant_traits(user, communities, config, trait_rng, book)
         _plant_taste(user, communities, config, taste_rng)
         users.append(user)
     for offset, name in enumerate(["AutoModerator", *BOT_NAMES]):
@@ -235,4 +241,7 @@ def build_world(config: WorldConfig) -> World:
                 is_bot=True,
             )
         )
-    return World(config, communities, users, subreddit_ids, subreddit_community, subreddit_kind)
+    topics = {s: (communities[c].words if c >= 0 else list(book.generic["topics"]))
+              for s, c in subreddit_community.items()}
+    return World(config, communities, users, subreddit_ids, subreddit_community, subreddit_kind,
+                 phrasebook=book, subreddit_topics=topics)

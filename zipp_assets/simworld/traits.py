@@ -3,9 +3,10 @@ sentences in which a user states one of them about themselves.
 
 The attributes are the ones a persona stage later infers (ZIPP's taxonomy): age band, gender,
 locale, profession, hobby and one of the paper's ten visual-interest categories. Locale, profession
-and hobby each have a subreddit of their own (r/london, r/nursing, r/running) that some of the
-users with that attribute join. Like `taste_words`, this module belongs to the world: the pipeline
-never imports it (a test enforces this), so it cannot read facts back with the world's own templates.
+and hobby each have a subreddit of their own that some of the users with that attribute join. The
+values are the world's truth; their names, subreddits and the sentences stating them come from the
+phrasebook. Like `taste_words`, this module belongs to the world: the pipeline never imports it (a
+test enforces this), so it cannot read facts back with the world's own templates.
 """
 
 from __future__ import annotations
@@ -24,63 +25,29 @@ AGE_BAND_SHARES = (0.32, 0.36, 0.18, 0.14)
 GENDER_SHARES = (0.35, 0.60, 0.05)
 REGION_SHARES = (0.55, 0.25, 0.10, 0.10)
 
-# locale -> (region, its subreddit)
+# locale -> region. What a locale, profession or hobby is called, its subreddit and the sentences
+# that state it come from the world's phrasebook (`phrasebook`).
 LOCALES = {
-    "New York": ("north_america", "nyc"),
-    "Toronto": ("north_america", "toronto"),
-    "Seattle": ("north_america", "Seattle"),
-    "Chicago": ("north_america", "chicago"),
-    "London": ("europe", "london"),
-    "Berlin": ("europe", "berlin"),
-    "Paris": ("europe", "paris"),
-    "Tokyo": ("asia", "tokyo"),
-    "Singapore": ("asia", "singapore"),
-    "Sydney": ("other", "sydney"),
-    "São Paulo": ("other", "saopaulo"),
+    "New York": "north_america", "Toronto": "north_america", "Seattle": "north_america", "Chicago": "north_america",
+    "London": "europe", "Berlin": "europe", "Paris": "europe",
+    "Tokyo": "asia", "Singapore": "asia",
+    "Sydney": "other", "São Paulo": "other",
 }
-# profession -> its subreddit
-PROFESSIONS = {
-    "nurse": "nursing",
-    "software developer": "cscareerquestions",
-    "teacher": "Teachers",
-    "student": "college",
-    "graphic designer": "graphic_design",
-    "photographer": "photography",
-    "chef": "KitchenConfidential",
-    "electrician": "electricians",
-    "accountant": "Accounting",
-    "architect": "architecture",
-}
-# hobby -> its subreddit
-HOBBIES = {
-    "running": "running",
-    "cooking": "Cooking",
-    "cycling": "cycling",
-    "board games": "boardgames",
-    "yoga": "yoga",
-    "fishing": "Fishing",
-    "chess": "chess",
-    "baking": "Baking",
-}
+PROFESSIONS = ("nurse", "software developer", "teacher", "student", "graphic designer", "photographer", "chef",
+               "electrician", "accountant", "architect")
+HOBBIES = ("running", "cooking", "cycling", "board games", "yoga", "fishing", "chess", "baking")
 # The paper's ten visual-interest categories: the taxonomy personas are written in, so the world
 # plants exactly the values a persona can name (the world reads the pipeline's list, never the reverse).
 VISUAL_INTERESTS = PERSONA_VISUAL_INTERESTS
 TRAIT_KINDS = ("locale", "profession", "hobby")
 FACT_KINDS = ("age", "gender", "locale", "profession", "hobby", "visual_interest")
-GENDER_WORDS = {"female": "a woman", "male": "a guy", "nonbinary": "a nonbinary person"}
-
-
-def trait_subreddits() -> dict[str, tuple[str, str]]:
-    """Every locale, profession and hobby subreddit -> (kind, the attribute value it is for)."""
-    out: dict[str, tuple[str, str]] = {}
-    out.update({subreddit: ("locale", locale) for locale, (_, subreddit) in LOCALES.items()})
-    out.update({subreddit: ("profession", p) for p, subreddit in PROFESSIONS.items()})
-    out.update({subreddit: ("hobby", h) for h, subreddit in HOBBIES.items()})
-    return out
+# Of the statements of a fact, the share said outright ("I work as a nurse"); the rest are said the
+# indirect way people often drop them ("Just got home after my night shift on the ward"). A choice.
+DIRECT_SHARE = 0.5
 
 
 def locales_in(region: str) -> list[str]:
-    return [locale for locale, (r, _) in LOCALES.items() if r == region]
+    return [locale for locale, r in LOCALES.items() if r == region]
 
 
 def draw_age(rng: np.random.Generator, band: str) -> int:
@@ -88,22 +55,41 @@ def draw_age(rng: np.random.Generator, band: str) -> int:
     return int(rng.integers(low, high + 1))
 
 
-def _article(word: str) -> str:
-    return ("an " if word[0] in "aeiou" else "a ") + word
+def age_band_of(age: int) -> str:
+    return next(band for band, (low, high) in AGE_RANGES.items() if low <= age <= high)
 
 
-def fact_sentence(kind: str, value: str | int) -> str:
-    """A first-person statement of one attribute, the way people drop it into a comment."""
-    if kind == "age":
-        return f"I'm {value}, for what it's worth."
-    if kind == "gender":
-        return f"As {GENDER_WORDS[str(value)]}, I can relate."
-    if kind == "locale":
-        return f"Same thing here in {value}."
-    if kind == "profession":
-        return f"I work as {_article(str(value))}, so this hits home."
-    if kind == "hobby":
-        return f"I got into {value} a few years ago."
-    if kind == "visual_interest":
-        return f"I mostly save pictures of {value}."
-    raise ValueError(f"unknown fact kind {kind!r}")
+def fact_sentence(book, kind: str, value: str | int, rng: np.random.Generator) -> str:
+    """A first-person statement of one attribute in the phrasebook's words: outright with chance
+    DIRECT_SHARE, else one of the value's indirect hints."""
+    if kind not in FACT_KINDS:
+        raise ValueError(f"unknown fact kind {kind!r}")
+    block = book.traits[kind]
+    key = age_band_of(int(value)) if kind == "age" else str(value)
+    entry = block["values"][key]
+    if rng.random() < DIRECT_SHARE:
+        template = block["direct"][int(rng.integers(len(block["direct"])))]
+        return template.format(age=value) if kind == "age" else template.format(name=entry["name"])
+    return entry["hints"][int(rng.integers(len(entry["hints"])))]
+
+
+def fact_statements(book, kind: str) -> dict[str, str]:
+    """Every statement of `kind` the phrasebook can make -> the attribute value it states (ages as text,
+    one per year of every band): what evaluation looks for in comments."""
+    block = book.traits[kind]
+    out: dict[str, str] = {}
+    for key, entry in block["values"].items():
+        for hint in entry["hints"]:
+            out[hint] = key
+        if kind == "age":
+            low, high = AGE_RANGES[key]
+            out.update({t.format(age=age): str(age) for t in block["direct"] for age in range(low, high + 1)})
+        else:
+            out.update({t.format(name=entry["name"]): key for t in block["direct"]})
+    return out
+
+
+def trait_subreddits(book) -> dict[str, tuple[str, str]]:
+    """Every locale, profession and hobby subreddit of the phrasebook -> (kind, the value it is for)."""
+    return {book.trait_subreddit(kind, value): (kind, value)
+            for kind in TRAIT_KINDS for value in book.traits[kind]["values"]}

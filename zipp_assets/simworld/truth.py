@@ -2,7 +2,7 @@
 
 users: who each user is (communities, demographics, traits), their visual taste with the parts it
 is made of (community mixture, personal component, the share between them) and the words
-`taste_words` gives it. communities: themes, subreddits, styles, demographic mixes. subreddits:
+`taste_words` gives it in the world's phrasebook. communities: themes, subreddits, styles, demographic mixes. subreddits:
 every subreddit with its community and kind (theme, generic, locale, profession, hobby). bots.
 """
 
@@ -24,7 +24,7 @@ def _style_columns(prefix: str, styles: list[Style]) -> dict[str, list]:
 
 def _users(world: World) -> pa.Table:
     humans: list[User] = [u for u in world.users if not u.is_bot]
-    words = [taste_words.labels(u.taste) for u in humans]
+    words = [taste_words.labels(u.taste, world.phrasebook) for u in humans]
     columns = {
         "author": [u.name for u in humans],
         "author_fullname": [u.fullname for u in humans],
@@ -41,6 +41,8 @@ def _users(world: World) -> pa.Table:
         "hobby": [u.hobby for u in humans],
         "visual_interest": [u.visual_interest for u in humans],
         "trait_subreddits": [u.trait_subreddits for u in humans],
+        "taste_community": [u.taste_community for u in humans],
+        "taste_aligned_share": [world.config.taste_aligned_share] * len(humans),
         "personal_share": [world.config.personal_share] * len(humans),
         **_style_columns("taste_", [u.taste for u in humans]),
         **_style_columns("community_taste_", [u.community_taste for u in humans]),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -20,7 +21,8 @@ import zstandard
 from zipp_assets.reddit.image_urls import image_cache_path
 from zipp_assets.simworld.civitai import HISTORY_FILE, write_generation_histories
 from zipp_assets.simworld.config import WorldConfig, month_bounds, parse_month, parse_month_range
-from zipp_assets.simworld.content import GENERIC_SUBREDDITS, GENERIC_WORDS, NEWS_DOMAINS, NON_ASCII_SNIPPETS
+from zipp_assets.simworld.content import NEWS_DOMAINS, NON_ASCII_SNIPPETS
+from zipp_assets.simworld.phrasebook import ASPECTS, template_slots
 from zipp_assets.simworld.population import User, World, base36, build_world
 from zipp_assets.simworld.render import Style, render_png
 from zipp_assets.simworld.taste_words import aesthetic_remark
@@ -36,13 +38,21 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Bumped whenever the same config and seed would generate a different world.
-WORLD_VERSION = 3  # 3: Civitai-style prompt histories beside the dumps (dumps, images, truth unchanged)
+WORLD_VERSION = 4  # 4: words from a phrasebook, comments as sentences (3: Civitai-style prompt histories)
 FIELDS_WITH_AUTHOR_FULLNAME_FROM = "2018-01"
 ARCTIC_SHIFT_FROM = "2023-04"
 EARLY_SCHEMA_BEFORE = "2011-01"
 ZSTD_WINDOW_LOG = 31  # like the real dumps: decoding needs a 2 GiB window
 GENERIC_SHARE = 0.12  # of a user's activity in the big generic subreddits
 SUBREDDIT_RANK_EXPONENT = 1.1  # within a community (and among generic ones), rank r has weight r ** -1.1
+# Words per comment: log-normal with this median and spread, cut to 1..400. An assumption (see the
+# package docstring): Reddit comment lengths are right-skewed with a median of some tens of words.
+COMMENT_WORDS_MEDIAN = 15.0
+COMMENT_WORDS_SIGMA = 0.9
+SELFTEXT_WORDS_MEDIAN = 40.0
+NON_ASCII_SHARE = 0.08  # of texts that carry a non-ASCII snippet (dirt for the parsers)
+_ARTICLE = re.compile(r"\b([Aa]) ([aeiouAEIOU]\w)")  # "a eyepiece" -> "an eyepiece" (English books)
+TEXT_STREAM = 6  # the world's other streams: 0 people, 1 months, 2 traits, 3 taste, 4-5 prompt histories
 
 
 def _zipf_cumulative(n: int) -> np.ndarray:
@@ -106,6 +116,11 @@ class MonthGenerator:
         self.config = world.config
         self.month = month
         self.rng = np.random.default_rng([self.config.seed, 1, int(month[:4]), int(month[5:])])
+        # Every choice of words draws from a stream of its own, so a phrasebook changes the words and
+        # nothing else: ids, times, authors, subreddits, images and planted statements stay put.
+        self.text_rng = np.random.default_rng([self.config.seed, TEXT_STREAM, int(month[:4]), int(month[5:])])
+        self.book = world.phrasebook
+        self.generic_subreddits = self.book.generic["subreddits"]
         self.start, self.end = month_bounds(month)
         self.image_dir = image_dir
         self.era_early = month < EARLY_SCHEMA_BEFORE
@@ -116,7 +131,7 @@ class MonthGenerator:
         self.submissions_by_subreddit: dict[str, list[str]] = defaultdict(list)
         self.recent_comments: dict[str, deque] = defaultdict(lambda: deque(maxlen=8))
         self.images_written = 0
-        self.generic_ranks = _zipf_cumulative(len(GENERIC_SUBREDDITS))
+        self.generic_ranks = _zipf_cumulative(len(self.generic_subreddits))
         self.community_ranks = _zipf_cumulative(self.config.subreddits_per_community)
 
     # --- choices ---------------------------------------------------------------------------
@@ -128,31 +143,73 @@ class MonthGenerator:
         if user.trait_subreddits and self.rng.random() < self.config.trait_post_share:
             return user.trait_subreddits[int(self.rng.integers(len(user.trait_subreddits)))]
         if not user.communities or self.rng.random() < GENERIC_SHARE:
-            return GENERIC_SUBREDDITS[self._draw(self.generic_ranks)]
-        community = self.world.communities[user.communities[self._draw(np.cumsum(user.weights))]]
+            return self.generic_subreddits[self._draw(self.generic_ranks)]
+        share = self.config.taste_aligned_share
+        if share > 0 and self.rng.random() < share:  # no draw at 0, so the default world is unchanged
+            community = self.world.communities[user.taste_community]
+        else:
+            community = self.world.communities[user.communities[self._draw(np.cumsum(user.weights))]]
         return community.subreddits[self._draw(self.community_ranks)]
 
     def _user_style(self, user: User) -> Style:
         """An image follows the poster's own taste, with per-image variation."""
         return user.taste.jittered(self.rng)
 
-    def _text(self, subreddit: str, words: int) -> str:
-        community = self.world.subreddit_community.get(subreddit, -1)
-        vocab = GENERIC_WORDS + (self.world.communities[community].words * 3 if community >= 0 else [])
-        text = " ".join(vocab[i] for i in self.rng.integers(0, len(vocab), size=words))
-        if self.rng.random() < 0.08:
-            text += " " + NON_ASCII_SNIPPETS[int(self.rng.integers(len(NON_ASCII_SNIPPETS)))]
-        return text.capitalize()
+    def _pick(self, options: list[str]) -> str:
+        return options[int(self.text_rng.integers(len(options)))]
+
+    def _fill(self, template: str, subreddit: str) -> str:
+        """A phrasebook template with its slots filled: {thing} and {other_thing} from the subreddit's
+        topics, every other slot from the phrasebook's list of that name."""
+        topics = self.world.subreddit_topics[subreddit]
+        values: dict[str, str] = {}
+        for slot in template_slots(template):
+            if slot == "thing":
+                values[slot] = self._pick(topics)
+            elif slot == "other_thing":
+                others = [t for t in topics if t != values.get("thing")] or topics
+                values[slot] = self._pick(others)
+            else:
+                values[slot] = self._pick(self.book.comments["slots"][slot])
+        text = _ARTICLE.sub(lambda m: m.group(1) + "n " + m.group(2), template.format(**values))
+        return text[:1].upper() + text[1:]
+
+    def _words(self, median: float) -> int:
+        return int(np.clip(round(self.text_rng.lognormal(np.log(median), COMMENT_WORDS_SIGMA)), 1, 400))
+
+    def _text(self, subreddit: str, median_words: float, evidence: str = "") -> str:
+        """Sentences from the phrasebook, on the subreddit's topics, until a length drawn like a real
+        comment's is reached; a planted statement goes in at a random place among them."""
+        target = self._words(median_words)
+        sentences: list[str] = []
+        words = 0
+        while words < target:
+            sentence = self._fill(self._pick(self.book.comments["sentences"]), subreddit)
+            if sentence in sentences and self.text_rng.random() < 0.9:  # people rarely repeat themselves
+                continue
+            sentences.append(sentence)
+            words += len(sentence.split())
+        if evidence:
+            sentences.insert(int(self.text_rng.integers(len(sentences) + 1)), evidence)
+        text = " ".join(sentences)
+        if self.text_rng.random() < NON_ASCII_SHARE:
+            text += " " + NON_ASCII_SNIPPETS[int(self.text_rng.integers(len(NON_ASCII_SNIPPETS)))]
+        return text
+
+    def _title(self, subreddit: str) -> str:
+        return self._fill(self._pick(self.book.comments["titles"]), subreddit)
 
     def _evidence(self, user: User) -> str:
-        """Now and then a sentence a persona can use: an aesthetic preference in plain words, or a
-        fact about the user; most comments carry neither."""
+        """Now and then a sentence a persona can use: an aesthetic preference, or a fact about the user,
+        in the phrasebook's words; most comments carry neither. Whether a comment carries one, and
+        which aspect or fact, is drawn from the month's stream; only the wording from the text stream."""
         draw = self.rng.random()
         if draw < self.config.aesthetic_comment_rate:
-            return " " + aesthetic_remark(user.taste, self.rng)
+            aspect = ASPECTS[int(self.rng.integers(len(ASPECTS)))]
+            return aesthetic_remark(user.taste, self.text_rng, self.book, aspect)
         if draw < self.config.aesthetic_comment_rate + self.config.fact_comment_rate:
             kind = FACT_KINDS[int(self.rng.integers(len(FACT_KINDS)))]
-            return " " + fact_sentence(kind, user.fact(kind))
+            return fact_sentence(self.book, kind, user.fact(kind), self.text_rng)
         return ""
 
     def _timestamp(self) -> int | str:
@@ -208,7 +265,7 @@ class MonthGenerator:
         subreddit = self._pick_subreddit(owner)
         post_id = self._new_submission_id()
         created = self._timestamp()
-        title = self._text(subreddit, int(self.rng.integers(3, 12)))
+        title = self._title(subreddit)
         record: dict = {"id": post_id, "created_utc": created, "subreddit": subreddit}
         record["subreddit_id"] = self.world.subreddit_ids[subreddit]
         self._author_fields(user, record)
@@ -237,7 +294,7 @@ class MonthGenerator:
         if wants_image:
             self._image_post(record, owner, subreddit)
         elif self.rng.random() < 0.5:
-            record.update(is_self=True, selftext=self._text(subreddit, int(self.rng.integers(5, 60))),
+            record.update(is_self=True, selftext=self._text(subreddit, SELFTEXT_WORDS_MEDIAN),
                           url=f"https://www.reddit.com{record['permalink']}", domain=f"self.{subreddit}")
             if user is None or self.rng.random() < 0.05:
                 record["selftext"] = "[removed]" if user is not None else "[deleted]"
@@ -303,9 +360,9 @@ class MonthGenerator:
         if user is None:
             body = "[deleted]" if self.rng.random() < 0.5 else "[removed]"
         elif owner.is_bot:
-            body = f"I am a bot. Beep boop. {self._text(subreddit, 6)}"
+            body = self.book.comments["bot"]
         else:
-            body = self._text(subreddit, int(self.rng.integers(4, 80))) + self._evidence(owner)
+            body = self._text(subreddit, COMMENT_WORDS_MEDIAN, self._evidence(owner))
         record.update(body=body, score=int(self.rng.zipf(1.9)) if self.rng.random() < 0.95 else -int(self.rng.integers(1, 9)),
                       controversiality=int(self.rng.random() < 0.03), gilded=0, retrieved_on=self.end + 86400 * 3,
                       edited=self._edited(created), distinguished="moderator" if owner.name == "AutoModerator" else None)
@@ -371,7 +428,8 @@ def generate_month(world: World, month: str, reddit_dir: Path, image_dir: Path |
                 emit(writer, gen.comment(bots[0], bots[0], subreddit, post), "comments")
         for bot in bots[1:]:
             for _ in range(int(gen.rng.poisson(bot.activity))):
-                emit(writer, gen.comment(bot, bot, GENERIC_SUBREDDITS[int(gen.rng.integers(len(GENERIC_SUBREDDITS)))]), "comments")
+                emit(writer, gen.comment(bot, bot, gen.generic_subreddits[int(gen.rng.integers(len(gen.generic_subreddits)))]),
+                     "comments")
     counts["images"] = gen.images_written
     return counts
 

@@ -4,14 +4,24 @@ A base prompt names content only (what is in the picture), never how it looks: s
 rewriting methods add, so a base prompt that already carried a palette would blur the comparison.
 Where a user has a prompt history, de-styled versions of their own prompts join the set: the first
 comma-separated clause (Civitai prompts put the subject first, tags after) with quality tags and
-style words removed, by the lexicon below. The lexicon is common colour, light and photography
-vocabulary written for this purpose; it is not the synthetic world's.
+style words removed, by the lexicon below. The lexicon is built from public colour, light, art-style
+and photography vocabularies (cited below); it is not the synthetic world's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+
+from zipp_assets.imaging.prompt_vocabulary import (
+    BRIGHTNESS_WORDS,
+    COLOUR_ALIASES,
+    CONTRAST_WORDS,
+    CSS_NAMED_COLOURS,
+    HUE_RANGES,
+    PATTERN_WORDS,
+    SATURATION_WORDS,
+)
 
 PROMPT_SET_VERSION = "zipbench-prompts-v1"
 HELDOUT_CAP = 1000  # characters of a held-out base prompt
@@ -39,14 +49,41 @@ QUALITY_TAGS = frozenset({
     "intricate", "intricate details", "professional", "octane render", "unreal engine",
 })
 # Words that say how a picture looks; a clause made only of these (and fillers) is style, not content.
-STYLE_WORDS = frozenset("""
-red orange yellow gold golden green teal cyan turquoise blue navy purple violet magenta pink brown beige black white
-grey gray monochrome sepia warm cool pastel neon vivid vibrant saturated desaturated muted dusty faded rich deep bold
-bright dark dim moody airy soft harsh crisp low-key high-key light lighting shadows shadowy sunny daylight night
-glow glowing cinematic film grain grainy texture textures stripes striped dots dotted polka checks checkerboard
-checkered rings concentric tones tone colours colors colour color palette hues hue aesthetic feel mood vibe style
-look dreamy melancholic nostalgic calm fresh electric playful candy earthy natural everyday clean shadowy punchy
-""".split())
+# Taken from public vocabularies, never from the synthetic world's phrasebooks (a test lists what they
+# share): the offline renderer's colour, tone, light and texture words (CSS Color 4 named colours,
+# ISCC-NBS modifiers, photographic lighting terms: see `imaging.prompt_vocabulary`), art movements
+# and styles as named in Tate's glossary of art terms (https://www.tate.org.uk/art/art-terms), and
+# photographic technique terms (bokeh, depth of field, long exposure, HDR, tilt-shift, double exposure,
+# sepia toning, cross processing, as the Wikipedia articles of those names define them). The
+# nouns that say "this clause is about style" (tone, palette, lighting, mood, aesthetic) are the
+# headings of those glossaries. Written from memory of the sources, not fetched.
+ART_STYLE_TERMS = (
+    "impressionism impressionist expressionism expressionist cubism cubist surrealism surrealist surreal "
+    "baroque rococo romanticism minimalism minimalist pointillism pointillist art-nouveau art-deco deco nouveau "
+    "pop-art ukiyo-e fauvism fauvist futurism futurist bauhaus constructivism abstract photorealism hyperrealism "
+    "realism gothic renaissance vaporwave lowbrow naive primitivism op-art"
+).split()
+PHOTO_TECHNIQUE_TERMS = (
+    "bokeh depth-of-field long-exposure hdr tilt-shift double-exposure sepia cross-processed vignette vignetting "
+    "lens-flare macro panoramic fisheye soft-focus motion-blur"
+).split()
+STYLE_NOUNS = ("tone tones toned palette colour colours color colors hue hues lighting light lit mood style "
+               "aesthetic look").split()
+
+
+def _vocabulary_words() -> set[str]:
+    words: set[str] = set()
+    phrases = [*CSS_NAMED_COLOURS, *COLOUR_ALIASES, *HUE_RANGES]
+    for groups in (SATURATION_WORDS, BRIGHTNESS_WORDS, CONTRAST_WORDS, PATTERN_WORDS):
+        phrases += [p for level, ps in groups.items() for p in ps]
+    for phrase in phrases:
+        words.update(phrase.split())  # each word of a phrase, and the phrase hyphenated ("low-key")
+        words.add(phrase.replace(" ", "-"))
+    # Words that are style only inside their phrase ("very dark", "image noise", "high key").
+    return words - {"and", "b", "w", "b-w", "very", "image", "hour", "high", "low", "key", "solid", "of"}
+
+
+STYLE_WORDS = frozenset({*ART_STYLE_TERMS, *PHOTO_TECHNIQUE_TERMS, *STYLE_NOUNS} | _vocabulary_words())
 FILLERS = frozenset({"a", "an", "the", "and", "with", "in", "of", "at", "on", "very", "really"})
 _WORD = re.compile(r"[a-z0-9'-]+")
 

@@ -1,3 +1,4 @@
+import colorsys
 import dataclasses
 import shutil
 import subprocess
@@ -218,7 +219,7 @@ def test_vocabulary_matching_rules():
     assert named("black and white street")["saturation"] == 0.0 and "colour" not in named("black and white")
     assert "colour" not in named("reddit bluetooth scattered")  # whole words only
     assert "pattern" not in named("no stripes, without dots")
-    assert named("low light portrait")["brightness"] < 0.3 and named("low-key")["contrast"] > 0.8
+    assert named("underexposed portrait")["brightness"] < 0.3 and named("low-key")["contrast"] > 0.8
     assert named("pastel")["saturation"] < 0.3 and named("pastel")["brightness"] > 0.8
     navy = OfflineRenderer().style_for("a navy coat", 0)
     assert navy.brightness == pytest.approx(128 / 255)  # navy is a dark blue by its CSS value
@@ -291,3 +292,17 @@ def test_generator_resource_reaches_an_asset():
     result = dg.materialize([rendered], resources={"image_generator": ImageGeneratorResource(width=16, height=16)})
     metadata = result.asset_materializations_for_node("rendered")[0].metadata
     assert metadata["images"].value == 2 and "not a diffusion model" in metadata["generator"].value
+
+
+def test_light_changes_a_pixels_brightness_never_its_colour():
+    """The renderer's image model is paint times light: shading scales a pixel's channels alike, so its
+    hue and saturation stay the paint's at every brightness (a tint/shade mix would pale the lit pixels)."""
+    renderer = OfflineRenderer()
+    for prompt in ("a vivid teal portrait with stripes, hard light", "a crimson landscape, concentric rings"):
+        rgb = _pixels(renderer.generate([prompt], [2])[0]).reshape(-1, 3) / 255.0
+        hsv = np.array([colorsys.rgb_to_hsv(*p) for p in rgb])
+        lit = hsv[(hsv[:, 2] > 0.15) & (rgb.max(axis=1) < 0.99)]
+        assert np.ptp(hsv[:, 2]) > 0.2, prompt  # the light does vary across the frame
+        assert lit[:, 1].std() < 0.05, (prompt, lit[:, 1].std())
+        assert abs(np.corrcoef(lit[:, 1], lit[:, 2])[0, 1]) < 0.5 or lit[:, 1].std() < 0.02
+

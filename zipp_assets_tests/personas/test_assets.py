@@ -53,7 +53,11 @@ def test_personas_and_fidelity_assets_with_the_template_backend(embedded_lake, t
     result = dg.materialize([fidelity], resources=resources, instance=instance)
     assert result.success
     table = result.get_asset_materialization_events()[0].event_specific_data.materialization.metadata["table"].value
-    assert "visual_interest" in table and "informative" in table
+    # Every attribute gets a row and a verdict; which verdict is a measurement, not asserted (without the
+    # world's words the template backend is informative on little: docs/phrasebooks.md).
+    from zipp_assets.personas.fidelity import ATTRIBUTES
+
+    assert all(f"| {a} |" in table for a in ATTRIBUTES) and table.count("the control") + table.count("informative") >= 8
     rows = lake.read_table(data_dir / "lake", PERSONAS).to_pylist()
     assert len(rows) == lake.read_table(data_dir / "lake", "users").num_rows and all(r["ok"] for r in rows)
     assert all(r["model"].startswith("template:") for r in rows)  # named as a template everywhere

@@ -17,21 +17,21 @@ from zipp_assets.personas.template_rules import persona_from_evidence, template_
 from zipp_assets.personas.verbalize import PERSONAS, persona_of, verbalize_shard
 
 EVIDENCE_TEXT = """ACTIVITY: 12 comments and 1 posts over 2 active month(s) (2019-01 to 2019-02), in 3 communities
-COMMUNITIES BY ATTENTION: r/ReefPorn (0.55), r/analog (0.30), r/pics (0.05)
+COMMUNITIES BY ATTENTION: r/WildlifePhotos (0.55), r/analog (0.30), r/pics (0.05)
 VISUAL PROFILE (x): teal hues; vibrant saturated colour; bright, high-key images
 COMMENTS:
-- [r/ReefPorn] "I'm 34, for what it's worth."
+- [r/WildlifePhotos] "I'm 34, for what it's worth."
 - [r/analog] "Same thing here in Lisbon."
 - [r/analog] "I work as a nurse, so this hits home."
-- [r/analog] "Honestly muted film tones is my whole aesthetic.\""""
+- [r/analog] "Honestly I love muted film colours.\""""
 
 
 def test_template_persona_states_only_what_the_evidence_says():
     persona = persona_from_evidence(EVIDENCE_TEXT)
     assert (persona.age_band, persona.locale, persona.profession, persona.gender) == ("25-34", "Lisbon", "nurse", "unknown")
     assert persona.visual_interests[0] == "nature, wildlife and animals"
-    assert "muted film tones" in persona.aesthetics.palette and "teal hues" in persona.aesthetics.palette
-    assert persona.summary.startswith("I ") and "r/ReefPorn" in persona.summary
+    assert "muted film" in persona.aesthetics.palette and "teal hues" in persona.aesthetics.palette
+    assert persona.summary.startswith("I ") and "r/WildlifePhotos" in persona.summary
     bare = persona_from_evidence("ACTIVITY: 3 comments")
     assert (bare.age_band, bare.locale, bare.profession) == ("unknown", "unknown", "unknown") and bare.confidence == 0
 

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from zipp_assets.reddit.dumps import iter_line_blocks
+from zipp_assets.simworld import phrasebook
 from zipp_assets.simworld.civitai import HISTORY_FILE, SUBJECTS, style_clauses
 from zipp_assets.simworld.world import WorldConfig, generate_world
 from zipp_assets.zipbench.loaders import load_generation_histories
@@ -104,7 +105,7 @@ def test_style_words_follow_the_users_planted_taste(linked_world):
     root, _ = linked_world
     truth = {u["author"]: u for u in pq.read_table(root / "truth" / "users.parquet").to_pylist()}
     rows = load_generation_histories(root / "raw" / HISTORY_FILE).to_pylist()
-    clauses = style_clauses()
+    clauses = style_clauses(phrasebook.load())
     rng = random.Random(0)
     names = list(truth)
     own = other = styled = plain = 0

@@ -13,7 +13,7 @@ from PIL import Image
 
 from zipp_assets.reddit.dumps import iter_line_blocks
 from zipp_assets.reddit.image_urls import extract_image_urls, image_cache_path
-from zipp_assets.simworld import taste_words, traits
+from zipp_assets.simworld import phrasebook, taste_words, traits
 from zipp_assets.simworld.world import WorldConfig, build_world, generate_world, truth_tables
 
 BOTS = {"AutoModerator", "[deleted]"}
@@ -148,48 +148,54 @@ def test_contrast_spreads_pixels_without_moving_the_mean_colour():
 
 # --- traces in comments ---------------------------------------------------------------------------
 
-FACT_PATTERNS = {
-    "age": re.compile(r"I'm (\d+), for what it's worth\."),
-    "gender": re.compile(r"As (a woman|a guy|a nonbinary person), I can relate\."),
-    "locale": re.compile(r"Same thing here in ([^.]+)\."),
-    "profession": re.compile(r"I work as an? ([a-z ]+), so this hits home\."),
-    "hobby": re.compile(r"I got into ([a-z ]+) a few years ago\."),
-    "visual_interest": re.compile(r"I mostly save pictures of ([^.]+)\."),
-}
-GENDER_OF = {"a woman": "female", "a guy": "male", "a nonbinary person": "nonbinary"}
+def _statements_in(body, statements):
+    """The statements a comment carries, longest first, none counted twice inside another."""
+    found = []
+    for text in sorted(statements, key=len, reverse=True):
+        if text in body and not any(text in longer for longer in found):
+            found.append(text)
+    return found
 
 
 def test_a_minority_of_comments_state_facts_that_match_the_planted_truth(persona_world):
+    book = phrasebook.load()
     comments = _human_comments(persona_world)
     humans = persona_world["humans"]
-    with_fact, kinds = 0, Counter()
+    statements = {kind: traits.fact_statements(book, kind) for kind in traits.FACT_KINDS}
+    with_fact, kinds, indirect = 0, Counter(), 0
     for author, body in comments:
         user = humans[author]
-        found = {kind: m.group(1) for kind, m in ((k, p.search(body)) for k, p in FACT_PATTERNS.items()) if m}
+        found = [(kind, text, statements[kind][text]) for kind in traits.FACT_KINDS
+                 for text in _statements_in(body, statements[kind])]
         with_fact += bool(found)
-        kinds.update(found.keys())
-        for kind, value in found.items():
-            if kind == "age":
-                low, high = traits.AGE_RANGES[user["age_band"]]
-                assert int(value) == user["age"] and low <= int(value) <= high
-            elif kind == "gender":
-                assert GENDER_OF[value] == user["gender"]
+        for kind, text, value in found:
+            kinds[kind] += 1
+            direct = text not in {h for entry in book.traits[kind]["values"].values() for h in entry["hints"]}
+            indirect += not direct
+            if kind == "age" and direct:
+                assert int(value) == user["age"]
+            elif kind == "age":
+                assert value == user["age_band"], (text, user["age_band"])
             else:
-                assert value == user[kind], (kind, value, user[kind])
-    assert set(kinds) == set(FACT_PATTERNS)
+                assert value == user[kind], (kind, text, user[kind])
+    assert set(kinds) == set(traits.FACT_KINDS)
+    assert 0.3 < indirect / sum(kinds.values()) < 0.7  # about half said the indirect way
     share = with_fact / len(comments)
     assert 0.01 < share < 0.06, share
 
 
 def test_a_minority_of_comments_state_aesthetic_preferences_from_the_users_taste(persona_world):
+    book = phrasebook.load()
     comments = _human_comments(persona_world)
     humans = persona_world["humans"]
     column = {"palette": "palette_word", "look": "look_phrase", "lighting": "lighting_word", "mood": "mood_word",
               "texture": "texture_word"}
-    phrases = taste_words.all_phrases()
+    remarks = {template.format(phrase=text): (aspect, label)
+               for text, (aspect, label) in taste_words.all_phrases(book).items()
+               for template in book.taste["remarks"][aspect]}
     with_remark, aspects = 0, Counter()
     for author, body in comments:
-        found = [(aspect, label) for text, (aspect, label) in phrases.items() if text in body]
+        found = [pair for sentence, pair in remarks.items() if sentence in body]
         with_remark += bool(found)
         for aspect, label in found:
             aspects[aspect] += 1
@@ -202,27 +208,33 @@ def test_a_minority_of_comments_state_aesthetic_preferences_from_the_users_taste
 def test_taste_words_follow_the_numbers_and_never_overlap():
     from zipp_assets.simworld.render import Style
 
-    night = taste_words.labels(Style(0.62, 0.9, 0.2, "noise", 3.0, contrast=0.8))
-    assert night == {"palette": "vivid blue", "look": "neon at night", "lighting": "low-key", "mood": "electric",
-                     "texture": "grainy textures"}
-    pastel = taste_words.labels(Style(0.92, 0.2, 0.85, "dots", 3.0, contrast=0.2))
-    assert pastel["palette"] == "dusty pink" and pastel["look"] == "soft pastel light" and pastel["lighting"] == "airy"
-    assert taste_words.labels(Style(0.99, 0.2, 0.3, "dots", 3.0))["look"] == "muted film tones"
-    assert taste_words.hue_name(0.01) == taste_words.hue_name(0.99) == "red"
-    phrases = list(taste_words.all_phrases())
-    assert not [(a, b) for a in phrases for b in phrases if a != b and a in b]
-    rng = np.random.default_rng(0)
-    remark = taste_words.aesthetic_remark(Style(0.62, 0.9, 0.2, "noise", 3.0, contrast=0.8), rng)
-    assert sum(p in remark for p in phrases) == 1
+    night = Style(0.62, 0.9, 0.2, "noise", 3.0, contrast=0.8)
+    assert taste_words.levels(night) == {"palette": "high-blue", "look": "high-dark", "lighting": "dark-hard",
+                                         "mood": "high-dark", "texture": "noise"}
+    pastel = taste_words.levels(Style(0.92, 0.2, 0.85, "dots", 3.0, contrast=0.2))
+    assert pastel["palette"] == "low-pink" and pastel["look"] == "low-bright" and pastel["lighting"] == "bright-soft"
+    assert taste_words.hue_arc(0.01) == taste_words.hue_arc(0.99) == "red"
+    for name in phrasebook.available():
+        book = phrasebook.load(name)
+        words = taste_words.labels(night, book)
+        assert words["lighting"] == book.taste["lighting"]["dark-hard"]
+        assert words["palette"] == book.taste["palette"].format(saturation=book.taste["saturation"]["high"],
+                                                                hue=book.taste["hues"]["blue"])
+        phrases = list(taste_words.all_phrases(book))
+        assert len(phrases) == 24 + 6 + 9 + 9 + 5
+        assert not [(a, b) for a in phrases for b in phrases if a != b and re.search(rf"\b{re.escape(a)}\b", b)]
+        remark = taste_words.aesthetic_remark(night, np.random.default_rng(0), book)
+        assert sum(bool(re.search(rf"\b{re.escape(p)}\b", remark)) for p in phrases) == 1, (name, remark)
 
 
 def test_truth_labels_are_the_vocabularys_words_for_the_planted_taste(persona_world):
     from zipp_assets.simworld.render import Style
 
+    book = phrasebook.load()
     for user in persona_world["truth"]["users"][:50]:
         style = Style(user["taste_hue"], user["taste_saturation"], user["taste_brightness"], user["taste_pattern"],
                       user["taste_frequency"], user["taste_contrast"])
-        words = taste_words.labels(style)
+        words = taste_words.labels(style, book)
         assert (user["palette_word"], user["lighting_word"], user["mood_word"], user["texture_word"],
                 user["look_phrase"]) == (words["palette"], words["lighting"], words["mood"], words["texture"],
                                          words["look"])
@@ -255,7 +267,7 @@ def test_traits_are_from_the_fixed_lists(persona_world):
     users = persona_world["truth"]["users"]
     for u in users:
         assert u["age_band"] in traits.AGE_BANDS and u["gender"] in traits.GENDERS
-        assert traits.LOCALES[u["locale"]][0] == u["region"]
+        assert traits.LOCALES[u["locale"]] == u["region"]
         assert u["profession"] in traits.PROFESSIONS and u["hobby"] in traits.HOBBIES
         assert u["visual_interest"] in traits.VISUAL_INTERESTS
     assert len(traits.VISUAL_INTERESTS) == 10
@@ -293,7 +305,7 @@ def test_users_are_in_one_to_three_communities(persona_world):
 
 # --- the vocabulary stays in the world ------------------------------------------------------------
 
-WORLD_ONLY = ("taste_words", "traits", "civitai")
+WORLD_ONLY = ("taste_words", "traits", "civitai", "phrasebook")
 
 
 def _imports_world_only(source: str) -> list[str]:

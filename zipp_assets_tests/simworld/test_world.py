@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import zstandard
@@ -134,3 +135,49 @@ def test_cli_generates_and_rejects_bad_flags(tmp_path):
     bad_share = subprocess.run([sys.executable, "-m", "zipp_assets.simworld", "generate", "--out", str(tmp_path),
                                 "--personal-share", "1.5"], capture_output=True, text=True)
     assert bad_share.returncode == 2 and "personal_share" in bad_share.stderr
+
+
+# The default world's dumps, decompressed, for WORLD_VERSION (40 users, 2019-01, seed 3, forum_us). A change
+# here means the same config writes a different world: bump WORLD_VERSION and record the new digest.
+DEFAULT_DUMP_DIGEST = {4: "ab8b5756587f8877e391294894b5b5e6eb68f3bdeebaf21649b0f94c71b83ae5"}
+
+
+def _dump_digest(raw):
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in ("RS_2019-01.zst", "RC_2019-01.zst"):
+        for block in iter_line_blocks(raw / "reddit" / name):
+            digest.update(block.data)
+    return digest.hexdigest()
+
+
+def test_the_default_world_writes_the_recorded_dumps(tmp_path):
+    from zipp_assets.simworld.world import WORLD_VERSION
+
+    generate_world(WorldConfig(users=40, months=("2019-01",), seed=3, write_images=False), tmp_path / "raw")
+    assert WorldConfig().taste_aligned_share == 0.0 and WorldConfig().phrasebook == "forum_us"
+    assert _dump_digest(tmp_path / "raw") == DEFAULT_DUMP_DIGEST[WORLD_VERSION]
+
+
+def test_taste_aligned_share_sends_activity_to_the_community_nearest_personal_taste(tmp_path):
+    results = {}
+    for share in (0.0, 0.5):
+        config = WorldConfig(users=150, months=("2019-01",), seed=8, write_images=False, malformed_rate=0.0,
+                             taste_aligned_share=share)
+        generate_world(config, tmp_path / str(share) / "raw", tmp_path / str(share) / "truth")
+        truth = pq.read_table(tmp_path / str(share) / "truth" / "users.parquet").to_pylist()
+        communities = pq.read_table(tmp_path / str(share) / "truth" / "communities.parquet").to_pylist()
+        subreddit_of = {s: c["community"] for c in communities for s in c["subreddits"]}
+        outsiders = {u["author"]: u["taste_community"] for u in truth if u["taste_community"] not in u["communities"]}
+        reddit = tmp_path / str(share) / "raw" / "reddit"
+        records = [r for m in ("RC", "RS") for r in _records(reddit / f"{m}_2019-01.zst")[0]]
+        in_communities = [(r["author"], subreddit_of[r["subreddit"]]) for r in records
+                          if r.get("author") in outsiders and r.get("subreddit") in subreddit_of]
+        results[share] = (np.mean([c == outsiders[a] for a, c in in_communities]), truth)
+    assert results[0.0][0] == 0.0  # at 0 nobody posts outside their communities
+    assert 0.35 < results[0.5][0] < 0.65, results[0.5][0]  # about half of the community activity moves
+    planted = [{k: v for k, v in u.items() if k != "taste_aligned_share"} for u in results[0.0][1]]
+    assert planted == [{k: v for k, v in u.items() if k != "taste_aligned_share"} for u in results[0.5][1]]
+    with pytest.raises(ValueError, match="taste_aligned_share must be within 0..1"):
+        WorldConfig(taste_aligned_share=1.5)

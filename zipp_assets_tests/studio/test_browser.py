@@ -40,7 +40,7 @@ async def drive(url: str, page: Page, shots: Path) -> dict:
     await page.fill("select[name=gender]", "female")
     await page.fill("input[name=country]", "Chile")
     await page.fill("input[name=profession]", "park ranger")
-    await page.fill("input[name=hobbies]", "hiking, birdwatching")
+    await page.fill("input[name=hobbies]", "hiking, wildlife photography")
     await page.screenshot(shots / "study-survey.png")
     await page.click_and_wait("form.survey button[type=submit]", "true")
     assert await page.path() == "/study", "the survey went through without consent"  # the browser's `required`

@@ -24,7 +24,7 @@ PARTICIPANTS = int(os.environ.get("ZIPP_STUDIO_LOAD_PARTICIPANTS", "50"))
 PROMPTS = int(os.environ.get("ZIPP_STUDIO_LOAD_PROMPTS", "10"))
 UNLIMITED_SESSIONS = ("--session-limit", f"{PARTICIPANTS}/{PARTICIPANTS}/60")  # all from one loopback address
 SURVEY = {"age_band": "25-34", "gender": "female", "country": "Portugal", "profession": "nurse",
-          "hobbies": "hiking, birdwatching", "consent": "yes"}
+          "hobbies": "hiking, wildlife photography", "consent": "yes"}
 
 
 def percentile(values: list[float], q: float) -> float:

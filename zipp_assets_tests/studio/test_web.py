@@ -110,7 +110,7 @@ def test_regeneration_is_queued_and_uses_the_edited_persona(client, studio):
 
 
 SURVEY = {"age_band": "35-44", "gender": "male", "country": "Chile", "profession": "park ranger",
-          "hobbies": "hiking, birdwatching", "consent": "yes"}
+          "hobbies": "hiking, wildlife photography", "consent": "yes"}
 
 
 def take_part(client, studio, choices=("left", "right", "left")) -> list[str]:

@@ -33,7 +33,7 @@ PERSONA = {
 def test_destyle_keeps_content_and_drops_style_and_quality_tags():
     assert destyle("a fox in the snow, muted film tones, masterpiece, 8k") == "a fox in the snow"
     assert destyle("masterpiece, best quality, a red barn at dusk, soft light") == "a barn at dusk"
-    assert destyle("(neon:1.3), vivid pink, dark") is None
+    assert destyle("(vivid:1.3), deep pink, dark, bokeh") is None
     assert destyle("") is None
 
 
