@@ -400,20 +400,26 @@ def partition_exists(root: LakeRoot, dataset: str, partition: Partition | None =
     return open_table(root, dataset).has_partition(partition)
 
 
-def list_tables(root: LakeRoot) -> list[str]:
-    """Names of the Delta tables under the root."""
+def _delta_folders(root: LakeRoot) -> list[str]:
+    """Names of the Delta tables under the root, written or only created."""
     if is_object_store(root):
+        from deltalake import DeltaTable
         from deltalake.fs import DeltaStorageHandler
         from pyarrow.fs import FileSelector, FileType, PyFileSystem
 
         fs = PyFileSystem(DeltaStorageHandler(_root_text(root), storage_options(root)))
         names = [Path(i.path).name for i in fs.get_file_info(FileSelector("", allow_not_found=True))
                  if i.type == FileType.Directory]
-    else:
-        folder = Path(_root_text(root))
-        return sorted(p.name for p in folder.iterdir() if _DATASET_NAME.match(p.name) and (p / "_delta_log").is_dir()) \
-            if folder.is_dir() else []
-    return sorted(n for n in names if _DATASET_NAME.match(n) and table_exists(root, n))
+        return sorted(n for n in names if _DATASET_NAME.match(n)
+                      and DeltaTable.is_deltatable(table_uri(root, n), storage_options(root)))
+    folder = Path(_root_text(root))
+    return sorted(p.name for p in folder.iterdir() if _DATASET_NAME.match(p.name) and (p / "_delta_log").is_dir()) \
+        if folder.is_dir() else []
+
+
+def list_tables(root: LakeRoot) -> list[str]:
+    """Names of the tables under the root that a reader can open (a table only created is not one)."""
+    return [name for name in _delta_folders(root) if table_exists(root, name)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,7 +628,7 @@ def vacuum(root: LakeRoot, retention_hours: float, datasets: Sequence[str] | Non
     if retention_hours < 0:
         raise ValueError(f"retention must be at least 0 hours, got {retention_hours}")
     removed = {}
-    for dataset in datasets if datasets is not None else list_tables(root):
+    for dataset in datasets if datasets is not None else _delta_folders(root):  # created-only ones too
         table = DeltaTable(table_uri(root, dataset), storage_options=storage_options(root))
         removed[dataset] = table.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
                                         enforce_retention_duration=False, full=True)
