@@ -3,6 +3,8 @@ started beside others of its kind.
 
     python -m zipp_assets_tests.concurrency_driver lake ROOT BARRIER PARTIES TAG (MONTH|table)
     python -m zipp_assets_tests.concurrency_driver run DAGSTER_HOME BARRIER PARTIES MONTH
+    python -m zipp_assets_tests.concurrency_driver backfill DAGSTER_HOME BARRIER PARTIES FIRST LAST
+    python -m zipp_assets_tests.concurrency_driver sensor DAGSTER_HOME BARRIER PARTIES
 
 BARRIER is a folder: before its first write into the lake, each process registers there and waits
 (up to a minute) until PARTIES processes have, so they all write at once, every one of them having
@@ -70,10 +72,52 @@ def materialize_comments(month: str) -> dict:
     with dg.DagsterInstance.get() as instance:
         result = dg.materialize([reddit_comments], partition_key=month, instance=instance,
                                 resources={"lake": ZippLake.from_environment()}, raise_on_error=False)
-        failure = None
-        if not result.success:
-            failure = "; ".join(_messages(e.event_specific_data.error) for e in result.all_events if e.is_step_failure)
-        return {"run_id": result.run_id, "success": result.success, "error": failure}
+        return _run_outcome(result)
+
+
+def _run_outcome(result) -> dict:
+    failure = None
+    if not result.success:
+        failure = "; ".join(_messages(e.event_specific_data.error) for e in result.all_events if e.is_step_failure)
+    return {"run_id": result.run_id, "success": result.success, "error": failure}
+
+
+def backfill_months(first: str, last: str) -> list[dict]:
+    """The reddit group over a range of months as one run, as README's backfill command launches it
+    (the assets' backfill policy is a single run), recorded in the instance at $DAGSTER_HOME."""
+    import dagster as dg
+
+    from zipp_assets.reddit.assets import reddit_assets
+    from zipp_assets.resources import ZippLake
+
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize(reddit_assets, instance=instance, resources={"lake": ZippLake.from_environment()},
+                                tags={"dagster/asset_partition_range_start": first,
+                                      "dagster/asset_partition_range_end": last,
+                                      "dagster/backfill": "concurrency-test"},
+                                raise_on_error=False)
+        return [_run_outcome(result)]
+
+
+def sensor_runs() -> list[dict]:
+    """A first tick of the raw-dump sensor (no cursor yet) on the instance, and the runs it requests
+    (the reddit group for each new month), each recorded in the instance with its run key."""
+    import dagster as dg
+
+    from zipp_assets.reddit.assets import reddit_assets
+    from zipp_assets.reddit.sensors import new_reddit_dumps
+    from zipp_assets.resources import ZippLake
+
+    lake = ZippLake.from_environment()
+    with dg.DagsterInstance.get() as instance:
+        context = dg.build_sensor_context(instance=instance, resources={"lake": lake})
+        requests = new_reddit_dumps(context)
+        assert isinstance(requests, list), requests  # the dumps are there and settled: the sensor fires
+        return [_run_outcome(dg.materialize(reddit_assets, partition_key=request.partition_key, instance=instance,
+                                            resources={"lake": lake}, raise_on_error=False,
+                                            tags={"dagster/sensor_name": "new_reddit_dumps",
+                                                  "dagster/run_key": request.run_key}))
+                for request in requests]
 
 
 def _messages(error) -> str:
@@ -92,7 +136,12 @@ def main(argv: list[str]) -> None:
         outcome = write_in_lake(target, int(rest[0]), rest[1])
     else:
         os.environ["DAGSTER_HOME"] = target
-        outcome = materialize_comments(rest[0])
+        if command == "run":
+            outcome = materialize_comments(rest[0])
+        elif command == "backfill":
+            outcome = backfill_months(rest[0], rest[1])
+        else:
+            outcome = sensor_runs()
     print(json.dumps(outcome), flush=True)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -161,3 +163,51 @@ def test_two_runs_of_one_month_on_a_postgres_instance_leave_one_runs_rows(postgr
         event = instance.get_latest_materialization_event(dg.AssetKey("reddit_comments"))
         assert event.run_id == winners[0]["run_id"]
         assert event.asset_materialization.metadata["rows_out"].value == len(ids)
+
+
+@pytest.mark.slow
+def test_a_backfill_while_the_raw_dump_sensor_fires_on_a_postgres_instance(postgres, tiny_world, tmp_path,
+                                                                          monkeypatch):
+    """A backfill of both months and the runs the raw-dump sensor requests for them write the same
+    months at once: every month keeps one run's rows, tables built together agree, and a run that
+    lost fails naming the conflict. All runs are recorded in PostgreSQL."""
+    data = tmp_path / "data"
+    (data / "raw").mkdir(parents=True)
+    shutil.copytree(tiny_world / "raw" / "reddit", data / "raw" / "reddit")
+    (data / "raw" / "images").symlink_to(tiny_world / "raw" / "images")
+    settled = time.time() - 3600  # copied in an hour ago: the sensor does not wait for them to settle
+    for dump in (data / "raw" / "reddit").rglob("*.zst"):
+        os.utime(dump, (settled, settled))
+    home, instance_env = postgres_instance_home(tmp_path, postgres, "backfill_and_sensor")
+    env = {**os.environ, **instance_env, "ZIPP_DATA_DIR": str(data), "PYTHONPATH": str(ROOT),
+           "ZIPP_QUARANTINE_MAX_FRACTION": "0.01"}
+    backfill, sensor = _start_together(tmp_path, [["backfill", str(home), "2017-12", "2018-01"],
+                                                  ["sensor", str(home)]], env)
+    runs = backfill + sensor
+    assert len(sensor) == 2 and any(r["success"] for r in runs), runs
+    for run in runs:
+        assert run["success"] or "another writer committed it" in run["error"], run
+    assert not all(r["success"] for r in runs), "the two sides never wrote one month at once"
+
+    root = data / "lake"
+    for dataset, key in (("reddit_comments", "id"), ("reddit_submissions", "id")):
+        if lake.table_exists(root, dataset):
+            table = lake.open_table(root, dataset)
+            for partition in table.partitions():
+                ids = table.read([partition], columns=[key])[key].to_pylist()
+                assert len(ids) == len(set(ids)), f"{dataset} {partition}: {len(ids) - len(set(ids))} rows twice"
+    for tables in (["reddit_comments", "reddit_comments_quarantine"],
+                   ["reddit_submissions", "reddit_submissions_quarantine"]):
+        if all(lake.table_exists(root, t) for t in tables):
+            lake.open_tables(root, tables)  # one build per month, never a mix
+
+    for key, value in instance_env.items():
+        monkeypatch.setenv(key, value)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        recorded = {r.run_id: r for r in instance.get_runs()}
+        assert set(recorded) == {r["run_id"] for r in runs}
+        for run in runs:
+            expected = dg.DagsterRunStatus.SUCCESS if run["success"] else dg.DagsterRunStatus.FAILURE
+            assert recorded[run["run_id"]].status == expected
+        assert {recorded[r["run_id"]].tags.get("dagster/sensor_name") for r in sensor} == {"new_reddit_dumps"}
