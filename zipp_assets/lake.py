@@ -13,10 +13,10 @@ local scratch folder with Parquet files (`atomic_partition`, `RotatingParquetWri
 previous version current (its orphaned data files are removed by `vacuum`). Append-only tables
 (`append_rows`) add one commit per call.
 
-Concurrent writers. A writer is checked against the table version current when it began (`Build.partition`,
-`write_partition`): if another writer committed the same partition (or the whole table) since,
-its commit fails with `ConcurrentWrite` and nothing of its rows lands; the other writer's rows
-stay. Writers of different partitions commit side by side. A table that does not exist yet is
+Concurrent writers. A writer is checked against the table version current when it began
+(`Build.partition`, `write_partition`): if another writer committed the same partition (or the
+whole table) since, its commit fails with `ConcurrentWrite` and none of its rows land; the other
+writer's rows stay. Writers of different partitions commit side by side. A table that does not exist yet is
 first created empty by a commit of its own, which only one writer can make (a loser finds the
 table made and goes on), so two first writers are checked like any other two; a reader treats a
 table that holds only that creation as not written yet.
