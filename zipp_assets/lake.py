@@ -13,6 +13,14 @@ local scratch folder with Parquet files (`atomic_partition`, `RotatingParquetWri
 previous version current (its orphaned data files are removed by `vacuum`). Append-only tables
 (`append_rows`) add one commit per call.
 
+Concurrent writers. A writer is checked against the table version current when it began
+(`Build.partition`, `write_partition`): if another writer committed the same partition (or the
+whole table) since, its commit fails with `ConcurrentWrite` and none of its rows land; the other
+writer's rows stay. Writers of different partitions commit side by side. A table that does not exist yet is
+first created empty by a commit of its own, which only one writer can make (a loser finds the
+table made and goes on), so two first writers are checked like any other two; a reader treats a
+table that holds only that creation as not written yet.
+
 Build ids. Tables built together (a month's rows and its quarantine; users, subreddits and
 graph_edges; user embeddings and attention) are written under one build id (`build`). The id is
 recorded per partition as a Delta app transaction (`txn` action, app id `zipp.build[/key=value]`,
@@ -63,6 +71,8 @@ _DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PARTITION_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
 _PARTITION_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # safe inside a quoted predicate and a path
 _BUILD_APP_ID = "zipp.build"
+# The description of a table `_create_if_absent` made: at version 0 such a table holds no writes yet.
+_CREATED_EMPTY = "zipp_assets lake table (created empty; rows come in later commits)"
 # Object-store settings read from the environment (delta-rs's object_store keys).
 _STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
 
@@ -77,6 +87,11 @@ class PartitionNotFound(FileNotFoundError):
 
 class BuildMismatch(RuntimeError):
     """Tables that must come from one build carry different build ids (a writer stopped half way)."""
+
+
+class ConcurrentWrite(RuntimeError):
+    """Another writer committed the same partition (or whole table) after this one began: this
+    writer's rows were not committed, and the table keeps the other writer's."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,11 +317,17 @@ class TableSnapshot:
         return list(self._table.file_uris())
 
 
+def _is_bare_creation(table) -> bool:
+    return table.version() == 0 and table.metadata().description == _CREATED_EMPTY
+
+
 def table_exists(root: LakeRoot, dataset: str) -> bool:
+    """A table someone has committed rows (or an empty partition) to; one only created is not."""
     from deltalake import DeltaTable
 
     _check_not_legacy(root, dataset)
-    return DeltaTable.is_deltatable(table_uri(root, dataset), storage_options(root))
+    uri, options = table_uri(root, dataset), storage_options(root)
+    return DeltaTable.is_deltatable(uri, options) and not _is_bare_creation(DeltaTable(uri, storage_options=options))
 
 
 def open_table(root: LakeRoot, dataset: str, version: int | None = None) -> TableSnapshot:
@@ -319,7 +340,9 @@ def open_table(root: LakeRoot, dataset: str, version: int | None = None) -> Tabl
     try:
         table = DeltaTable(uri, version=version, storage_options=storage_options(root))
     except TableNotFoundError:
-        raise TableNotFound(f"no table {dataset!r} in the lake at {_root_text(root)}: materialize it first") from None
+        table = None
+    if table is None or _is_bare_creation(table):
+        raise TableNotFound(f"no table {dataset!r} in the lake at {_root_text(root)}: materialize it first")
     snapshot = TableSnapshot(root, dataset, table)
     _note("read", dataset, snapshot.version)
     return snapshot
@@ -377,20 +400,26 @@ def partition_exists(root: LakeRoot, dataset: str, partition: Partition | None =
     return open_table(root, dataset).has_partition(partition)
 
 
-def list_tables(root: LakeRoot) -> list[str]:
-    """Names of the Delta tables under the root."""
+def _delta_folders(root: LakeRoot) -> list[str]:
+    """Names of the Delta tables under the root, written or only created."""
     if is_object_store(root):
+        from deltalake import DeltaTable
         from deltalake.fs import DeltaStorageHandler
         from pyarrow.fs import FileSelector, FileType, PyFileSystem
 
         fs = PyFileSystem(DeltaStorageHandler(_root_text(root), storage_options(root)))
         names = [Path(i.path).name for i in fs.get_file_info(FileSelector("", allow_not_found=True))
                  if i.type == FileType.Directory]
-    else:
-        folder = Path(_root_text(root))
-        return sorted(p.name for p in folder.iterdir() if _DATASET_NAME.match(p.name) and (p / "_delta_log").is_dir()) \
-            if folder.is_dir() else []
-    return sorted(n for n in names if _DATASET_NAME.match(n) and table_exists(root, n))
+        return sorted(n for n in names if _DATASET_NAME.match(n)
+                      and DeltaTable.is_deltatable(table_uri(root, n), storage_options(root)))
+    folder = Path(_root_text(root))
+    return sorted(p.name for p in folder.iterdir() if _DATASET_NAME.match(p.name) and (p / "_delta_log").is_dir()) \
+        if folder.is_dir() else []
+
+
+def list_tables(root: LakeRoot) -> list[str]:
+    """Names of the tables under the root that a reader can open (a table only created is not one)."""
+    return [name for name in _delta_folders(root) if table_exists(root, name)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,14 +445,52 @@ def _scratch_reader(files: Sequence[Path], partition: dict[str, str]) -> pa.Reco
     return pa.RecordBatchReader.from_batches(out_schema, batches())
 
 
+def _pin(root: LakeRoot, dataset: str):
+    """The table as it is now, which a writer beginning now is checked against at commit (None: no
+    table yet)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    _check_not_legacy(root, dataset)
+    try:
+        return DeltaTable(table_uri(root, dataset), storage_options=storage_options(root))
+    except TableNotFoundError:
+        return None
+
+
+def _create_if_absent(root: LakeRoot, dataset: str, schema: pa.Schema, partition_by: list[str]):
+    """Version 0 of a new table, empty, made by whichever writer commits it first. delta-rs retries
+    a lost first commit as the next version without checking it against the winner's, so two
+    first writes both land (both runs' rows under one build id): hence an empty creation, never
+    retried, and every write after it checked against it."""
+    from deltalake import DeltaTable, write_deltalake
+    from deltalake.exceptions import DeltaError
+    from deltalake.transaction import CommitProperties
+
+    uri, options = table_uri(root, dataset), storage_options(root)
+    try:
+        # mode "error", not "ignore": "ignore" still commits an empty version when it finds the table made
+        write_deltalake(uri, schema.empty_table(), mode="error", partition_by=partition_by or None,
+                        description=_CREATED_EMPTY, storage_options=options,
+                        commit_properties=CommitProperties(max_commit_retries=0))
+    except DeltaError:  # made by another writer since `_pin` (the table exists), or a real failure
+        if not DeltaTable.is_deltatable(uri, options):
+            raise
+    return DeltaTable(uri, version=0, storage_options=options)
+
+
 def _commit(root: LakeRoot, dataset: str, data: pa.RecordBatchReader, partition: dict[str, str], mode: str,
-            build_id: int | None) -> int:
-    from deltalake import DeltaTable, WriterProperties, write_deltalake
+            build_id: int | None, base):
+    """Commit `data` to the partition (or whole table), checked against `base` (`_pin`'s table, None
+    if there was none): a commit by another writer to the same partition since then fails this one
+    with `ConcurrentWrite`. Returns the table at the version committed."""
+    from deltalake import WriterProperties, write_deltalake
+    from deltalake.exceptions import CommitFailedError
     from deltalake.transaction import CommitProperties, Transaction
 
     _check_not_legacy(root, dataset)
-    uri, options = table_uri(root, dataset), storage_options(root)
-    existing = DeltaTable(uri, storage_options=options) if DeltaTable.is_deltatable(uri, options) else None
+    if base is None:
+        base = _create_if_absent(root, dataset, data.schema, list(partition))
     custom = {"zipp.partition": _partition_label(partition) or "(whole table)"}
     transactions = None
     if build_id is not None:
@@ -438,14 +505,26 @@ def _commit(root: LakeRoot, dataset: str, data: pa.RecordBatchReader, partition:
         kwargs |= {"schema_mode": "overwrite"}  # the whole table is replaced, its schema too
     else:
         kwargs |= {"partition_by": list(partition) or None, "schema_mode": "merge"}
-    if existing is None:
-        write_deltalake(uri, data, storage_options=options, **kwargs)
-        version = DeltaTable(uri, storage_options=options).version()
-    else:
-        write_deltalake(existing, data, **kwargs)
-        version = existing.version()
-    _note("written", dataset, version)
-    return version
+    began_at = base.version()
+    try:
+        write_deltalake(base, data, **kwargs)
+    except CommitFailedError as error:
+        raise _concurrent_write(root, dataset, partition, began_at, error) from None
+    _note("written", dataset, base.version())
+    return base
+
+
+def _concurrent_write(root: LakeRoot, dataset: str, partition: dict[str, str], began_at: int,
+                      error: Exception) -> ConcurrentWrite:
+    from deltalake import DeltaTable
+
+    where = f"{dataset} {_partition_label(partition)}" if partition else f"{dataset} (whole table)"
+    now = DeltaTable(table_uri(root, dataset), storage_options=storage_options(root))
+    build_id = now.transaction_version(_build_app_id(partition))
+    return ConcurrentWrite(
+        f"{where}: another writer committed it after this one began at version {began_at} (the table is now at "
+        f"version {now.version()}, build {format_build(build_id)}). This writer's rows were not committed; the "
+        f"table keeps the other writer's. Materialize it again to replace them. (delta-rs: {error})")
 
 
 class Build:
@@ -457,6 +536,7 @@ class Build:
         self.build_id = build_id if build_id is not None else new_build_id()
         self._scratch = Scratch()
         self._parts: list[tuple[str, dict[str, str], Path]] = []
+        self._bases: dict = {}  # each table as this build found it: its commit is checked against that
         self.versions: dict[str, int] = {}
 
     def partition(self, dataset: str, partition: Partition | None = None) -> Path:
@@ -465,6 +545,8 @@ class Build:
         folder = self._scratch.folder / f"{len(self._parts):02d}-{dataset}"
         folder.mkdir()
         self._parts.append((dataset, checked, folder))
+        if dataset not in self._bases:
+            self._bases[dataset] = _pin(self.root, dataset)
         return folder
 
     def commit(self) -> dict[str, int]:
@@ -473,8 +555,15 @@ class Build:
             if not files:
                 raise ValueError(f"nothing was written for {dataset} {_partition_label(partition)}: "
                                  "a partition needs at least one Parquet file (empty ones carry the schema)")
-            self.versions[dataset] = _commit(self.root, dataset, _scratch_reader(files, partition), partition,
-                                             "overwrite", self.build_id)
+            try:
+                self._bases[dataset] = _commit(self.root, dataset, _scratch_reader(files, partition), partition,
+                                               "overwrite", self.build_id, self._bases[dataset])
+            except ConcurrentWrite as error:
+                if self.versions:  # the set is now mixed: readers refuse it (BuildMismatch) until it is rebuilt
+                    raise ConcurrentWrite(f"{error} This build had already committed "
+                                          f"{', '.join(self.versions)}.") from None
+                raise
+            self.versions[dataset] = self._bases[dataset].version()
         return self.versions
 
     def discard(self) -> None:
@@ -507,13 +596,15 @@ def write_partition(root: LakeRoot, dataset: str, table: pa.Table, partition: Pa
     """Replace a partition (or a whole table) with `table` in one commit; returns the new version."""
     checked = _check_partition(partition)
     reader = _scratch_reader_from_table(table, checked)
-    return _commit(root, dataset, reader, checked, "overwrite", build_id if build_id is not None else new_build_id())
+    return _commit(root, dataset, reader, checked, "overwrite", build_id if build_id is not None else new_build_id(),
+                   _pin(root, dataset)).version()
 
 
 def append_rows(root: LakeRoot, dataset: str, table: pa.Table, partition: Partition | None = None) -> int:
     """Add rows to an append-only table (or one of its partitions) in one commit."""
     checked = _check_partition(partition)
-    return _commit(root, dataset, _scratch_reader_from_table(table, checked), checked, "append", None)
+    return _commit(root, dataset, _scratch_reader_from_table(table, checked), checked, "append", None,
+                   _pin(root, dataset)).version()
 
 
 def _scratch_reader_from_table(table: pa.Table, partition: dict[str, str]) -> pa.RecordBatchReader:
@@ -537,7 +628,7 @@ def vacuum(root: LakeRoot, retention_hours: float, datasets: Sequence[str] | Non
     if retention_hours < 0:
         raise ValueError(f"retention must be at least 0 hours, got {retention_hours}")
     removed = {}
-    for dataset in datasets if datasets is not None else list_tables(root):
+    for dataset in datasets if datasets is not None else _delta_folders(root):  # created-only ones too
         table = DeltaTable(table_uri(root, dataset), storage_options=storage_options(root))
         removed[dataset] = table.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
                                         enforce_retention_duration=False, full=True)

@@ -63,7 +63,7 @@ def install(killer: Killer) -> None:
 
     commit = lake._commit
 
-    def killable_commit(root, dataset, data, partition, mode, build_id):
+    def killable_commit(root, dataset, data, partition, mode, build_id, base):
         killer.hit("commit", dataset)
 
         def batches():
@@ -76,9 +76,10 @@ def install(killer: Killer) -> None:
             if taken <= 1:  # a write of one batch (or none): delta-rs asks for the stream's end inside the write
                 killer.hit("delta", dataset)
 
-        version = commit(root, dataset, pa.RecordBatchReader.from_batches(data.schema, batches()), partition, mode, build_id)
+        table = commit(root, dataset, pa.RecordBatchReader.from_batches(data.schema, batches()), partition, mode,
+                       build_id, base)
         killer.hit("committed", dataset)
-        return version
+        return table
 
     lake._commit = killable_commit
     write = lake.RotatingParquetWriter.write

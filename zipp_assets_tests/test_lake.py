@@ -142,7 +142,7 @@ def test_tables_built_together_share_a_build_id_and_a_mismatch_names_the_tables(
     assert tables["users"].build_id() == tables["graph_edges"].build_id() == together.build_id
     # graph_edges rebuilt alone, as if the writer of both had died between its two commits
     lake.write_partition(tmp_path, "graph_edges", pa.table({"user_index": [0, 1, 2]}))
-    with pytest.raises(lake.BuildMismatch, match=r"users \(version 0\) has build .*, graph_edges \(version 1\) has build"):
+    with pytest.raises(lake.BuildMismatch, match=r"users \(version 1\) has build .*, graph_edges \(version 2\) has build"):
         lake.open_tables(tmp_path, ["users", "graph_edges"])
 
 
@@ -163,16 +163,17 @@ def test_every_version_read_and_written_is_recorded(tmp_path):
         lake.read_table(tmp_path, "d")
         _write_month(tmp_path, "2019-02", [2], "e")
         _write_month(tmp_path, "2019-03", [3], "e")
-    assert activity.read == {"d": {0}} and activity.written == {"e": {0, 1}}
+    # version 0 of each table is its empty creation; the rows come from version 1 on
+    assert activity.read == {"d": {1}} and activity.written == {"e": {1, 2}}
     lake.read_table(tmp_path, "d")
-    assert activity.read == {"d": {0}}  # nothing after the block
+    assert activity.read == {"d": {1}}  # nothing after the block
 
 
 def test_append_only_tables_add_rows_per_commit(tmp_path):
     lake.append_rows(tmp_path, "log", pa.table({"v": [1]}), {"encoder": "a"})
     lake.append_rows(tmp_path, "log", pa.table({"v": [2, 3]}), {"encoder": "a"})
     table = lake.open_table(tmp_path, "log")
-    assert table.version == 1 and sorted(table.read([{"encoder": "a"}])["v"].to_pylist()) == [1, 2, 3]
+    assert table.version == 2 and sorted(table.read([{"encoder": "a"}])["v"].to_pylist()) == [1, 2, 3]
     assert table.has_partition({"encoder": "a"}) and not table.has_partition({"encoder": "b"})
 
 
