@@ -72,6 +72,9 @@ class RecordDecoder:
         self.record_type = record_type
         self._fast = msgspec.json.Decoder(record_type, strict=False)
         self.fast_decode = self._fast.decode
+        # Nested JSON kept as `msgspec.Raw` (submissions' `preview`, `media_metadata`, ...): the
+        # tolerant path re-encodes it, since `msgspec.convert` takes only bytes for a Raw field.
+        self._raw_fields = [f.name for f in msgspec.structs.fields(record_type) if f.type is msgspec.Raw]
 
     def decode(self, line: bytes):
         """The typed record; raises msgspec.DecodeError / ValidationError with the reason."""
@@ -87,7 +90,11 @@ class RecordDecoder:
                 raise fast_error from None
             if not isinstance(obj, dict):
                 raise msgspec.ValidationError(f"Expected `object`, got `{type(obj).__name__}`") from None
-            return msgspec.convert(_scrub(obj), self.record_type, strict=False)
+            obj = _scrub(obj)
+            for name in self._raw_fields:
+                if name in obj:
+                    obj[name] = msgspec.Raw(msgspec.json.encode(obj[name]))
+            return msgspec.convert(obj, self.record_type, strict=False)
 
 
 def _line_offsets(block: LineBlock, lines: list[bytes]) -> list[int]:
