@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zipp_assets.reddit.authors import DELETED_AUTHORS
-from zipp_assets.reddit.dumps import LineBlock
+from zipp_assets.reddit.dumps import MAX_LINE_BYTES, LineBlock
 from zipp_assets.reddit.image_urls import extract_image_urls
 from zipp_assets.reddit.schemas import (
     COMMENTS_SCHEMA,
@@ -113,6 +113,11 @@ class DecodedBlock:
 
 def decode_block(block: LineBlock, decoder: RecordDecoder, file_name: str, quarantine: Quarantine) -> DecodedBlock:
     """Decode and type-check every line of a block, quarantining the lines that cannot be used."""
+    if block.too_long:  # one line the reader would not keep: only its length and first bytes are here
+        quarantine.add(file_name, block.first_line, block.first_offset,
+                       f"line too long (byte length {block.too_long:,}; the reader keeps lines of up to "
+                       f"{MAX_LINE_BYTES:,} bytes)", block.data)
+        return DecodedBlock(block, [], [], [])
     lines = block.data.split(b"\n")
     try:
         # Fast path for the usual block where every line is good: no per-line bookkeeping.
