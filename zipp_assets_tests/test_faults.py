@@ -128,25 +128,72 @@ def _same(a: list[dict], b: list[dict]) -> bool:
     return True
 
 
-def _partitions(root, table: str) -> list[dict | None]:
+def _partition_key(partition: dict | None) -> tuple:
+    return tuple(sorted(partition.items())) if partition else ()
+
+
+def _tables(root) -> set[str]:
+    if root is None or (not lake.is_object_store(root) and not Path(root).exists()):
+        return set()
+    return set(lake.list_tables(root))
+
+
+def _contents(root, table: str) -> dict[tuple, list[dict]]:
+    """The rows of each partition of `table` that holds rows or was written empty (key () for a table
+    without partitions); none where the table does not exist."""
+    if table not in _tables(root):
+        return {}
     snapshot = lake.open_table(root, table)
-    return snapshot.partitions() if snapshot.partition_columns else [None]
+    if not snapshot.partition_columns:
+        return {(): _rows(root, table)}
+    return {_partition_key(p): _rows(root, table, p) for p in snapshot.partitions()}
 
 
-def _what_a_reader_sees(killed: Path, reference: Path) -> int:
-    """Check every table a reader can open in the killed lake; return how many sets of tables that
-    must agree were refused (not read mixed)."""
-    for table in lake.list_tables(killed):
-        for partition in _partitions(killed, table):
-            seen, expected = _rows(killed, table, partition), _rows(reference, table, partition)
-            if table in APPEND_ONLY:  # whole chunks, no duplicates
-                keys = [r["url_key"] for r in seen]
-                assert len(keys) == len(set(keys)) and all(r in expected for r in seen), table
+_UNCHANGING: dict[tuple, dict] = {}  # contents of the uninterrupted run's lakes, which tests only copy
+
+
+def _unchanging_contents(root, table: str) -> dict[tuple, list[dict]]:
+    if root is None:
+        return {}
+    if (str(root), table) not in _UNCHANGING:
+        _UNCHANGING[str(root), table] = _contents(root, table)
+    return _UNCHANGING[str(root), table]
+
+
+def _seen(root, table: str, key: tuple) -> list[dict] | None:
+    """What a reader gets for one partition: its rows, or None where it was never written."""
+    if table not in _tables(root):
+        return None
+    partition = dict(key) or None
+    if partition is not None and not lake.open_table(root, table).has_partition(partition):
+        return None
+    return _rows(root, table, partition)
+
+
+def _what_a_reader_sees(killed, reference, start=None) -> int:
+    """Check every partition of every table that the lake the run started from (`start`, None when
+    empty), the uninterrupted run's lake or the killed lake holds: each reads whole, as it was at the
+    start or as the uninterrupted run left it (a partition missing or emptied where either holds rows
+    fails). Return how many sets of tables that must agree were refused (not read mixed)."""
+    for table in _tables(killed) | _tables(reference) | _tables(start):
+        before, after = _unchanging_contents(start, table), _unchanging_contents(reference, table)
+        killed_keys = set(_contents(killed, table)) if table in _tables(killed) else set()
+        for key in set(before) | set(after) | killed_keys:
+            seen = _seen(killed, table, key)
+            allowed = [before.get(key), after.get(key)]
+            if table in APPEND_ONLY:  # whole chunks, no duplicates, none lost
+                rows = seen or []
+                keys = [r["url_key"] for r in rows]
+                assert len(keys) == len(set(keys)), table
+                assert all(r in (after.get(key) or []) + (before.get(key) or []) for r in rows), table
+                assert all(r in rows for r in before.get(key) or []), f"{table} {key} lost rows"
             else:
-                assert _same(seen, expected), f"{table} {partition} is partial or differs"
+                assert any(seen is None and state is None or seen is not None and state is not None
+                           and _same(seen, state) for state in allowed), \
+                    f"{table} {dict(key)} is missing, emptied, partial or differs"
     refused = 0
     for tables in BUILT_TOGETHER:
-        present = [t for t in tables if lake.table_exists(killed, t)]
+        present = [t for t in tables if lake.table_exists(killed, t)] if _tables(killed) else []
         if present and len(present) < len(tables):
             refused += 1  # a reader of the set fails on the missing table
         elif present:
@@ -154,7 +201,7 @@ def _what_a_reader_sees(killed: Path, reference: Path) -> int:
                 lake.open_tables(killed, tables)
             except lake.BuildMismatch:
                 refused += 1
-    if lake.table_exists(killed, "user_visual_profiles") and lake.table_exists(killed, "users"):
+    if {"user_visual_profiles", "users"} <= _tables(killed):
         profiles = lake.open_table(killed, "user_visual_profiles")
         for partition in profiles.partitions():
             try:
@@ -200,6 +247,37 @@ def test_kill_points_cover_every_stage():
     assert len(set(KILL_POINTS)) == len(KILL_POINTS)
 
 
+def test_the_reader_check_fails_on_a_month_emptied_or_lost_by_a_non_atomic_overwrite(tmp_path):
+    """The check itself: a kill between the delete and the write of a non-atomic overwrite leaves a
+    month empty; a reader check that looked only at partitions holding rows would pass it."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    reference = tmp_path / "reference"
+    for month, xs in (("2019-01", [1, 2]), ("2019-02", [3])):
+        lake.write_partition(reference, "t", pa.table({"x": xs}), {"month": month})
+    lake.write_partition(reference, "u", pa.table({"y": [7]}))
+    assert _what_a_reader_sees(reference, reference, reference) == 0
+    killed = tmp_path / "killed"
+    shutil.copytree(reference, killed)
+    DeltaTable(str(killed / "t")).delete("month = '2019-01'")  # the delete of delete-then-write
+    with pytest.raises(AssertionError, match="2019-01"):
+        _what_a_reader_sees(killed, reference, reference)
+    shutil.rmtree(killed / "u")  # a table the run started with, gone
+    shutil.copytree(reference / "t", killed / "t", dirs_exist_ok=True)
+    shutil.rmtree(killed / "t" / "_delta_log")
+    shutil.copytree(reference / "t" / "_delta_log", killed / "t" / "_delta_log")
+    with pytest.raises(AssertionError, match="u"):
+        _what_a_reader_sees(killed, reference, reference)
+    # From an empty lake, a run killed before it wrote a month leaves that month (or table) missing.
+    fresh = tmp_path / "fresh"
+    lake.write_partition(fresh, "t", pa.table({"x": [3]}), {"month": "2019-02"})
+    assert _what_a_reader_sees(fresh, reference, None) == 0
+    lake.write_partition(fresh, "t", pa.table({"x": [1]}), {"month": "2019-01"})  # half a month
+    with pytest.raises(AssertionError, match="2019-01"):
+        _what_a_reader_sees(fresh, reference, None)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("stage", "start", "kill", "leaves_mismatch"), KILL_POINTS,
                          ids=[f"{stage}-{start}-{kill}" for stage, start, kill, _ in KILL_POINTS])
@@ -217,8 +295,10 @@ def test_killed_here_the_stage_recovers_and_readers_never_see_partial_or_mixed_t
         shutil.copytree(models, work_models, dirs_exist_ok=True)
     killed = driver.run(lake_dir, uninterrupted.raw, work_models, scratch, stage, kill=kill)
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
-    # While the writer is dead: every table opens and reads whole; sets whose builds disagree are refused.
-    refused = _what_a_reader_sees(lake_dir, reference) if lake_dir.exists() else 0
+    # While the writer is dead: every partition reads whole, as before the run or as after it; sets
+    # whose builds disagree are refused.
+    start_lake = {"full": reference, "before": uninterrupted.before[stage], "empty": None}[start]
+    refused = _what_a_reader_sees(lake_dir, reference, start_lake if start_lake and Path(start_lake).exists() else None)
     assert bool(refused) == leaves_mismatch, refused
 
     again = driver.run(lake_dir, uninterrupted.raw, work_models, scratch, stage)
