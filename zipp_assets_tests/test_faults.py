@@ -1,11 +1,14 @@
 """Fault injection (issue 7, section 3): the pipeline is killed with SIGKILL at many points of
 ingestion, the graph tables, image embedding, encoder training and inference (faults_driver.py),
 each time over a lake in a known state: empty, as an uninterrupted run left it before the stage, or
-complete (a re-materialization). After each kill a reader looks at the lake: every table version it
-can open holds complete partitions equal to the uninterrupted run's, and tables written together
-either agree on their build id or are refused (never read mixed), exactly where a kill fell between
-their commits. Then the stage runs again, and its outputs equal the uninterrupted run's. Each kill
-point is its own test; the uninterrupted run is made once per module.
+complete (a re-materialization); and ingestion on a lake in S3 (moto's server on loopback), killed
+inside delta-rs's own requests, its commits included. After each kill a reader looks at the lake:
+every partition that the lake held before, that the uninterrupted run writes, or that the killed
+lake shows reads whole, as it was before the run or as the uninterrupted run left it (a partition
+missing or emptied fails), and tables written together either agree on their build id or are
+refused (never read mixed), exactly where a kill fell between their commits. Then the stage runs
+again, and its outputs equal the uninterrupted run's. Each kill point is its own test; the
+uninterrupted run is made once per module.
 
 A second test reads tables in a loop while a writer process rewrites them: every read is a whole
 old or new version, never a mix."""
@@ -87,11 +90,12 @@ class Driver:
             env={**os.environ, "DGLBACKEND": "pytorch", "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).resolve().parents[1],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def run(self, lake_dir: Path, raw: Path, models: Path, scratch: Path, stage: str, kill: str | None = None) -> Finished:
+    def run(self, lake_dir: Path | str, raw: Path, models: Path, scratch: Path, stage: str, kill: str | None = None,
+            env: dict[str, str] | None = None) -> Finished:
         self.runs += 1
         log = self.logs / f"run{self.runs:03d}.log"
         argv = ["--lake", str(lake_dir), "--raw", str(raw), "--models", str(models), "--from", stage, "--only"]
-        request = {"argv": argv + (["--kill", kill] if kill else []), "env": {"ZIPP_SCRATCH_DIR": str(scratch)},
+        request = {"argv": argv + (["--kill", kill] if kill else []), "env": {"ZIPP_SCRATCH_DIR": str(scratch), **(env or {})},
                    "log": str(log), "timeout": 300}
         self.server.stdin.write(json.dumps(request) + "\n")
         self.server.stdin.flush()
@@ -428,3 +432,92 @@ def test_a_reader_beside_a_writer_sees_whole_old_or_new_versions_never_a_mix(tin
     # Killed mid-loop, it leaves each table whole too.
     assert all(_fingerprint(lake.read_table(root, t)) in single[t] for t in GRAPH_TABLES)
     print(f"\n{reads} consistent reads ({refused} refused between a set's commits) over {rewrites} rewrites")
+
+
+# --- Killed inside delta-rs's requests to an S3 lake -------------------------------------------
+
+# (lake it starts from, kill spec, leaves a set of tables whose builds disagree): "empty", or
+# "ingested" = the uninterrupted run's lake after ingestion (the stage re-materializes over it).
+# s3put, s3commit and s3committed fall inside delta-rs's write and commit (see faults_driver.py).
+S3_KILL_POINTS = [
+    ("empty", "s3put:reddit_comments:1", False),  # a data file's upload never reaches the store
+    ("empty", "s3commit:reddit_comments:1", False),  # the first commit's log entry never reaches it
+    ("empty", "s3committed:reddit_comments:1", True),  # stored, then killed: rows without their quarantine
+    ("ingested", "s3commit:reddit_submissions_quarantine:2", True),  # 2018-01's rows new, its quarantine old
+    ("ingested", "s3committed:reddit_comments_quarantine:2", False),  # a set complete the moment it died
+]
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """A moto S3 server on loopback with one bucket; the AWS_* variables the lake reads point at it
+    (in this process and in the driver's runs, which go through their own proxy)."""
+    from zipp_assets_tests.test_lake_s3 import MOTO_SERVER, _free_port
+
+    if not MOTO_SERVER.exists():
+        pytest.skip(f"moto_server not found beside {sys.executable} (install moto[server] from requirements.lock)")
+    import boto3
+
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
+    server = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_CONDITIONAL_PUT": "etag"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        try:
+            client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.create_bucket(Bucket="zipp")
+                    break
+                except Exception:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            yield client, env
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+            log.close()
+
+
+def _upload(client, folder: Path, prefix: str) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), "zipp", f"{prefix}/{path.relative_to(folder).as_posix()}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("start", "kill", "leaves_mismatch"), S3_KILL_POINTS,
+                         ids=[f"{start}-{kill}" for start, kill, _ in S3_KILL_POINTS])
+def test_killed_inside_an_s3_commit_ingestion_recovers_and_readers_never_see_partial_or_mixed_tables(
+        driver, uninterrupted, s3_server, tmp_path, start, kill, leaves_mismatch):
+    client, env = s3_server
+    prefix = f"killed-{tmp_path.name}/lake"
+    root = f"s3://zipp/{prefix}"
+    start_lake = uninterrupted.before["derived"] if start == "ingested" else None
+    if start_lake is not None:
+        _upload(client, start_lake, prefix)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    driver_env = {**env, "ZIPP_FAULTS_S3_UPSTREAM": env["AWS_ENDPOINT_URL"]}
+    killed = driver.run(root, uninterrupted.raw, tmp_path / "models", scratch, "ingest", kill=kill, env=driver_env)
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
+    refused = _what_a_reader_sees(root, uninterrupted.lake, start_lake)
+    assert bool(refused) == leaves_mismatch, refused
+
+    again = driver.run(root, uninterrupted.raw, tmp_path / "models", scratch, "ingest", env=driver_env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    expected = uninterrupted.tables_after["ingest"]
+    assert set(lake.list_tables(root)) == expected
+    for table in expected:
+        assert _same(_rows(root, table), _rows(uninterrupted.lake, table)), table
+    for tables in BUILT_TOGETHER:
+        if set(tables) <= expected:
+            lake.open_tables(root, tables)  # agree again
