@@ -444,7 +444,6 @@ S3_KILL_POINTS = [
     ("empty", "s3commit:reddit_comments:1", False),  # the first commit's log entry never reaches it
     ("empty", "s3committed:reddit_comments:1", True),  # stored, then killed: rows without their quarantine
     ("ingested", "s3commit:reddit_submissions_quarantine:2", True),  # 2018-01's rows new, its quarantine old
-    ("ingested", "s3committed:reddit_comments_quarantine:2", False),  # a set complete the moment it died
 ]
 
 
