@@ -388,8 +388,10 @@ def list_tables(root: LakeRoot) -> list[str]:
                  if i.type == FileType.Directory]
     else:
         folder = Path(_root_text(root))
-        return sorted(p.name for p in folder.iterdir() if _DATASET_NAME.match(p.name) and (p / "_delta_log").is_dir()) \
-            if folder.is_dir() else []
+        # A `_delta_log` folder alone is not a table: a writer killed inside its first commit leaves
+        # one holding only the staged entry (`N.json#k`), never published.
+        return sorted(p.name for p in folder.iterdir() if _DATASET_NAME.match(p.name) and (p / "_delta_log").is_dir()
+                      and table_exists(root, p.name)) if folder.is_dir() else []
     return sorted(n for n in names if _DATASET_NAME.match(n) and table_exists(root, n))
 
 

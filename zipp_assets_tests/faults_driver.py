@@ -15,6 +15,9 @@ start of this run; with a dataset, only where that table is written). Points:
     state        an epoch's resume state written to its temporary file, before the rename
     save         a checkpoint's weights written into its temporary folder, before the rename
     chunk        an inference chunk of users computed (nothing committed yet)
+On a local lake, inside delta-rs's commit (the driver runs with publish_kill_shim.c preloaded):
+    publish      a commit's log entry staged (`_delta_log/N.json#k`), about to be published as N.json
+    published    the entry published (the commit has taken effect); delta-rs has not returned yet
 On a lake in S3 (ZIPP_FAULTS_S3_UPSTREAM names the S3 server; the driver's requests go through a
 proxy on loopback that it runs itself), inside delta-rs's own requests:
     s3put        a data file's upload about to reach the store
@@ -285,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     killer = Killer(args.kill)
     install(killer)
+    if args.kill and args.kill.split(":")[0] in ("publish", "published"):
+        os.environ["ZIPP_FAULTS_PUBLISH"] = args.kill if args.kill.count(":") == 2 else args.kill.replace(":", "::")
     lake_dir = args.lake if args.lake.startswith("s3://") else Path(args.lake)
     proxy = None
     if os.environ.get("ZIPP_FAULTS_S3_UPSTREAM"):

@@ -104,6 +104,18 @@ def test_a_first_commit_killed_mid_write_leaves_no_table_and_its_files_go_with_t
     assert not orphan.exists() and _rows(tmp_path) == {"2019-01": [1]}
 
 
+def test_a_table_whose_first_commit_was_killed_before_it_was_published_is_not_listed(tmp_path):
+    # delta-rs stages a commit's log entry as `N.json#k` and publishes it with a link: killed between
+    # the two, the folder has data files and a log folder, but no version.
+    staged = tmp_path / "d" / "_delta_log" / "00000000000000000000.json#1"
+    staged.parent.mkdir(parents=True)
+    staged.write_text('{"commitInfo": {}}\n')
+    pq.write_table(pa.table({"x": [9]}), tmp_path / "d" / "part-00000.parquet")
+    assert lake.list_tables(tmp_path) == [] and not lake.table_exists(tmp_path, "d")
+    _write_month(tmp_path, "2019-01", [1])  # the next writer makes version 0
+    assert lake.list_tables(tmp_path) == ["d"] and _rows(tmp_path) == {"2019-01": [1]}
+
+
 def test_vacuum_removes_unreferenced_files_older_than_the_retention_and_keeps_the_current_version(tmp_path):
     _write_month(tmp_path, "2019-01", [1])
     old_files = set(lake.open_table(tmp_path, "d").file_uris())
