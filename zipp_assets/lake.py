@@ -618,15 +618,27 @@ def _scratch_reader_from_table(table: pa.Table, partition: dict[str, str]) -> pa
 # Maintenance
 
 
+# A writer's data files sit in the table, referenced by no commit, until its commit; vacuum deletes
+# such files once they are older than the retention. A retention shorter than the longest run could
+# therefore delete the files of a run still writing, so it is refused.
+LONGEST_RUN_HOURS = 24
+
+
 def vacuum(root: LakeRoot, retention_hours: float, datasets: Sequence[str] | None = None,
-           dry_run: bool = False) -> dict[str, list[str]]:
+           dry_run: bool = False, *, longest_run_hours: float = LONGEST_RUN_HOURS) -> dict[str, list[str]]:
     """Delete files that no version younger than `retention_hours` needs, and files no commit ever
     referenced (a killed writer's), from every table (or `datasets`). The lake's setting is the
-    authority, so Delta's own minimum retention is not enforced. Returns the files per table."""
+    authority, so Delta's own minimum retention is not enforced; ours is the longest a run may take
+    (`longest_run_hours`; 0 only where no writer can be running, as in a test). Returns the files
+    per table."""
     from deltalake import DeltaTable
 
-    if retention_hours < 0:
-        raise ValueError(f"retention must be at least 0 hours, got {retention_hours}")
+    if longest_run_hours < 0:
+        raise ValueError(f"the longest run must be at least 0 hours, got {longest_run_hours}")
+    if retention_hours < longest_run_hours:
+        raise ValueError(
+            f"a retention of {retention_hours} hours is shorter than the longest run ({longest_run_hours} hours): "
+            "vacuum would delete the files of a run that has not committed yet")
     removed = {}
     for dataset in datasets if datasets is not None else _delta_folders(root):  # created-only ones too
         table = DeltaTable(table_uri(root, dataset), storage_options=storage_options(root))

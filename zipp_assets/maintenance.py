@@ -1,5 +1,7 @@
 """Lake maintenance: vacuum, weekly, the files no table version younger than the lake's retention
 (`ZippLake.lake_retention_hours`, ZIPP_LAKE_RETENTION_HOURS) needs, and files a killed writer left.
+A retention shorter than the longest run (ZIPP_LONGEST_RUN_HOURS) is refused: it would delete the
+files of a run that has not committed yet.
 
 (No `from __future__ import annotations` here: Dagster reads the annotations at run time.)
 """
@@ -12,7 +14,8 @@ from zipp_assets.resources import ZippLake
 
 @dg.op(description="Vacuum every Delta table of the lake with the configured retention.")
 def vacuum_lake(context: dg.OpExecutionContext, lake: ZippLake) -> dg.Output:
-    removed = lake_io.vacuum(lake.settings.lake_dir, lake.lake_retention_hours)
+    removed = lake_io.vacuum(lake.settings.lake_dir, lake.lake_retention_hours,
+                             longest_run_hours=lake.longest_run_hours)
     for table, files in removed.items():
         if files:
             context.log.info(f"{table}: removed {len(files)} files")

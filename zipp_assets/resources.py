@@ -19,6 +19,7 @@ class ZippLake(dg.ConfigurableResource):
     quarantine_max_fraction: float = 0.001
     lake_uri: str = ""
     lake_retention_hours: int = 168  # vacuum keeps the files of table versions younger than this
+    longest_run_hours: int = 24  # vacuum refuses a retention shorter than this (a running writer's files)
 
     @classmethod
     def from_environment(cls) -> ZippLake:
@@ -29,6 +30,7 @@ class ZippLake(dg.ConfigurableResource):
             quarantine_max_fraction=settings.quarantine_max_fraction,
             lake_uri=settings.lake_uri,
             lake_retention_hours=settings.lake_retention_hours,
+            longest_run_hours=settings.longest_run_hours,
         )
 
     @property
@@ -39,4 +41,5 @@ class ZippLake(dg.ConfigurableResource):
             quarantine_max_fraction=self.quarantine_max_fraction,
             lake_uri=self.lake_uri,
             lake_retention_hours=self.lake_retention_hours,
+            longest_run_hours=self.longest_run_hours,
         )

@@ -28,6 +28,7 @@ class Settings:
     quarantine_max_fraction: float
     lake_uri: str = ""  # empty: data_dir / "lake"
     lake_retention_hours: int = 168
+    longest_run_hours: int = 24  # the shortest retention vacuum accepts (see `lake.LONGEST_RUN_HOURS`)
 
     @property
     def raw_dir(self) -> Path:
@@ -74,8 +75,15 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if is_object_store(data_text):
         raise ValueError(f"ZIPP_DATA_DIR must be a local or mounted folder (raw dumps, image cache, checkpoints), got "
                          f"{data_text!r}: put the lake on the object store with ZIPP_LAKE_URI instead")
-    raw_retention = env.get("ZIPP_LAKE_RETENTION_HOURS", "168")
-    if not raw_retention.isdigit():
-        raise ValueError(f"ZIPP_LAKE_RETENTION_HOURS must be a whole number of hours, got {raw_retention!r}")
+    hours = {}
+    for name, default in (("ZIPP_LAKE_RETENTION_HOURS", "168"), ("ZIPP_LONGEST_RUN_HOURS", "24")):
+        hours[name] = env.get(name, default)
+        if not hours[name].isdigit():
+            raise ValueError(f"{name} must be a whole number of hours, got {hours[name]!r}")
+    retention, longest_run = int(hours["ZIPP_LAKE_RETENTION_HOURS"]), int(hours["ZIPP_LONGEST_RUN_HOURS"])
+    if retention < longest_run:
+        raise ValueError(f"ZIPP_LAKE_RETENTION_HOURS ({retention}) must be at least ZIPP_LONGEST_RUN_HOURS ({longest_run}): "
+                         "vacuum would delete the files of a run that has not committed yet")
     return Settings(profile=profile, data_dir=Path(data_text).expanduser().resolve(), quarantine_max_fraction=fraction,
-                    lake_uri=env.get("ZIPP_LAKE_URI", "").strip(), lake_retention_hours=int(raw_retention))
+                    lake_uri=env.get("ZIPP_LAKE_URI", "").strip(), lake_retention_hours=retention,
+                    longest_run_hours=longest_run)

@@ -15,6 +15,14 @@ start of this run; with a dataset, only where that table is written). Points:
     state        an epoch's resume state written to its temporary file, before the rename
     save         a checkpoint's weights written into its temporary folder, before the rename
     chunk        an inference chunk of users computed (nothing committed yet)
+On a local lake, inside delta-rs's commit (the driver runs with publish_kill_shim.c preloaded):
+    publish      a commit's log entry staged (`_delta_log/N.json#k`), about to be published as N.json
+    published    the entry published (the commit has taken effect); delta-rs has not returned yet
+On a lake in S3 (ZIPP_FAULTS_S3_UPSTREAM names the S3 server; the driver's requests go through a
+proxy on loopback that it runs itself), inside delta-rs's own requests:
+    s3put        a data file's upload about to reach the store
+    s3commit     a commit's log entry (`_delta_log/N.json`) about to reach the store
+    s3committed  the store has taken the log entry; delta-rs has not heard back yet
 """
 
 from __future__ import annotations
@@ -38,12 +46,15 @@ TRAINING = {"hidden": 16, "heads": 2, "fanouts": (5, 5), "batch_size": 64, "epoc
 
 
 class Killer:
-    def __init__(self, spec: str | None):
+    """Kills `target` (this process unless said otherwise) the n-th time its point is reached."""
+
+    def __init__(self, spec: str | None, target: int | None = None):
         parts = spec.split(":") if spec else []
         self.point = parts[0] if parts else None
         self.dataset = parts[1] if len(parts) == 3 else None
         self.n = int(parts[-1]) if parts else 0
         self.count = 0
+        self.target = os.getpid() if target is None else target
 
     def hit(self, point: str, dataset: str | None = None) -> None:
         if point != self.point or (self.dataset is not None and dataset != self.dataset):
@@ -51,7 +62,8 @@ class Killer:
         self.count += 1
         if self.count == self.n:
             sys.stdout.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(self.target, signal.SIGKILL)
+            os._exit(0)  # the S3 proxy, its writer dead (never reached when the target is this process)
 
 
 def install(killer: Killer) -> None:
@@ -96,6 +108,75 @@ def install(killer: Killer) -> None:
         return encode(self, images)
 
     PixelStatsEncoder.encode = killable_encode
+
+
+def start_s3_proxy(upstream: str, lake_uri: str, kill: str | None) -> tuple[str, int]:
+    """A proxy on loopback in front of the S3 server at `upstream`, in a child process (delta-rs holds
+    the GIL while it waits on the network, so it cannot run in the writer's). It reaches the s3 kill
+    points as the writer's requests pass (dataset: the table a request is for) and then kills the
+    writer. Returns its URL and process id."""
+    import http.client
+    import http.server
+    import re
+    import threading
+    import time
+    from urllib.parse import urlsplit
+
+    upstream_parts = urlsplit(upstream)
+    lake_path = "/" + lake_uri.removeprefix("s3://").strip("/") + "/"  # path-style: /bucket/prefix/
+    log_entry = re.compile(r"/_delta_log/\d+\.json$")
+    writer = os.getpid()
+    killer = Killer(kill, target=writer)
+
+    class Forward(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            path = self.path.split("?")[0]
+            dataset = path.removeprefix(lake_path).split("/")[0] if path.startswith(lake_path) else None
+            is_commit = self.command == "PUT" and bool(log_entry.search(path))
+            if self.command == "PUT":
+                killer.hit("s3commit" if is_commit else "s3put", dataset)
+            connection = http.client.HTTPConnection(upstream_parts.hostname, upstream_parts.port, timeout=60)
+            connection.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
+            response = connection.getresponse()
+            data = response.read()
+            connection.close()
+            if is_commit and response.status < 300:
+                killer.hit("s3committed", dataset)
+            self.send_response_only(response.status, response.reason)
+            for name, value in response.getheaders():
+                if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(name, value)
+            # A HEAD answer carries the object's length but no body.
+            self.send_header("Content-Length", response.getheader("Content-Length", "0") if self.command == "HEAD"
+                             else str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)  # listening before the fork
+    proxy = os.fork()
+    if proxy == 0:
+        def end_with_the_writer() -> None:
+            while os.getppid() == writer:
+                time.sleep(0.2)
+            os._exit(0)
+
+        threading.Thread(target=end_with_the_writer, daemon=True).start()
+        try:
+            server.serve_forever()
+        finally:
+            os._exit(0)
+    server.socket.close()
+    return f"http://127.0.0.1:{server.server_address[1]}", proxy
 
 
 def run(stage: str, lake_dir: Path, raw: Path, models: Path, killer: Killer) -> None:
@@ -199,7 +280,7 @@ def run(stage: str, lake_dir: Path, raw: Path, models: Path, killer: Killer) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--lake", type=Path, required=True)
+    parser.add_argument("--lake", required=True, help="a folder, or an s3:// URI")
     parser.add_argument("--raw", type=Path, required=True)
     parser.add_argument("--models", type=Path, required=True)
     parser.add_argument("--from", dest="start", choices=STAGES, default=STAGES[0])
@@ -208,9 +289,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     killer = Killer(args.kill)
     install(killer)
+    if args.kill and args.kill.split(":")[0] in ("publish", "published"):
+        os.environ["ZIPP_FAULTS_PUBLISH"] = args.kill if args.kill.count(":") == 2 else args.kill.replace(":", "::")
+    lake_dir = args.lake if args.lake.startswith("s3://") else Path(args.lake)
+    proxy = None
+    if os.environ.get("ZIPP_FAULTS_S3_UPSTREAM"):
+        os.environ["AWS_ENDPOINT_URL"], proxy = start_s3_proxy(os.environ["ZIPP_FAULTS_S3_UPSTREAM"], args.lake, args.kill)
     stages = STAGES[STAGES.index(args.start):]
-    for stage in stages[:1] if args.only else stages:
-        run(stage, args.lake, args.raw, args.models, killer)
+    try:
+        for stage in stages[:1] if args.only else stages:
+            run(stage, lake_dir, args.raw, args.models, killer)
+    finally:
+        if proxy is not None:
+            os.kill(proxy, signal.SIGKILL)
+            os.waitpid(proxy, 0)
     if args.kill:
         print(f"kill point {args.kill} was never reached ({killer.count} hits)", file=sys.stderr)
         return 3

@@ -1,11 +1,15 @@
 """Fault injection (issue 7, section 3): the pipeline is killed with SIGKILL at many points of
 ingestion, the graph tables, image embedding, encoder training and inference (faults_driver.py),
 each time over a lake in a known state: empty, as an uninterrupted run left it before the stage, or
-complete (a re-materialization). After each kill a reader looks at the lake: every table version it
-can open holds complete partitions equal to the uninterrupted run's, and tables written together
-either agree on their build id or are refused (never read mixed), exactly where a kill fell between
-their commits. Then the stage runs again, and its outputs equal the uninterrupted run's. Each kill
-point is its own test; the uninterrupted run is made once per module.
+complete (a re-materialization), at points inside Delta's commit itself too (publish_kill_shim.c);
+and ingestion on a lake in S3 (moto's server on loopback), killed inside delta-rs's own requests,
+its commits included. After each kill a reader looks at the lake:
+every partition that the lake held before, that the uninterrupted run writes, or that the killed
+lake shows reads whole, as it was before the run or as the uninterrupted run left it (a partition
+missing or emptied fails), and tables written together either agree on their build id or are
+refused (never read mixed), exactly where a kill fell between their commits. Then the stage runs
+again, and its outputs equal the uninterrupted run's. Each kill point is its own test; the
+uninterrupted run is made once per module.
 
 A second test reads tables in a loop while a writer process rewrites them: every read is a whole
 old or new version, never a mix."""
@@ -37,6 +41,8 @@ KILL_POINTS = [
     ("ingest", "empty", "committed:1", True),  # a month's rows committed, its quarantine not
     ("ingest", "full", "committed:5", True),  # re-ingestion: 2018-01 rows new, quarantine of the old build
     ("ingest", "full", "delta:reddit_submissions:2", False),
+    ("ingest", "empty", "publish:reddit_comments:1", False),  # inside the first commit: its entry staged only
+    ("ingest", "empty", "published:reddit_comments:1", True),  # inside it: published, delta-rs not returned
     ("derived", "before", "commit:1", False),
     ("derived", "before", "committed:3", False),  # 2017-12 done, 2018-01 image posts only
     ("derived", "full", "delta:reddit_user_subreddit_edges:1", False),
@@ -45,6 +51,7 @@ KILL_POINTS = [
     ("graph", "before", "committed:1", True),  # graph_edges without users and subreddits
     ("graph", "full", "committed:1", True),  # a new graph_edges beside the old users and subreddits
     ("graph", "full", "committed:2", True),  # new graph_edges and users, old subreddits
+    ("graph", "full", "publish:users:1", True),  # inside users' commit: new graph_edges, old users
     ("images", "before", "encode:1", False),
     ("images", "before", "encode:3", False),  # two chunks appended
     ("images", "before", "committed:image_embeddings:2", False),
@@ -82,16 +89,25 @@ class Driver:
 
     def __init__(self, logs: Path):
         self.logs, self.runs = logs, 0
+        # The kill points inside a local Delta commit need publish_kill_shim.c built and preloaded.
+        self.publish_shim = logs / "publish_kill_shim.so"
+        source = Path(__file__).with_name("publish_kill_shim.c")
+        built = shutil.which("cc") and subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(self.publish_shim),
+                                                       str(source), "-ldl"], capture_output=True).returncode == 0
+        preload = {"LD_PRELOAD": str(self.publish_shim)} if built else {}
+        if not built:
+            self.publish_shim = None
         self.server = subprocess.Popen(
             [sys.executable, "-m", "zipp_assets_tests.faults_driver", "--serve"],
-            env={**os.environ, "DGLBACKEND": "pytorch", "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).resolve().parents[1],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            env={**os.environ, "DGLBACKEND": "pytorch", "OMP_NUM_THREADS": "1", **preload},
+            cwd=Path(__file__).resolve().parents[1], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def run(self, lake_dir: Path, raw: Path, models: Path, scratch: Path, stage: str, kill: str | None = None) -> Finished:
+    def run(self, lake_dir: Path | str, raw: Path, models: Path, scratch: Path, stage: str, kill: str | None = None,
+            env: dict[str, str] | None = None) -> Finished:
         self.runs += 1
         log = self.logs / f"run{self.runs:03d}.log"
         argv = ["--lake", str(lake_dir), "--raw", str(raw), "--models", str(models), "--from", stage, "--only"]
-        request = {"argv": argv + (["--kill", kill] if kill else []), "env": {"ZIPP_SCRATCH_DIR": str(scratch)},
+        request = {"argv": argv + (["--kill", kill] if kill else []), "env": {"ZIPP_SCRATCH_DIR": str(scratch), **(env or {})},
                    "log": str(log), "timeout": 300}
         self.server.stdin.write(json.dumps(request) + "\n")
         self.server.stdin.flush()
@@ -128,25 +144,72 @@ def _same(a: list[dict], b: list[dict]) -> bool:
     return True
 
 
-def _partitions(root, table: str) -> list[dict | None]:
+def _partition_key(partition: dict | None) -> tuple:
+    return tuple(sorted(partition.items())) if partition else ()
+
+
+def _tables(root) -> set[str]:
+    if root is None or (not lake.is_object_store(root) and not Path(root).exists()):
+        return set()
+    return set(lake.list_tables(root))
+
+
+def _contents(root, table: str) -> dict[tuple, list[dict]]:
+    """The rows of each partition of `table` that holds rows or was written empty (key () for a table
+    without partitions); none where the table does not exist."""
+    if table not in _tables(root):
+        return {}
     snapshot = lake.open_table(root, table)
-    return snapshot.partitions() if snapshot.partition_columns else [None]
+    if not snapshot.partition_columns:
+        return {(): _rows(root, table)}
+    return {_partition_key(p): _rows(root, table, p) for p in snapshot.partitions()}
 
 
-def _what_a_reader_sees(killed: Path, reference: Path) -> int:
-    """Check every table a reader can open in the killed lake; return how many sets of tables that
-    must agree were refused (not read mixed)."""
-    for table in lake.list_tables(killed):
-        for partition in _partitions(killed, table):
-            seen, expected = _rows(killed, table, partition), _rows(reference, table, partition)
-            if table in APPEND_ONLY:  # whole chunks, no duplicates
-                keys = [r["url_key"] for r in seen]
-                assert len(keys) == len(set(keys)) and all(r in expected for r in seen), table
+_UNCHANGING: dict[tuple, dict] = {}  # contents of the uninterrupted run's lakes, which tests only copy
+
+
+def _unchanging_contents(root, table: str) -> dict[tuple, list[dict]]:
+    if root is None:
+        return {}
+    if (str(root), table) not in _UNCHANGING:
+        _UNCHANGING[str(root), table] = _contents(root, table)
+    return _UNCHANGING[str(root), table]
+
+
+def _seen(root, table: str, key: tuple) -> list[dict] | None:
+    """What a reader gets for one partition: its rows, or None where it was never written."""
+    if table not in _tables(root):
+        return None
+    partition = dict(key) or None
+    if partition is not None and not lake.open_table(root, table).has_partition(partition):
+        return None
+    return _rows(root, table, partition)
+
+
+def _what_a_reader_sees(killed, reference, start=None) -> int:
+    """Check every partition of every table that the lake the run started from (`start`, None when
+    empty), the uninterrupted run's lake or the killed lake holds: each reads whole, as it was at the
+    start or as the uninterrupted run left it (a partition missing or emptied where either holds rows
+    fails). Return how many sets of tables that must agree were refused (not read mixed)."""
+    for table in _tables(killed) | _tables(reference) | _tables(start):
+        before, after = _unchanging_contents(start, table), _unchanging_contents(reference, table)
+        killed_keys = set(_contents(killed, table)) if table in _tables(killed) else set()
+        for key in set(before) | set(after) | killed_keys:
+            seen = _seen(killed, table, key)
+            allowed = [before.get(key), after.get(key)]
+            if table in APPEND_ONLY:  # whole chunks, no duplicates, none lost
+                rows = seen or []
+                keys = [r["url_key"] for r in rows]
+                assert len(keys) == len(set(keys)), table
+                assert all(r in (after.get(key) or []) + (before.get(key) or []) for r in rows), table
+                assert all(r in rows for r in before.get(key) or []), f"{table} {key} lost rows"
             else:
-                assert _same(seen, expected), f"{table} {partition} is partial or differs"
+                assert any(seen is None and state is None or seen is not None and state is not None
+                           and _same(seen, state) for state in allowed), \
+                    f"{table} {dict(key)} is missing, emptied, partial or differs"
     refused = 0
     for tables in BUILT_TOGETHER:
-        present = [t for t in tables if lake.table_exists(killed, t)]
+        present = [t for t in tables if lake.table_exists(killed, t)] if _tables(killed) else []
         if present and len(present) < len(tables):
             refused += 1  # a reader of the set fails on the missing table
         elif present:
@@ -154,7 +217,7 @@ def _what_a_reader_sees(killed: Path, reference: Path) -> int:
                 lake.open_tables(killed, tables)
             except lake.BuildMismatch:
                 refused += 1
-    if lake.table_exists(killed, "user_visual_profiles") and lake.table_exists(killed, "users"):
+    if {"user_visual_profiles", "users"} <= _tables(killed):
         profiles = lake.open_table(killed, "user_visual_profiles")
         for partition in profiles.partitions():
             try:
@@ -200,11 +263,44 @@ def test_kill_points_cover_every_stage():
     assert len(set(KILL_POINTS)) == len(KILL_POINTS)
 
 
+def test_the_reader_check_fails_on_a_month_emptied_or_lost_by_a_non_atomic_overwrite(tmp_path):
+    """The check itself: a kill between the delete and the write of a non-atomic overwrite leaves a
+    month empty; a reader check that looked only at partitions holding rows would pass it."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    reference = tmp_path / "reference"
+    for month, xs in (("2019-01", [1, 2]), ("2019-02", [3])):
+        lake.write_partition(reference, "t", pa.table({"x": xs}), {"month": month})
+    lake.write_partition(reference, "u", pa.table({"y": [7]}))
+    assert _what_a_reader_sees(reference, reference, reference) == 0
+    killed = tmp_path / "killed"
+    shutil.copytree(reference, killed)
+    DeltaTable(str(killed / "t")).delete("month = '2019-01'")  # the delete of delete-then-write
+    with pytest.raises(AssertionError, match="2019-01"):
+        _what_a_reader_sees(killed, reference, reference)
+    shutil.rmtree(killed / "u")  # a table the run started with, gone
+    shutil.copytree(reference / "t", killed / "t", dirs_exist_ok=True)
+    shutil.rmtree(killed / "t" / "_delta_log")
+    shutil.copytree(reference / "t" / "_delta_log", killed / "t" / "_delta_log")
+    with pytest.raises(AssertionError, match="u"):
+        _what_a_reader_sees(killed, reference, reference)
+    # From an empty lake, a run killed before it wrote a month leaves that month (or table) missing.
+    fresh = tmp_path / "fresh"
+    lake.write_partition(fresh, "t", pa.table({"x": [3]}), {"month": "2019-02"})
+    assert _what_a_reader_sees(fresh, reference, None) == 0
+    lake.write_partition(fresh, "t", pa.table({"x": [1]}), {"month": "2019-01"})  # half a month
+    with pytest.raises(AssertionError, match="2019-01"):
+        _what_a_reader_sees(fresh, reference, None)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("stage", "start", "kill", "leaves_mismatch"), KILL_POINTS,
                          ids=[f"{stage}-{start}-{kill}" for stage, start, kill, _ in KILL_POINTS])
 def test_killed_here_the_stage_recovers_and_readers_never_see_partial_or_mixed_tables(
         driver, uninterrupted, tmp_path, stage, start, kill, leaves_mismatch):
+    if kill.split(":")[0] in ("publish", "published") and driver.publish_shim is None:
+        pytest.skip("no C compiler to build publish_kill_shim.c")
     reference, models = uninterrupted.lake, uninterrupted.models
     lake_dir, work_models, scratch = tmp_path / "lake", tmp_path / "models", tmp_path / "scratch"
     if start == "full":
@@ -217,8 +313,10 @@ def test_killed_here_the_stage_recovers_and_readers_never_see_partial_or_mixed_t
         shutil.copytree(models, work_models, dirs_exist_ok=True)
     killed = driver.run(lake_dir, uninterrupted.raw, work_models, scratch, stage, kill=kill)
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
-    # While the writer is dead: every table opens and reads whole; sets whose builds disagree are refused.
-    refused = _what_a_reader_sees(lake_dir, reference) if lake_dir.exists() else 0
+    # While the writer is dead: every partition reads whole, as before the run or as after it; sets
+    # whose builds disagree are refused.
+    start_lake = {"full": reference, "before": uninterrupted.before[stage], "empty": None}[start]
+    refused = _what_a_reader_sees(lake_dir, reference, start_lake if start_lake and Path(start_lake).exists() else None)
     assert bool(refused) == leaves_mismatch, refused
 
     again = driver.run(lake_dir, uninterrupted.raw, work_models, scratch, stage)
@@ -348,3 +446,91 @@ def test_a_reader_beside_a_writer_sees_whole_old_or_new_versions_never_a_mix(tin
     # Killed mid-loop, it leaves each table whole too.
     assert all(_fingerprint(lake.read_table(root, t)) in single[t] for t in GRAPH_TABLES)
     print(f"\n{reads} consistent reads ({refused} refused between a set's commits) over {rewrites} rewrites")
+
+
+# --- Killed inside delta-rs's requests to an S3 lake -------------------------------------------
+
+# (lake it starts from, kill spec, leaves a set of tables whose builds disagree): "empty", or
+# "ingested" = the uninterrupted run's lake after ingestion (the stage re-materializes over it).
+# s3put, s3commit and s3committed fall inside delta-rs's write and commit (see faults_driver.py).
+S3_KILL_POINTS = [
+    ("empty", "s3put:reddit_comments:1", False),  # a data file's upload never reaches the store
+    ("empty", "s3commit:reddit_comments:1", False),  # the first commit's log entry never reaches it
+    ("empty", "s3committed:reddit_comments:1", True),  # stored, then killed: rows without their quarantine
+    ("ingested", "s3commit:reddit_submissions_quarantine:2", True),  # 2018-01's rows new, its quarantine old
+]
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """A moto S3 server on loopback with one bucket; the AWS_* variables the lake reads point at it
+    (in this process and in the driver's runs, which go through their own proxy)."""
+    from zipp_assets_tests.test_lake_s3 import MOTO_SERVER, _free_port
+
+    if not MOTO_SERVER.exists():
+        pytest.skip(f"moto_server not found beside {sys.executable} (install moto[server] from requirements.lock)")
+    import boto3
+
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
+    server = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_CONDITIONAL_PUT": "etag"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
+            patch.delenv(name, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        try:
+            client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.create_bucket(Bucket="zipp")
+                    break
+                except Exception:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            yield client, env
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+            log.close()
+
+
+def _upload(client, folder: Path, prefix: str) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), "zipp", f"{prefix}/{path.relative_to(folder).as_posix()}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("start", "kill", "leaves_mismatch"), S3_KILL_POINTS,
+                         ids=[f"{start}-{kill}" for start, kill, _ in S3_KILL_POINTS])
+def test_killed_inside_an_s3_commit_ingestion_recovers_and_readers_never_see_partial_or_mixed_tables(
+        driver, uninterrupted, s3_server, tmp_path, start, kill, leaves_mismatch):
+    client, env = s3_server
+    prefix = f"killed-{tmp_path.name}/lake"
+    root = f"s3://zipp/{prefix}"
+    start_lake = uninterrupted.before["derived"] if start == "ingested" else None
+    if start_lake is not None:
+        _upload(client, start_lake, prefix)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    driver_env = {**env, "ZIPP_FAULTS_S3_UPSTREAM": env["AWS_ENDPOINT_URL"]}
+    killed = driver.run(root, uninterrupted.raw, tmp_path / "models", scratch, "ingest", kill=kill, env=driver_env)
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
+    refused = _what_a_reader_sees(root, uninterrupted.lake, start_lake)
+    assert bool(refused) == leaves_mismatch, refused
+
+    again = driver.run(root, uninterrupted.raw, tmp_path / "models", scratch, "ingest", env=driver_env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    expected = uninterrupted.tables_after["ingest"]
+    assert set(lake.list_tables(root)) == expected
+    for table in expected:
+        assert _same(_rows(root, table), _rows(uninterrupted.lake, table)), table
+    for tables in BUILT_TOGETHER:
+        if set(tables) <= expected:
+            lake.open_tables(root, tables)  # agree again

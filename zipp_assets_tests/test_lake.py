@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -86,7 +87,7 @@ def test_a_killed_writer_leaves_the_previous_version_and_its_files_are_vacuumed(
     pq.write_table(pa.table({"x": [5]}), stray)
     os.utime(stray, (1, 1))
     assert _rows(root) == {"2019-01": [1]}  # never referenced, never read
-    lake.vacuum(root, retention_hours=1)
+    lake.vacuum(root, retention_hours=1, longest_run_hours=0)  # no writer running
     assert not stray.exists() and _rows(root) == {"2019-01": [1]}
 
 
@@ -99,8 +100,20 @@ def test_a_first_commit_killed_mid_write_leaves_no_table_and_its_files_go_with_t
     assert not lake.table_exists(tmp_path, "d")
     _write_month(tmp_path, "2019-01", [1])  # not mistaken for a pre-Delta folder
     assert _rows(tmp_path) == {"2019-01": [1]}
-    lake.vacuum(tmp_path, retention_hours=1)
+    lake.vacuum(tmp_path, retention_hours=1, longest_run_hours=0)  # no writer running
     assert not orphan.exists() and _rows(tmp_path) == {"2019-01": [1]}
+
+
+def test_a_table_whose_first_commit_was_killed_before_it_was_published_is_not_listed(tmp_path):
+    # delta-rs stages a commit's log entry as `N.json#k` and publishes it with a link: killed between
+    # the two, the folder has data files and a log folder, but no version.
+    staged = tmp_path / "d" / "_delta_log" / "00000000000000000000.json#1"
+    staged.parent.mkdir(parents=True)
+    staged.write_text('{"commitInfo": {}}\n')
+    pq.write_table(pa.table({"x": [9]}), tmp_path / "d" / "part-00000.parquet")
+    assert lake.list_tables(tmp_path) == [] and not lake.table_exists(tmp_path, "d")
+    _write_month(tmp_path, "2019-01", [1])  # the next writer makes version 0
+    assert lake.list_tables(tmp_path) == ["d"] and _rows(tmp_path) == {"2019-01": [1]}
 
 
 def test_vacuum_removes_unreferenced_files_older_than_the_retention_and_keeps_the_current_version(tmp_path):
@@ -109,15 +122,42 @@ def test_vacuum_removes_unreferenced_files_older_than_the_retention_and_keeps_th
     _write_month(tmp_path, "2019-01", [2])
     _write_month(tmp_path, "2019-02", [3])
     current = set(lake.open_table(tmp_path, "d").file_uris())
-    assert lake.vacuum(tmp_path, retention_hours=24) == {"d": []}  # removed only minutes ago: kept
+    assert lake.vacuum(tmp_path, retention_hours=24, longest_run_hours=0) == {"d": []}  # removed only minutes ago: kept
     assert all(Path(f).exists() for f in old_files)
     assert lake.read_table(tmp_path, "d", columns=["x"]).num_rows == 2
-    removed = lake.vacuum(tmp_path, retention_hours=0)
+    removed = lake.vacuum(tmp_path, retention_hours=0, longest_run_hours=0)  # no writer running
     assert {str(tmp_path / "d" / f) for f in removed["d"]} == old_files
     assert not any(Path(f).exists() for f in old_files) and all(Path(f).exists() for f in current)
     assert _rows(tmp_path) == {"2019-01": [2], "2019-02": [3]}
     with pytest.raises(ValueError):
-        lake.vacuum(tmp_path, retention_hours=-1)
+        lake.vacuum(tmp_path, retention_hours=-1, longest_run_hours=0)
+
+
+def test_vacuum_refuses_a_retention_shorter_than_the_longest_run(tmp_path):
+    from zipp_assets.settings import load_settings
+
+    _write_month(tmp_path, "2019-01", [1])
+    # What a writer leaves in the table before its commit: a data file no version references yet.
+    in_flight = tmp_path / "d" / "month=2019-02" / "part-00000-in-flight.zstd.parquet"
+    in_flight.parent.mkdir()
+    pq.write_table(pa.table({"x": [7]}), in_flight)
+    os.utime(in_flight, (time.time() - 3600, time.time() - 3600))  # its run started an hour ago
+    for retention in (0, 1, lake.LONGEST_RUN_HOURS - 1):
+        with pytest.raises(ValueError, match="shorter than the longest run"):
+            lake.vacuum(tmp_path, retention_hours=retention)
+    assert in_flight.exists()
+    assert lake.vacuum(tmp_path, retention_hours=lake.LONGEST_RUN_HOURS) == {"d": []} and in_flight.exists()
+    with pytest.raises(ValueError, match="shorter than the longest run"):
+        lake.vacuum(tmp_path, retention_hours=48, longest_run_hours=72)
+    # Only a caller that knows no writer is running may go below it (as the tests do).
+    assert lake.vacuum(tmp_path, retention_hours=0, longest_run_hours=0) == {"d": ["month=2019-02/" + in_flight.name]}
+    with pytest.raises(ValueError, match="ZIPP_LONGEST_RUN_HOURS"):
+        load_settings({"ZIPP_DATA_DIR": str(tmp_path), "ZIPP_LAKE_RETENTION_HOURS": "0"})
+    with pytest.raises(ValueError, match="ZIPP_LONGEST_RUN_HOURS"):
+        load_settings({"ZIPP_DATA_DIR": str(tmp_path), "ZIPP_LONGEST_RUN_HOURS": "a day"})
+    settings = load_settings({"ZIPP_DATA_DIR": str(tmp_path), "ZIPP_LAKE_RETENTION_HOURS": "2",
+                              "ZIPP_LONGEST_RUN_HOURS": "2"})
+    assert (settings.lake_retention_hours, settings.longest_run_hours) == (2, 2)
 
 
 def test_a_partition_that_was_never_written_is_an_error_and_an_empty_one_is_a_partition(tmp_path):

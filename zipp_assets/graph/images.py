@@ -4,7 +4,8 @@ URLs come from Reddit and are untrusted. Every failure is a recorded reason, nev
 a URL that is not http(s)/file, a file outside the allowed roots, a host that is not on the
 public internet (checked on the address actually connected to, see `safe_fetch`), a dead link
 (HTTP status, unreachable, timeout, overall deadline), a response that is not an image or larger
-than the size limit, and bytes that do not decode as an image for any reason. Fetched bytes are
+than the size limit, bytes in a format Reddit does not serve (ALLOWED_FORMATS), and bytes that do
+not decode as an image for any reason. Fetched bytes are
 cached under the URL's hash; the URL text never becomes a path.
 
 Memory bound: a loaded image is a thumbnail of at most MAX_SIDE x MAX_SIDE pixels (448: the
@@ -25,11 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from zipp_assets.graph.safe_fetch import PUBLIC_INTERNET, AddressPolicy, FetchError, FetchLimits, fetch
 from zipp_assets.reddit.image_urls import image_cache_path
 
+# The formats Reddit serves images in; Pillow's other decoders (43 formats in all, EPS through
+# Ghostscript among them) are never run on untrusted bytes. JPEG: photos on i.redd.it and every
+# preview.redd.it rendition. PNG: screenshots and graphics on i.redd.it. GIF: i.redd.it's animated
+# GIFs (the first frame is used). WebP: what preview.redd.it and external-preview.redd.it serve
+# when asked for `format=webp`, and some i.redd.it uploads.
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP")
 MAX_PIXELS = 50_000_000  # decompression bombs are refused from the header, before decoding
 MAX_SIDE = 448  # loaded images are thumbnailed to fit MAX_SIDE x MAX_SIDE
 
@@ -119,12 +126,12 @@ class ImageLoader:
     @staticmethod
     def _decode(data: bytes) -> Image.Image:
         try:
-            with Image.open(io.BytesIO(data)) as probe:
+            with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as probe:
                 width, height = probe.size
                 if width * height > MAX_PIXELS:
                     raise ImageLoadError(f"too large: {width}x{height} pixels")
                 probe.verify()  # structure and checksums, without decoding pixels
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
                 image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at 1/2..1/8 scale, never the full frame
                 image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BILINEAR)
                 return image.convert("RGB")
@@ -132,5 +139,7 @@ class ImageLoader:
             raise
         except Image.DecompressionBombError:
             raise ImageLoadError("too large: decompression bomb") from None
+        except UnidentifiedImageError:  # empty, junk, or a format outside ALLOWED_FORMATS
+            raise ImageLoadError("not an image: not JPEG, PNG, GIF or WebP") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure is the image's fault
             raise ImageLoadError(f"not an image: {type(exc).__name__}") from None

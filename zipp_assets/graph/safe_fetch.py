@@ -5,9 +5,10 @@ A host name is resolved once, every address it resolves to must be globally rout
 for the Host header and for TLS (SNI and the certificate check). There is no second DNS lookup
 that a rebinding DNS server could answer differently. Each redirect is checked the same way.
 
-A download has a read timeout for each socket operation and an overall deadline: at the deadline
-a watchdog shuts the socket down, so a server that sends one byte a second (in its headers or its
-body) cannot hold a worker past the deadline.
+A download has a read timeout for each socket operation and an overall deadline, which covers the
+DNS lookups too: at the deadline a watchdog shuts the socket down, so a server that sends one byte
+a second (in its headers or its body) cannot hold a worker past the deadline, and whatever it cut
+short (a header block too) is recorded as the deadline, not as what the partial response looked like.
 
 The only way to reach loopback or private addresses is to pass another `AddressPolicy` object in
 code (tests do, for their local servers); no setting or environment variable can.
@@ -93,7 +94,7 @@ def fetch(url: str, limits: FetchLimits = FetchLimits(), policy: AddressPolicy =
             raise FetchError("bad url: invalid port") from None
         host = parts.hostname or ""
         try:
-            addresses = _checked_addresses(host, port, policy)
+            addresses = _checked_addresses(host, port, policy, deadline, limits)
         except FetchError as exc:
             raise FetchError(f"unsafe redirect: {exc}" if hop and str(exc).startswith("unsafe") else str(exc)) from None
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -104,11 +105,40 @@ def fetch(url: str, limits: FetchLimits = FetchLimits(), policy: AddressPolicy =
     raise FetchError(f"dead link: more than {limits.max_redirects} redirects")
 
 
-def _checked_addresses(host: str, port: int, policy: AddressPolicy) -> list[IPAddress]:
+def _deadline_passed(limits: FetchLimits) -> FetchError:
+    return FetchError(f"dead link: deadline of {limits.deadline_seconds}s passed")
+
+
+def _resolve_by(deadline: float, policy: AddressPolicy, host: str, port: int) -> list[IPAddress] | None:
+    """`policy.resolve`, or None if it has not answered by the deadline. getaddrinfo has no timeout of
+    its own and cannot be interrupted, so it runs on a daemon thread that a late answer leaves behind
+    (the thread ends with the resolver's own timeout)."""
+    answer: dict = {}
+
+    def run() -> None:
+        try:
+            answer["addresses"] = policy.resolve(host, port)
+        except BaseException as exc:  # re-raised on the caller's thread
+            answer["error"] = exc
+
+    thread = threading.Thread(target=run, name="resolve", daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    if thread.is_alive():
+        return None
+    if "error" in answer:
+        raise answer["error"]
+    return answer["addresses"]
+
+
+def _checked_addresses(host: str, port: int, policy: AddressPolicy, deadline: float,
+                       limits: FetchLimits) -> list[IPAddress]:
     if not host:
         raise FetchError("bad url: no host")
     try:
-        addresses = policy.resolve(host, port)
+        addresses = _resolve_by(deadline, policy, host, port)
+        if addresses is None:
+            raise _deadline_passed(limits)
     except (OSError, UnicodeError, ValueError) as exc:
         raise FetchError(f"unreachable: cannot resolve host ({exc})") from None
     if not addresses:
@@ -161,6 +191,8 @@ def _get(scheme, host, port, addresses, target, limits: FetchLimits, deadline: f
         try:
             return _exchange(connection, target, limits, deadline)
         except FetchError:
+            if connection.aborted.is_set():  # what the watchdog cut short (headers too) is the deadline's
+                break
             raise
         except (TimeoutError, socket.timeout):
             if connection.aborted.is_set():
@@ -178,7 +210,7 @@ def _get(scheme, host, port, addresses, target, limits: FetchLimits, deadline: f
             connection.close()
     if last_error is not None and time.monotonic() < deadline:
         raise last_error
-    raise FetchError(f"dead link: deadline of {limits.deadline_seconds}s passed")
+    raise _deadline_passed(limits)
 
 
 def _exchange(connection: _PinnedConnection, target: str, limits: FetchLimits, deadline: float) -> bytes | str:

@@ -1,8 +1,10 @@
 """Streaming reader of Reddit dump files: zstd-compressed NDJSON with a long (2 GiB) window.
 
 The file is decompressed in small compressed reads and handed out as blocks of whole lines, so
-memory stays bounded whatever the size of the month. A corrupt or truncated file raises
-`DumpReadError` naming the file and the byte offsets where decoding stopped.
+memory stays bounded whatever the size of the month, and whatever a corrupt or hostile file holds:
+each decompress call yields at most 32 MiB, and a line longer than `max_line_bytes` is not kept (it
+is handed out as a `LineBlock` with `too_long` set, for the quarantine). A corrupt or truncated file
+raises `DumpReadError` naming the file and the byte offsets where decoding stopped.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ import zstandard
 
 MAX_WINDOW_SIZE = 2**31  # the dumps are written with --long=31
 _COMPRESSED_READ = 1 << 20
+# Compressed bytes per decompress call. zstd's densest block (an RLE block: 3 header bytes and one
+# byte) stands for 128 KiB, so one call yields at most 1 KiB / 4 B * 128 KiB = 32 MiB, whatever the
+# file holds (a 12 KB file can expand to 384 MiB in one call otherwise). Costs about 10% of the
+# decompression time, which parsing dwarfs.
+_FEED_BYTES = 1 << 10
 DEFAULT_BLOCK_BYTES = 16 << 20
+# The longest line read: the largest real dump lines (submissions with big galleries) are well under
+# 1 MiB. A longer line is not kept in memory; it reaches the quarantine as its length and first bytes.
+MAX_LINE_BYTES = 16 << 20
+_HEAD_BYTES = 1 << 10  # kept of a line too long to read, for the quarantine's excerpt
 DUMP_NAME = re.compile(r"^(?P<kind>RC|RS)_(?P<month>\d{4}-\d{2})\.zst$")
 KINDS = {"comments": "RC", "submissions": "RS"}
 
@@ -45,12 +56,13 @@ class DumpNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class LineBlock:
-    """Whole lines of a dump (separated by b'\\n', no trailing newline)."""
+    """Whole lines of a dump (separated by b'\\n', no trailing newline), or one line too long to read."""
 
     data: bytes
     first_line: int  # 1-based number of the block's first line in the file
     first_offset: int  # decompressed byte offset of the block's first line
     compressed_position: int  # compressed bytes read so far (for progress)
+    too_long: int = 0  # not 0: the block stands for one line of this many bytes; `data` is its first bytes
 
 
 def dump_candidates(reddit_dir: Path, kind: str, month: str) -> list[Path]:
@@ -68,63 +80,132 @@ def find_dump(reddit_dir: Path, kind: str, month: str) -> Path:
     raise DumpNotFoundError(month, kind, candidates)
 
 
-def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[LineBlock]:
-    """Decompress `path` and yield blocks of whole lines of about `block_bytes` each."""
-    path = Path(path)
+def _decompressed_chunks(path: Path) -> Iterator[tuple[bytes, int]]:
+    """The decompressed bytes of every frame of `path`, at most 32 MiB at a time, each with the number
+    of compressed bytes consumed so far."""
     dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_SIZE)
     dobj = dctx.decompressobj()
-    pieces: list[bytes] = []  # decompressed output not yet handed out (joined once per block)
-    pending = 0
-    line_no = 1
-    offset = 0  # decompressed offset of the first byte in `pieces`
-    compressed = 0
+    compressed = decompressed = 0
+    last_output_at = 0  # where the last call that produced output began: decoding was sound up to there
     frame_open = False
     with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(_COMPRESSED_READ)
-            if not chunk:
-                break
-            try:
-                out = dobj.decompress(chunk)
-                frame_open = True
-                # A file may hold several frames; start a new one where the last ended.
-                while dobj.eof:
-                    rest = dobj.unused_data
-                    dobj = dctx.decompressobj()
-                    frame_open = bool(rest)
-                    if not rest:
-                        break
-                    out += dobj.decompress(rest)
-            except zstandard.ZstdError as exc:
-                raise DumpReadError(path, compressed, offset + pending, f"corrupt zstd data ({exc})") from None
-            compressed += len(chunk)
-            if out:
-                pieces.append(out)
-                pending += len(out)
-            if pending >= block_bytes:
-                data = b"".join(pieces)
-                start = 0
-                while len(data) - start >= block_bytes:
-                    cut = data.rfind(b"\n", start, start + block_bytes)
-                    if cut < 0:  # a line longer than a block: take it whole
-                        cut = data.find(b"\n", start + block_bytes)
-                        if cut < 0:
+        while chunk := handle.read(_COMPRESSED_READ):
+            view = memoryview(chunk)
+            for start in range(0, len(view), _FEED_BYTES):
+                try:
+                    out = dobj.decompress(view[start : start + _FEED_BYTES])
+                    frame_open = True
+                    # A file may hold several frames; start a new one where the last ended.
+                    while dobj.eof:
+                        rest = dobj.unused_data
+                        dobj = dctx.decompressobj()
+                        frame_open = bool(rest)
+                        if not rest:
                             break
-                    yield LineBlock(data[start:cut], line_no, offset, compressed)
-                    line_no += data.count(b"\n", start, cut) + 1
-                    offset += cut + 1 - start
-                    start = cut + 1
-                rest = data[start:] if start else data
-                pieces, pending = ([rest], len(rest)) if rest else ([], 0)
+                        out += dobj.decompress(rest)
+                except zstandard.ZstdError as exc:
+                    raise DumpReadError(path, last_output_at, decompressed, f"corrupt zstd data ({exc})") from None
+                if out:
+                    last_output_at = compressed
+                compressed += min(_FEED_BYTES, len(view) - start)
+                if out:
+                    decompressed += len(out)
+                    yield out, compressed
     if frame_open and not dobj.eof:
-        raise DumpReadError(path, compressed, offset + pending, "truncated zstd stream (the last frame never ends)")
+        raise DumpReadError(path, compressed, decompressed, "truncated zstd stream (the last frame never ends)")
     if compressed == 0:
         raise DumpReadError(path, 0, 0, "empty file (not a zstd stream)")
+
+
+def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                     max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[LineBlock]:
+    """Decompress `path` and yield blocks of whole lines of about `block_bytes` each; a line longer
+    than `max_line_bytes` comes as a block of its own with `too_long` set (its bytes are not kept)."""
+    path = Path(path)
+    # `pieces` holds the output not yet handed out, from `offset` (the start of line `line_no`): whole
+    # lines, then the last line so far (`partial` bytes). While a line too long to keep is skipped,
+    # `pieces` is empty and `partial` counts that line's bytes.
+    pieces: list[bytes] = []
+    pending = 0
+    line_no = 1
+    offset = 0
+    partial = 0
+    skipped_head: bytes | None = None  # the first bytes of a line too long to keep
+    compressed = 0
+
+    def hand_out(data: bytes, final: bool) -> Iterator[LineBlock]:
+        """Blocks of `data` (from `offset`); unless `final`, what is left of a block stays in `pieces`.
+        With `final`, `data` is whole lines without the last newline."""
+        nonlocal pieces, pending, line_no, offset
+        start = 0
+        while len(data) - start >= block_bytes:
+            cut = data.rfind(b"\n", start, start + block_bytes)
+            if cut < 0:  # a line longer than a block: take it whole
+                cut = data.find(b"\n", start + block_bytes)
+                if cut < 0:
+                    break
+            yield LineBlock(data[start:cut], line_no, offset, compressed)
+            line_no += data.count(b"\n", start, cut) + 1
+            offset += cut + 1 - start
+            start = cut + 1
+        rest = data[start:] if start else data
+        pieces, pending = ([rest], len(rest)) if rest else ([], 0)
+        if final:
+            yield LineBlock(rest, line_no, offset, compressed)
+            line_no += rest.count(b"\n") + 1
+            offset += len(rest) + 1
+            pieces, pending = [], 0
+
+    def too_long() -> LineBlock:
+        nonlocal line_no, offset, partial, skipped_head
+        block = LineBlock(skipped_head, line_no, offset, compressed, too_long=partial)
+        line_no += 1
+        offset += partial + 1
+        partial, skipped_head = 0, None
+        return block
+
+    for out, compressed in _decompressed_chunks(path):
+        first, last = out.find(b"\n"), out.rfind(b"\n")
+        if skipped_head is None and (
+            partial + len(out) <= max_line_bytes if first < 0
+            else max(partial + first, last - first, len(out) - last - 1) <= max_line_bytes
+        ):  # no line here can be too long: the usual case, with no per-line work
+            pieces.append(out)
+            pending += len(out)
+            partial = partial + len(out) if first < 0 else len(out) - last - 1
+        else:  # a line too long starts, goes on or ends here: line by line
+            start = 0
+            while True:
+                newline = out.find(b"\n", start)
+                end = len(out) if newline < 0 else newline
+                if skipped_head is None and partial + end - start > max_line_bytes:
+                    joined = b"".join(pieces)
+                    whole = pending - partial  # the whole lines before this one, handed out first
+                    skipped_head = joined[whole:][:_HEAD_BYTES]
+                    if whole:
+                        yield from hand_out(joined[: whole - 1], final=True)
+                    pieces, pending = [], 0
+                if skipped_head is None:
+                    pieces.append(out[start : end + 1])
+                    pending += end + 1 - start if newline >= 0 else end - start
+                elif len(skipped_head) < _HEAD_BYTES:
+                    skipped_head += out[start : min(end, start + _HEAD_BYTES - len(skipped_head))]
+                partial += end - start
+                if newline < 0:
+                    break
+                if skipped_head is not None:
+                    yield too_long()
+                partial = 0
+                start = newline + 1
+        if pending >= block_bytes:
+            yield from hand_out(b"".join(pieces), final=False)
+    if skipped_head is not None:
+        yield too_long()
     data = b"".join(pieces)
     if data.endswith(b"\n"):
         data = data[:-1]
     if data:
-        yield LineBlock(data, line_no, offset, compressed)
+        yield from hand_out(data, final=True)
 
 
 def file_size(path: Path) -> int:

@@ -138,7 +138,7 @@ def ingest_file(
         report.lines_in += table.num_rows + len(quarantine)
         report.rows_out += table.num_rows
         report.quarantined += len(quarantine)
-        report.bytes_decompressed = decoded.block.first_offset + len(decoded.block.data) + 1
+        report.bytes_decompressed = decoded.block.first_offset + (decoded.block.too_long or len(decoded.block.data)) + 1
 
     with (
         lake.RotatingParquetWriter(out_dir, SCHEMAS[dataset_name(kind)], rows_per_file) as writer,

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zipp_assets.reddit.authors import DELETED_AUTHORS
-from zipp_assets.reddit.dumps import LineBlock
+from zipp_assets.reddit.dumps import MAX_LINE_BYTES, LineBlock
 from zipp_assets.reddit.image_urls import extract_image_urls
 from zipp_assets.reddit.schemas import (
     COMMENTS_SCHEMA,
@@ -72,6 +72,9 @@ class RecordDecoder:
         self.record_type = record_type
         self._fast = msgspec.json.Decoder(record_type, strict=False)
         self.fast_decode = self._fast.decode
+        # Nested JSON kept as `msgspec.Raw` (submissions' `preview`, `media_metadata`, ...): the
+        # tolerant path re-encodes it, since `msgspec.convert` takes only bytes for a Raw field.
+        self._raw_fields = [f.name for f in msgspec.structs.fields(record_type) if f.type is msgspec.Raw]
 
     def decode(self, line: bytes):
         """The typed record; raises msgspec.DecodeError / ValidationError with the reason."""
@@ -87,7 +90,11 @@ class RecordDecoder:
                 raise fast_error from None
             if not isinstance(obj, dict):
                 raise msgspec.ValidationError(f"Expected `object`, got `{type(obj).__name__}`") from None
-            return msgspec.convert(_scrub(obj), self.record_type, strict=False)
+            obj = _scrub(obj)
+            for name in self._raw_fields:
+                if name in obj:
+                    obj[name] = msgspec.Raw(msgspec.json.encode(obj[name]))
+            return msgspec.convert(obj, self.record_type, strict=False)
 
 
 def _line_offsets(block: LineBlock, lines: list[bytes]) -> list[int]:
@@ -106,6 +113,11 @@ class DecodedBlock:
 
 def decode_block(block: LineBlock, decoder: RecordDecoder, file_name: str, quarantine: Quarantine) -> DecodedBlock:
     """Decode and type-check every line of a block, quarantining the lines that cannot be used."""
+    if block.too_long:  # one line the reader would not keep: only its length and first bytes are here
+        quarantine.add(file_name, block.first_line, block.first_offset,
+                       f"line too long (byte length {block.too_long:,}; the reader keeps lines of up to "
+                       f"{MAX_LINE_BYTES:,} bytes)", block.data)
+        return DecodedBlock(block, [], [], [])
     lines = block.data.split(b"\n")
     try:
         # Fast path for the usual block where every line is good: no per-line bookkeeping.

@@ -8,8 +8,14 @@ as a bool or a timestamp, counts as numbers or numeric strings.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 import pyarrow as pa
+
+# Counts land in int64 columns: a value outside int64 (a corrupt or hostile line) fails decoding with
+# a reason naming the field, so the line is quarantined instead of becoming NULL or failing the month.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class CommentRecord(msgspec.Struct, gc=False):
@@ -22,7 +28,7 @@ class CommentRecord(msgspec.Struct, gc=False):
     link_id: str | None = None
     parent_id: str | None = None
     body: str | None = None
-    score: int | None = None
+    score: Int64 | None = None
     edited: bool | float | None = None
     distinguished: str | None = None
 
@@ -38,8 +44,8 @@ class SubmissionRecord(msgspec.Struct, gc=False):
     selftext: str | None = None
     url: str | None = None
     domain: str | None = None
-    score: int | None = None
-    num_comments: int | None = None
+    score: Int64 | None = None
+    num_comments: Int64 | None = None
     over_18: bool | None = None
     is_self: bool | None = None
     post_hint: str | None = None

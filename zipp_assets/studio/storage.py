@@ -11,11 +11,14 @@ one commit (`lake.atomic_partition`):
 At start the store reads both tables, replays the log over them (a log line cut short by a kill was
 never acknowledged and is dropped), writes whatever the lake lacks, and only then empties the log.
 A killed server therefore loses nothing it acknowledged: either the lake has it or the log does.
+One process at a time holds the log (an exclusive lock); a second studio on the same folder is refused.
 The tables hold a hash of the participant's session token, never the token.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -119,7 +122,9 @@ class StudyStore:
 
     def open(self) -> StudyStore:
         """Load the lake, replay the log, write what the lake lacks, start the flusher."""
-        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        if not self.journal_dir.is_dir():
+            self.journal_dir.mkdir(parents=True, exist_ok=True)
+            _fsync_directory(self.journal_dir.parent)
         for row in read_study_table(self.lake_dir, SESSIONS):
             self._sessions[row["session_id"]] = row
         for row in read_study_table(self.lake_dir, VOTES):
@@ -292,6 +297,30 @@ class StudyStore:
                 backoff = min(30.0, max(backoff * 2, 1.0))
 
 
+def _fsync_directory(path: Path) -> None:
+    """Make the entries of a folder (a file just created in it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _append_all(fd: int, data: bytes) -> None:
+    """Append all of `data`: `os.write` may write less than asked (a full disk, a signal). If the rest
+    cannot be written, the part that was is cut off again, so the log never holds a torn record
+    followed by whole ones (which reads back as a damaged log)."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
+
+
 class _GroupCommitLog:
     """An append-only JSON-lines file; `append` returns once its line is fsynced. Concurrent appends
     share one write and one fsync: the first waiting writer writes everything queued so far."""
@@ -307,32 +336,51 @@ class _GroupCommitLog:
         self._failed_upto: list[tuple[int, int, BaseException]] = []
 
     def open(self) -> list[tuple[str, dict]]:
-        """The records in the log (a torn last line dropped and cut off), then open it for appending."""
+        """Lock the log (one studio process per log), read its records (a torn last line dropped and
+        cut off), and keep it open for appending."""
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            # Two processes appending and truncating one log would lose each other's records.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(f"{self.path} is in use by another studio process; give each studio its own "
+                               "studio folder, or stop the other one first") from None
+        try:
+            if created:  # the new file's name must survive a crash, as its contents do
+                _fsync_directory(self.path.parent)
+            records, good, size = self._read_records()
+            if good < size:
+                os.ftruncate(fd, good)
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return records
+
+    def _read_records(self) -> tuple[list[tuple[str, dict]], int, int]:
+        """The log's whole records, the length they take, and the file's length."""
         records = []
         good = 0
-        if self.path.exists():
-            data = self.path.read_bytes()
-            position = 0
-            while position < len(data):
-                end = data.find(b"\n", position)
-                if end < 0:
-                    log.warning("study log: dropping a torn last record (%d bytes, never acknowledged)",
-                                len(data) - position)
-                    break
-                line = data[position:end]
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise RuntimeError(f"{self.path}: record at byte {position} is not JSON ({error}); the log is "
-                                       "damaged (keep a copy and inspect it before restarting)") from None
-                records.append((record["kind"], record["row"]))
-                position = good = end + 1
-            if good < len(data):
-                with open(self.path, "r+b") as f:
-                    f.truncate(good)
-                    os.fsync(f.fileno())
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        return records
+        data = self.path.read_bytes()
+        position = 0
+        while position < len(data):
+            end = data.find(b"\n", position)
+            if end < 0:
+                log.warning("study log: dropping a torn last record (%d bytes, never acknowledged)",
+                            len(data) - position)
+                break
+            line = data[position:end]
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise RuntimeError(f"{self.path}: record at byte {position} is not JSON ({error}); the log is "
+                                   "damaged (keep a copy and inspect it before restarting)") from None
+            records.append((record["kind"], record["row"]))
+            position = good = end + 1
+        return records, good, len(data)
 
     def append(self, line: bytes) -> None:
         with self._cond:
@@ -353,7 +401,7 @@ class _GroupCommitLog:
                 self._cond.release()
                 error = None
                 try:
-                    os.write(self._fd, b"".join(batch))
+                    _append_all(self._fd, b"".join(batch))
                     os.fsync(self._fd)
                 except OSError as caught:
                     error = caught

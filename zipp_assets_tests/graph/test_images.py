@@ -63,6 +63,13 @@ def _drip_headers(handler):
     _drip(handler, b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nX-Padding: " + b"x" * 200 + b"\r\n\r\n")
 
 
+def _drip_header_block(handler):
+    """The status line at once, then the headers byte by byte: the watchdog cuts the header block."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+    handler.wfile.flush()
+    _drip(handler, b"X-Padding: " + b"x" * 200 + b"\r\nContent-Type: image/png\r\n\r\n" + _png())
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     routes: dict = {}
     seen: list = []  # (path, Host header) of every request
@@ -106,6 +113,7 @@ def server():
         "/to-private": (307, {"Location": f"http://10.0.0.7:{port}/img.png"}, b"", 0),
         "/drip-body": _drip_body,
         "/drip-headers": _drip_headers,
+        "/drip-header-block": _drip_header_block,
     }
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -135,7 +143,7 @@ def test_http_image_is_fetched_cached_and_served_from_cache(loader, server, tmp_
     [
         ("/missing.png", "dead link: HTTP 404"),
         ("/page.html", "not an image: content type 'text/html'"),
-        ("/fake.png", "not an image: UnidentifiedImageError"),
+        ("/fake.png", "not an image: not JPEG, PNG, GIF or WebP"),
         ("/huge.png", "too large: 1000000000 bytes"),
         ("/long.png", "too large: more than 4096 bytes"),
         ("/slow.png", "dead link: timeout"),
@@ -224,7 +232,7 @@ def test_only_globally_routable_unicast_addresses_are_public():
     assert not [a for a in internal if is_public_address(ipaddress.ip_address(a))]
 
 
-@pytest.mark.parametrize("path", ["/drip-body", "/drip-headers"])
+@pytest.mark.parametrize("path", ["/drip-body", "/drip-headers", "/drip-header-block"])
 def test_a_slow_drip_server_cannot_hold_a_worker_past_the_deadline(tmp_path, server, path):
     """Each byte arrives well within the read timeout; only the overall deadline stops the download."""
     config = LoaderConfig(timeout_seconds=0.5, deadline_seconds=1.0, max_bytes=10**6)
@@ -269,7 +277,7 @@ def test_decompression_bombs_and_broken_images_are_reasons(loader, tmp_path, mon
     Image.new("1", (8000, 8000)).save(bomb, format="PNG")  # 64M pixels in about 8 KB
     truncated = _photo((400, 300), "JPEG")[:3000]
     cases = {"bomb.png": (bomb.getvalue(), "too large: 8000x8000 pixels"), "cut.jpg": (truncated, "not an image: OSError"),
-             "empty.png": (b"", "not an image: UnidentifiedImageError")}
+             "empty.png": (b"", "not an image: not JPEG, PNG, GIF or WebP")}
     for name, (data, reason) in cases.items():
         (tmp_path / "allowed" / name).write_bytes(data)
         with pytest.raises(ImageLoadError) as info:
@@ -280,3 +288,53 @@ def test_decompression_bombs_and_broken_images_are_reasons(loader, tmp_path, mon
     monkeypatch.setattr(Image.Image, "thumbnail", lambda *a, **k: [][1])
     with pytest.raises(ImageLoadError, match="not an image: IndexError"):
         loader.load((tmp_path / "allowed" / "odd.png").as_uri())
+
+
+def test_a_slow_dns_lookup_is_held_to_the_deadline(tmp_path, server):
+    port = server.rsplit(":", 1)[1]
+
+    def slow_answer():
+        time.sleep(3)
+        return ["127.0.0.1"]
+
+    config = LoaderConfig(timeout_seconds=0.5, deadline_seconds=0.5, max_bytes=10**6)
+    loader = ImageLoader(tmp_path / "cache", [], config, PolicyForTests({"slow-dns.test": slow_answer}))
+    started = time.monotonic()
+    with pytest.raises(ImageLoadError, match=r"dead link: deadline of 0.5s passed"):
+        loader.load(f"http://slow-dns.test:{port}/ok.png")
+    assert time.monotonic() - started < 1.2
+    # A lookup that fails in time is still "unreachable", on the caller's thread.
+    failing = ImageLoader(tmp_path / "cache", [], config, PolicyForTests({"none.test": lambda: (_ for _ in ()).throw(OSError("no such name"))}))
+    with pytest.raises(ImageLoadError, match="unreachable: cannot resolve host"):
+        failing.load(f"http://none.test:{port}/ok.png")
+
+
+def _image_bytes(format: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.linear_gradient("L").resize((64, 48)).convert("RGB").save(buffer, format=format)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("format", ["JPEG", "PNG", "GIF", "WEBP"])
+def test_the_formats_reddit_serves_are_decoded(loader, tmp_path, format):
+    path = tmp_path / "allowed" / f"photo.{format.lower()}"
+    path.write_bytes(_image_bytes(format))
+    loader.config = LoaderConfig(max_bytes=2**20)
+    image = loader.load(path.as_uri())
+    assert image.size == (64, 48) and image.mode == "RGB"
+
+
+@pytest.mark.parametrize("format", ["EPS", "BMP", "TIFF", "ICO", "PPM", "TGA", "PCX", "SGI", "DDS", "IM"])
+def test_formats_reddit_does_not_serve_are_never_decoded(loader, tmp_path, monkeypatch, format):
+    from PIL import EpsImagePlugin
+
+    ghostscript_runs = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: ghostscript_runs.append(a) or Image.new("RGB", (1, 1)))
+    path = tmp_path / "allowed" / f"image.{format.lower()}"
+    path.write_bytes(_image_bytes(format))
+    with Image.open(path) as check:  # Pillow itself reads the file as that format
+        assert check.format == format
+    loader.config = LoaderConfig(max_bytes=2**20)
+    with pytest.raises(ImageLoadError, match="^not an image: not JPEG, PNG, GIF or WebP$"):
+        loader.load(path.as_uri())
+    assert ghostscript_runs == []

@@ -77,3 +77,64 @@ def test_missing_dump_names_every_place_looked(tmp_path):
     assert str(tmp_path / "comments" / "RC_2007-03.zst") in message
     nested = write_dump(tmp_path / "submissions" / "RS_2007-03.zst", _lines(3))
     assert find_dump(tmp_path, "submissions", "2007-03") == nested
+
+
+def _expected_lines(lines: list[bytes], max_line_bytes: int) -> list[tuple]:
+    """(line number, byte offset, the line or its length and first bytes when too long) of every line."""
+    expected, offset = [], 0
+    for number, line in enumerate(lines, 1):
+        shown = ("too long", len(line), line[:1024]) if len(line) > max_line_bytes else line
+        expected.append((number, offset, shown))
+        offset += len(line) + 1
+    return expected
+
+
+def _lines_read(blocks) -> list[tuple]:
+    read = []
+    for block in blocks:
+        if block.too_long:
+            read.append((block.first_line, block.first_offset, ("too long", block.too_long, block.data)))
+            continue
+        offset = block.first_offset
+        for k, line in enumerate(block.data.split(b"\n")):
+            read.append((block.first_line + k, offset, line))
+            offset += len(line) + 1
+    return read
+
+
+@pytest.mark.parametrize("frames", [1, 7, 60])
+def test_lines_longer_than_the_limit_are_handed_out_as_their_length_and_first_bytes(tmp_path, frames):
+    # Lines around the limit, empty lines, and lines many times the limit that span several
+    # decompress calls and frames; short and long lines in every order.
+    lengths = [0, 5, 99, 100, 101, 250, 0, 3000, 7, 100, 40_000, 101, 1, 2_000_000, 0, 60, 150, 150, 9]
+    lines = [(b"%06d" % i + bytes([97 + i % 26]) * n)[:n] for i, n in enumerate(lengths * 3)]
+    path = write_dump(tmp_path / "RC_2019-01.zst", lines, frames=frames)
+    for block_bytes in (64, 1 << 10, 1 << 20):
+        blocks = list(iter_line_blocks(path, block_bytes=block_bytes, max_line_bytes=100))
+        assert _lines_read(blocks) == _expected_lines(lines, 100), block_bytes
+        assert max(len(b.data) for b in blocks if not b.too_long) <= max(block_bytes, 100)
+        assert all(len(b.data) <= 1024 for b in blocks if b.too_long)
+    # Under the default limit every one of these lines is read whole.
+    assert [line for _, _, line in _lines_read(iter_line_blocks(path))] == lines
+
+
+def test_a_decompression_bomb_never_becomes_one_block_in_memory(tmp_path):
+    """A few KB that expand to 256 MiB without a newline: read in bounded pieces, handed out as one
+    line too long, with the good lines around it intact."""
+    import tracemalloc
+
+    path = tmp_path / "RC_2019-01.zst"
+    good = [json.dumps({"id": "before"}).encode(), json.dumps({"id": "after"}).encode()]
+    compressor = zstandard.ZstdCompressor(level=19)
+    path.write_bytes(compressor.compress(good[0] + b"\n") + compressor.compress(bytes(256 << 20))
+                     + compressor.compress(b"\n" + good[1] + b"\n"))
+    assert path.stat().st_size < 64 << 10
+    tracemalloc.start()
+    try:
+        blocks = list(iter_line_blocks(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 80 << 20  # decompress calls of at most 32 MiB, one kept at a time
+    assert _lines_read(blocks) == [(1, 0, good[0]), (2, len(good[0]) + 1, ("too long", 256 << 20, bytes(1024))),
+                                   (3, len(good[0]) + 1 + (256 << 20) + 1, good[1])]

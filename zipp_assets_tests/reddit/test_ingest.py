@@ -115,3 +115,22 @@ def test_every_era_of_generated_dumps_ingests(tmp_path, month, keyed_by_fullname
     people = [c for c in comments if c["author"] != "[deleted]"]
     assert all(c["user_key"] == (c["author_fullname"] if keyed_by_fullname else c["author"]) for c in people)
     assert all(c["created_utc"].strftime("%Y-%m") == month for c in comments)
+
+
+def test_a_line_longer_than_the_limit_is_quarantined_and_the_month_goes_on(tmp_path):
+    from zipp_assets.reddit.dumps import MAX_LINE_BYTES
+
+    raw, lake_dir = tmp_path / "raw", tmp_path / "lake"
+    lines = _comments(200)
+    huge = json.dumps({"id": "huge", "author": "a", "subreddit": "pics", "created_utc": 1546300800,
+                       "body": "x" * (MAX_LINE_BYTES + 1)}).encode()
+    lines.insert(50, huge)
+    write_dump(raw / "RC_2019-01.zst", lines)
+    report = ingest_month(lake_dir, raw, "comments", "2019-01")
+    assert (report.lines_in, report.rows_out, report.quarantined) == (201, 200, 1)
+    assert report.bytes_decompressed == sum(len(x) + 1 for x in lines)
+    [row] = lake.read_table(lake_dir, "reddit_comments_quarantine").to_pylist()
+    assert row["line"] == 51 and row["byte_offset"] == sum(len(x) + 1 for x in lines[:50])
+    assert row["reason"].startswith(f"line too long (byte length {len(huge):,}")
+    assert row["excerpt"].startswith('{"id": "huge"') and len(row["excerpt"]) == 200
+    assert "huge" not in lake.read_table(lake_dir, "reddit_comments")["id"].to_pylist()

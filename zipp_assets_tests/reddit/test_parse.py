@@ -131,3 +131,58 @@ def test_quarantine_excerpt_is_bounded_text():
     assert len(quarantined[0]["excerpt"]) == 200
     with pytest.raises(msgspec.DecodeError):
         msgspec.json.decode(huge)
+
+
+_NESTED_FIELDS = {
+    "preview": {"images": [{"source": {"url": "https://preview.redd.it/p.png?a=1&amp;b=2"}}]},
+    "media_metadata": {"m1": {"status": "valid", "e": "Image", "m": "image/png", "s": {"u": "https://preview.redd.it/m1.png"}}},
+    "gallery_data": {"items": [{"media_id": "m1"}]},
+    "crosspost_parent_list": [{"url": "https://i.redd.it/parent.jpg", "post_hint": "image"}],
+}
+# Text only the strict decoder rejects, as it sits in a dump line (JSON text, so bytes).
+_BAD_TEXT = {"lone surrogate": b"half \\ud83d emoji", "stray byte": b"caf\xe9"}
+
+
+@pytest.mark.parametrize("nested", ["preview", "media_metadata", "gallery_data", "crosspost_parent_list"])
+@pytest.mark.parametrize("as_null", [False, True], ids=["object", "null"])
+@pytest.mark.parametrize("bad_text", list(_BAD_TEXT))
+def test_submissions_with_nested_json_and_bad_text_are_repaired_not_lost(nested, as_null, bad_text):
+    post = {"id": "p1", "author": "bob", "subreddit": "pics", "created_utc": 1546300800, "title": "TITLE",
+            "url": "https://i.redd.it/x.png", "post_hint": "image", "is_gallery": nested == "media_metadata",
+            nested: None if as_null else _NESTED_FIELDS[nested]}
+    line = json.dumps(post).encode().replace(b"TITLE", _BAD_TEXT[bad_text])
+    good = json.dumps(post | {"id": "p0", "title": "fine"}).encode()
+    quarantine = Quarantine()
+    table = submissions_table(_block([good, line]), "RS_2019-01.zst", quarantine)
+    assert quarantine.reason == []
+    rows = {r["id"]: r for r in table.to_pylist()}
+    assert rows["p1"]["title"] == {"lone surrogate": "half ? emoji", "stray byte": "caf\ufffd"}[bad_text]
+    # The repaired post carries the same image URLs as the same post with clean text.
+    assert rows["p1"]["image_urls"] == rows["p0"]["image_urls"]
+    if nested != "gallery_data" and not as_null:
+        assert len(rows["p1"]["image_urls"]) >= 1
+
+
+def test_a_comment_score_outside_int64_is_quarantined_with_a_reason_not_null():
+    table, quarantined = _parse([
+        _comment(id="max", score=2**63 - 1), _comment(id="min", score=-(2**63)),
+        _comment(id="big", score=2**63), _comment(id="huge", score=10**30), _comment(id="low", score=-(2**63) - 1),
+        _comment(id="text", score=str(2**64)),
+    ])
+    assert dict(zip(table["id"].to_pylist(), table["score"].to_pylist())) == {"max": 2**63 - 1, "min": -(2**63)}
+    assert [r["line"] for r in quarantined] == [3, 4, 5, 6]
+    assert all("at `$.score`" in r["reason"] for r in quarantined), quarantined
+
+
+@pytest.mark.parametrize("field", ["score", "num_comments"])
+@pytest.mark.parametrize("value", [2**63, 2**64, -(2**63) - 1])
+@pytest.mark.parametrize("clean_text", [True, False], ids=["fast path", "repair path"])
+def test_a_submission_count_outside_int64_is_quarantined_not_a_failed_month(field, value, clean_text):
+    post = {"id": "p1", "author": "bob", "subreddit": "pics", "created_utc": 1546300800, "title": "TITLE",
+            field: value}
+    bad = json.dumps(post).encode().replace(b"TITLE", b"t" if clean_text else _BAD_TEXT["stray byte"])
+    good = json.dumps(post | {"id": "p2", field: 2**63 - 1}).encode()
+    quarantine = Quarantine()
+    table = submissions_table(_block([good, bad]), "RS_2019-01.zst", quarantine)
+    assert table["id"].to_pylist() == ["p2"] and table[field].to_pylist() == [2**63 - 1]
+    assert quarantine.line == [2] and f"at `$.{field}`" in quarantine.reason[0]

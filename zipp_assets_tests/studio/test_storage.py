@@ -120,9 +120,107 @@ def test_concurrent_votes_share_fsyncs_and_all_arrive(tmp_path, monkeypatch):
     for t in threads:
         t.join()
     monkeypatch.setattr(storage.os, "fsync", real_fsync)
+    log_fd = store._wal._fd
     store.close()
     assert len(read_study_table(tmp_path / "lake", VOTES)) == 10
-    assert len(fsyncs) <= 3  # ten durable writes, at most three fsyncs (one write each would be ten)
+    # Ten durable writes, at least one fsync of the log and at most three (one write each would be ten).
+    assert 1 <= len(fsyncs) <= 3 and set(fsyncs) == {log_fd}
+
+
+def test_a_write_is_acknowledged_only_after_its_line_is_written_and_fsynced(tmp_path, monkeypatch):
+    store = StudyStore(tmp_path / "lake", tmp_path / "journal", flush_interval_s=3600).open()
+    log_fd, events = store._wal._fd, []
+    real_write, real_fsync = os.write, os.fsync
+
+    def write(fd, data):
+        if fd == log_fd:
+            events.append(("write", bytes(data)))
+        return real_write(fd, data)
+
+    def fsync(fd):
+        if fd == log_fd:
+            events.append(("fsync", None))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(storage.os, "write", write)
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    store.save_session(session(sid(1)))
+    store.add_vote(vote(sid(1), 0))
+    monkeypatch.undo()
+    store.close()
+    assert [kind for kind, _ in events] == ["write", "fsync", "write", "fsync"]
+    assert b'"kind":"vote"' in events[2][1]
+
+
+def test_short_writes_are_completed_and_a_failed_write_leaves_no_torn_record(tmp_path, monkeypatch):
+    journal = tmp_path / "journal"
+    store = StudyStore(tmp_path / "lake", journal, flush_interval_s=3600).open()  # flushed only at close
+    log_fd, real_write = store._wal._fd, os.write
+    disk = {"full": False}
+
+    def short_write(fd, data):  # a disk that takes 7 bytes per call, and then none when it is full
+        if fd != log_fd:
+            return real_write(fd, data)
+        if disk["full"] and len(bytes(data)) < 50:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, bytes(data)[:7])
+
+    monkeypatch.setattr(storage.os, "write", short_write)
+    store.save_session(session(sid(1)))
+    store.add_vote(vote(sid(1), 0))
+    disk["full"] = True  # the next record is written in part, then the disk fills up
+    with pytest.raises(RuntimeError, match="could not write the study log"):
+        store.add_vote(vote(sid(1), 1))
+    disk["full"] = False
+    store.add_vote(vote(sid(1), 2))
+    monkeypatch.undo()
+    records, good, size = store._wal._read_records()  # whole records only: none torn, none lost
+    assert good == size and [(kind, row.get("comparison_index")) for kind, row in records] == \
+        [("session", None), ("vote", 0), ("vote", 2)]
+    store.close()
+    assert sorted(v["comparison_index"] for v in read_study_table(tmp_path / "lake", VOTES)) == [0, 2]
+
+
+def test_creating_the_log_makes_its_name_durable(tmp_path, monkeypatch):
+    synced, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    journal = tmp_path / "studio" / "journal"
+    store = StudyStore(tmp_path / "lake", journal, flush_interval_s=3600).open()
+    store.close()
+    # The new folder's entry in its parent, and the new log's entry in the folder.
+    assert str(tmp_path / "studio") in synced and str(journal) in synced
+
+
+HOLDER = textwrap.dedent("""
+    import sys
+    from zipp_assets.studio.storage import StudyStore
+    store = StudyStore(sys.argv[1], sys.argv[2], flush_interval_s=3600).open()
+    print("open", flush=True)
+    sys.stdin.read()
+    store.close()
+""")
+
+
+def test_two_studio_processes_cannot_share_one_log(tmp_path):
+    lake_dir, journal = tmp_path / "lake", tmp_path / "journal"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lake_dir), str(journal)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=os.environ | {"DGLBACKEND": "pytorch"})
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(RuntimeError, match="in use by another studio process"):
+            StudyStore(lake_dir, journal).open()
+    finally:
+        holder.communicate("", timeout=120)
+    assert holder.returncode == 0
+    with StudyStore(lake_dir, journal) as store:  # free once the other has closed it
+        store.save_session(session(sid(1)))
+        with pytest.raises(RuntimeError, match="in use by another studio process"):
+            StudyStore(lake_dir, journal).open()  # another store in this process, too
 
 
 def test_a_failing_lake_write_keeps_the_records_and_retries(tmp_path, monkeypatch):
