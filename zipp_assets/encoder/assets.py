@@ -32,7 +32,8 @@ from zipp_assets.encoder.distributed import train_distributed
 from zipp_assets.encoder.inference import embed_users_to_lake
 from zipp_assets.encoder.train import TrainConfig, config_dict, train
 from zipp_assets.graph.pseudonyms import pseudonym_key
-from zipp_assets.graph.visual import embeddings_of
+from zipp_assets.graph.tables import GRAPH_TABLES
+from zipp_assets.graph.visual import PROFILES, embeddings_of
 from zipp_assets.imaging.resources import ImageEncoderResource
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.resources import ZippLake
@@ -146,10 +147,14 @@ class EncodeUsersConfig(dg.Config):
 @dg.multi_asset(
     name="encode_users",
     specs=[
-        dg.AssetSpec("user_embeddings", group_name=GROUP, kinds={"deltalake"}, deps=["persona_encoder"],
+        # The graph tables too: users are embedded from the graph that is there when this runs, and their
+        # rows are numbered by it (a run that refreshes the graph must encode after it).
+        dg.AssetSpec("user_embeddings", group_name=GROUP, kinds={"deltalake"},
+                     deps=["persona_encoder", *GRAPH_TABLES, PROFILES],
                      description="Every user's embedding (and its ImageAlign projection), including users the "
                                  "encoder never trained on: computed from their edges, layer by layer."),
-        dg.AssetSpec("user_top_subreddits", group_name=GROUP, kinds={"deltalake"}, deps=["persona_encoder"],
+        dg.AssetSpec("user_top_subreddits", group_name=GROUP, kinds={"deltalake"},
+                     deps=["persona_encoder", *GRAPH_TABLES, PROFILES],
                      description="Per user, the subreddits the last layer attends to most (mean over heads)."),
     ],
 )

@@ -190,3 +190,119 @@ def test_fidelity_scores_against_truth_and_a_control():
     rows = {r["attribute"]: r for r in fidelity_table(users, {u: blank for u in users}, {u: truth for u in users})}
     assert rows["locale"]["persona"] == 1.0 and rows["locale"]["control"] == 0.0 and rows["locale"]["verdict"] == "informative"
     assert rows["gender"]["verdict"] == "no better than the control"
+
+
+def test_an_empty_or_partial_answer_is_no_persona():
+    """Old code: the schema required no field, so `{}` validated into a persona of defaults."""
+    from zipp_assets.personas.verbalize import validate_persona
+
+    assert validate_persona({})[0] is None and validate_persona({})[1].startswith("schema: ")
+    whole = persona_from_evidence(EVIDENCE_TEXT).model_dump()
+    assert validate_persona(whole)[0] is not None
+    partial = {k: v for k, v in whole.items() if k != "summary"}
+    assert "'summary' is a required property" in validate_persona(partial)[1]
+    assert validate_persona({**whole, "summary": "I " * 400})[1].startswith("schema: summary")  # the model's limits
+    schema = persona_json_schema()
+    assert set(schema["required"]) == set(Persona.model_fields) and schema["additionalProperties"] is False
+
+
+def test_a_persona_cut_by_the_token_limit_is_a_failure_with_its_reason(tmp_path):
+    """Through the openai backend: a locale of "Lis" cut by max_tokens is not stored as a persona."""
+    from zipp_assets.llm.openai_compat import OpenAICompatibleLLM
+    from zipp_assets_tests.llm.fake_openai_server import Behaviour, FakeOpenAIServer
+
+    lake_dir = tmp_path / "lake"
+    _write_evidence(lake_dir, "000", {"u1": EVIDENCE_TEXT, "u2": EVIDENCE_TEXT.replace("34", "35")})
+    cut = json.dumps(persona_from_evidence(EVIDENCE_TEXT).model_dump())
+    cut = cut[: cut.index('"locale": "') + len('"locale": "Lis')]
+    server = FakeOpenAIServer(behaviour=Behaviour(content=cut, finish_reason="length")).start()
+    try:
+        llm = OpenAICompatibleLLM(server.base_url, server.model, backend="openai", retries=0)
+        report = verbalize_shard(lake_dir, "000", llm, llm.model, tmp_path / "work")
+        server.behaviour.content, server.behaviour.finish_reason = "{}", "stop"
+        empty = verbalize_shard(lake_dir, "001", llm, llm.model, tmp_path / "work")  # no evidence there: nothing sent
+    finally:
+        server.stop()
+    rows = lake.read_table(lake_dir, PERSONAS).to_pylist()
+    assert report.failed == 2 and report.failure_reasons == {"truncated": 2} and empty.users == 0
+    assert all(not r["ok"] and r["persona_json"] is None and r["error"].startswith("truncated: ") for r in rows)
+
+
+class ScriptedLLM:
+    """The template rule, or a failure for every request when `failing`."""
+
+    backend, model = "template", "template:scripted"
+
+    def __init__(self):
+        self.sent: list[str] = []
+        self.failing = False
+        self.template = TemplateLLM(template_persona)
+        self.version = self.template.version
+
+    def generate(self, requests):
+        self.sent += [r.id for r in requests]
+        if self.failing:
+            return [LLMResult.failure(r, "truncated: the output reached max_tokens (700)", backend="template",
+                                      model=self.model) for r in requests]
+        return self.template.generate(requests)
+
+
+def test_reuse_follows_everything_that_shapes_the_output_and_a_failure_keeps_the_last_good_persona(tmp_path,
+                                                                                                   monkeypatch):
+    """Old code reused by (prompt version, model) only, and a failed re-verbalization erased the persona."""
+    from zipp_assets.personas import prompt
+
+    lake_dir, work = tmp_path / "lake", tmp_path / "work"
+    _write_evidence(lake_dir, "000", {f"u{i}": EVIDENCE_TEXT.replace("34", str(30 + i)) for i in range(3)})
+    llm = ScriptedLLM()
+    verbalize_shard(lake_dir, "000", llm, llm.model, work)
+    good = {r["user_id"]: r["persona_json"] for r in lake.read_table(lake_dir, PERSONAS).to_pylist()}
+    llm.sent.clear()
+    assert verbalize_shard(lake_dir, "000", llm, llm.model, work).reused == 3 and llm.sent == []
+    # The rules change (a new version of the template's source): everyone again.
+    llm.version = "rules-edited"
+    verbalize_shard(lake_dir, "000", llm, llm.model, work)
+    assert sorted(llm.sent) == ["u0", "u1", "u2"]
+    # The schema changes (same prompt version, same model): everyone again.
+    llm.sent.clear()
+    changed = {**persona_json_schema(), "description": "a persona, with one more rule"}
+    monkeypatch.setattr(prompt, "persona_json_schema", lambda: changed)
+    verbalize_shard(lake_dir, "000", llm, llm.model, work)
+    assert sorted(llm.sent) == ["u0", "u1", "u2"]
+    # Decoding settings change: everyone again.
+    llm.sent.clear()
+    monkeypatch.setattr("zipp_assets.personas.verbalize.verbalization_request",
+                        lambda user, text: prompt.verbalization_request(user, text, max_tokens=900))
+    verbalize_shard(lake_dir, "000", llm, llm.model, work)
+    assert sorted(llm.sent) == ["u0", "u1", "u2"]
+    # The next re-verbalization fails: each user keeps its last good persona, marked stale with the reason.
+    llm.version, llm.failing = "rules-edited-again", True
+    report = verbalize_shard(lake_dir, "000", llm, llm.model, work)
+    rows = {r["user_id"]: r for r in lake.read_table(lake_dir, PERSONAS).to_pylist()}
+    assert report.failed == 3 and report.stale == 3 and report.failure_reasons == {"truncated": 3}
+    assert all(r["ok"] and r["stale"] and r["persona_json"] == good[u] for u, r in rows.items())
+    assert all(r["error"] == "stale: re-verbalization failed: truncated: the output reached max_tokens (700)"
+               for r in rows.values())
+    # Stale personas are tried again; a success replaces them.
+    llm.failing = False
+    llm.sent.clear()
+    again = verbalize_shard(lake_dir, "000", llm, llm.model, work)
+    rows = {r["user_id"]: r for r in lake.read_table(lake_dir, PERSONAS).to_pylist()}
+    assert sorted(llm.sent) == ["u0", "u1", "u2"] and again.failed == 0
+    assert all(r["ok"] and not r["stale"] and r["error"] is None for r in rows.values())
+
+
+def test_the_template_rules_version_follows_their_source(tmp_path, monkeypatch):
+    import importlib
+
+    from zipp_assets.llm.template import rules_version
+
+    module = tmp_path / "my_rules.py"
+    module.write_text("def rule(request):\n    return '{}'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = importlib.import_module("my_rules")
+    before = rules_version(first.rule)
+    module.write_text("KEYWORDS = ('reef',)\n\ndef rule(request):\n    return '{}'\n")
+    after = rules_version(importlib.reload(first).rule)
+    assert before != after and rules_version(first.rule) == after
+    assert TemplateLLM(template_persona).version == rules_version(template_persona)
