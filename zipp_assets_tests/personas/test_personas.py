@@ -169,10 +169,32 @@ def test_edits_apply_on_top_survive_re_mining_and_keep_an_audit_trail(tmp_path):
 
 def test_identifiers_in_persona_text_are_found(tiny_lake):
     author = next(a for a in lake.read_table(tiny_lake, "reddit_comments", columns=["author"])["author"].to_pylist()
-                  if a not in ("[deleted]", "AutoModerator"))
+                  if a not in ("[deleted]", "AutoModerator") and any(c.isdigit() for c in a))
     found = find_identifiers(tiny_lake, {"a": [f"I talk with {author} a lot"], "b": ["I like u_0123456789abcdef0123"],
                                           "c": ["I like reef tanks and film cameras"]})
     assert found == {"a": "username", "b": "pseudonym"}
+
+
+def test_the_identifier_check_flags_usernames_and_mentions_but_not_common_words(tmp_path):
+    """On real Reddit most common words are someone's name. Old code flagged any word equal to an author."""
+    from zipp_assets.reddit.ingest import quarantine_dataset_name
+
+    authors = ["the", "nurse", "Lisbon", "photography", "Throwaway_123", "MarkTheBirder", "quiet-heron", "kav0ralu"]
+    lake_dir = tmp_path / "lake"
+    comments = pa.table({"author": authors, "author_fullname": [None] * len(authors), "user_key": authors})
+    with lake.build(lake_dir) as together:  # an ingested month: its rows and its (empty) quarantine
+        lake.write_table(together.partition("reddit_comments", {"month": "2019-01"}), comments)
+        lake.write_table(together.partition(quarantine_dataset_name("comments"), {"month": "2019-01"}),
+                         pa.table({"line": pa.array([], pa.string())}))
+    found = find_identifiers(lake_dir, {
+        "plain": ["I'm a nurse in Lisbon and the photography is my whole life"],
+        "underscore": ["I often reply to Throwaway_123"], "camel": ["Big fan of MarkTheBirder"],
+        "hyphen": ["I follow quiet-heron"], "digit": ["kav0ralu and I"],
+        "mention": ["Thanks to u/someone_unknown for the tip"], "profile": ["see reddit.com/user/x"],
+        "handle": ["find me @film.grain on insta"], "subreddit": ["I spend my time in r/Throwaway and r/analog"],
+    })
+    assert found == {"underscore": "username", "camel": "username", "hyphen": "username", "digit": "username",
+                     "mention": "mention", "profile": "mention", "handle": "mention"}
 
 
 def test_fidelity_scores_against_truth_and_a_control():
