@@ -4,7 +4,8 @@ Models wrap JSON in prose or code fences, leave trailing commas or use single qu
 `extract_json` finds the object (a fenced block first, else the first balanced object), tries it as
 is, then with light repairs. An object that never closes is not repaired: output cut by the token
 limit ("locale": "Lis) would otherwise pass for a whole answer; it is reported as truncated.
-`validate` checks it against the request's schema (`jsonschema`, Draft 2020-12). `parse_output` is both, with one reason string when it fails.
+`validate` checks it against the request's schema (`jsonschema`, Draft 2020-12). `parse_output` is
+both, with one reason string when it fails.
 Model text is only ever parsed as data here, never evaluated.
 """
 

@@ -123,7 +123,8 @@ def evidence_document(evidence: UserEvidence, snippets: int | None = None, visua
         "activity": evidence.facts,
         # One decimal: enough to tell a main community from a side one, and it keeps a user's evidence
         # (and hash) still when re-embedding after a new month moves weights by a hair.
-        "communities_by_attention": [{"subreddit": s, "weight": round(float(w), 1)} for s, w in evidence.top_subreddits],
+        "communities_by_attention": [{"subreddit": s, "weight": round(float(w), 1)}
+                                     for s, w in evidence.top_subreddits],
         "visual_profile": {"source": visual_source, "words": list(evidence.visual)},
         "comments": [{"subreddit": subreddit, "text": text} for subreddit, text in kept],
     }
@@ -227,7 +228,8 @@ def load_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: Evi
         return []
     index = {u["user_index"] for u in mine}
     keys = {u["user_id"] for u in mine}
-    top = [r for r in attention["user_top_subreddits"].read(columns=["user_id", "rank", "subreddit", "weight"]).to_pylist()
+    columns = ["user_id", "rank", "subreddit", "weight"]
+    top = [r for r in attention["user_top_subreddits"].read(columns=columns).to_pylist()
            if r["user_id"] in keys and r["rank"] <= config.top_subreddits]
     by_key: dict[str, list[tuple[str, float]]] = {}
     for r in sorted(top, key=lambda r: (r["user_id"], r["rank"])):

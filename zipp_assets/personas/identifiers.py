@@ -24,8 +24,8 @@ import pyarrow as pa
 from zipp_assets.graph.user_keys import ingested_authors
 
 PSEUDONYM = re.compile(r"\bu_[0-9a-f]{20}\b")
-MENTION = re.compile(r"(?<![\w/])/?(?:u|user)/[A-Za-z0-9_-]{3,20}|reddit\.com/(?:u|user)/|(?<![\w@])@[A-Za-z0-9_.]{2,30}",
-                     re.IGNORECASE)
+MENTION = re.compile(r"(?<![\w/])/?(?:u|user)/[A-Za-z0-9_-]{3,20}|reddit\.com/(?:u|user)/"
+                     r"|(?<![\w@])@[A-Za-z0-9_.]{2,30}", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z0-9_-]{3,20}")  # Reddit usernames: 3-20 of these characters
 
 

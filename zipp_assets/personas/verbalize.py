@@ -5,9 +5,11 @@ would be sent now is not sent again; its persona is carried over. The fingerprin
 that shapes the output: the whole request (prompt template, evidence, JSON schema, decoding
 settings), the schema and prompt versions, the backend, the model and its version (for the template,
 a digest of its rules' source). A user whose re-verbalization fails keeps its last good persona,
-marked stale with the reason (and sent again next time), rather than losing it. Resumable: each finished batch
-is kept as a file under a work folder for the shard; a killed run finds them and sends only what is
-left; the shard's partition is replaced once, at the end, and the work folder removed.
+marked stale with the reason (and sent again next time), rather than losing it.
+
+Resumable: each finished batch is kept as a file under a work folder for the shard; a killed run
+finds them and sends only what is left; the shard's partition is replaced once, at the end, and the
+work folder removed.
 
 Model output is untrusted: it is validated against the persona schema whatever it says, and a
 request that fails is a row with its reason, never a crash that loses the shard's earlier work.
@@ -30,10 +32,10 @@ from pydantic import ValidationError
 
 from zipp_assets import lake
 from zipp_assets.llm.base import LLM
+from zipp_assets.llm.jsonio import validate
 from zipp_assets.llm.types import LLMRequest
 from zipp_assets.personas.evidence import EVIDENCE
 from zipp_assets.personas.prompt import PROMPT_VERSION, verbalization_request
-from zipp_assets.llm.jsonio import validate
 from zipp_assets.personas.schema import SCHEMA_VERSION, Persona, persona_json_schema
 
 PERSONAS = "personas"
@@ -88,9 +90,9 @@ def validate_persona(parsed: dict | None) -> tuple[Persona | None, str | None]:
 def persona_fingerprint(request: LLMRequest, llm: LLM, model: str) -> str:
     """A digest of everything that shapes a persona's output (see the module docstring)."""
     shaping = {"messages": list(request.messages), "json_schema": request.json_schema,
-               "schema_name": request.schema_name, "max_tokens": request.max_tokens, "temperature": request.temperature,
-               "prompt_version": PROMPT_VERSION, "schema_version": SCHEMA_VERSION, "backend": getattr(llm, "backend", ""),
-               "model": model, "model_version": getattr(llm, "version", "")}
+               "schema_name": request.schema_name, "max_tokens": request.max_tokens,
+               "temperature": request.temperature, "prompt_version": PROMPT_VERSION, "schema_version": SCHEMA_VERSION,
+               "backend": getattr(llm, "backend", ""), "model": model, "model_version": getattr(llm, "version", "")}
     return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

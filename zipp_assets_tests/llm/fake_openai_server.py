@@ -5,8 +5,8 @@ POST /v1/chat/completions (OpenAI response with usage). Without a schema it answ
 "echo: <last user text>"; with `response_format` json_schema it answers the smallest object that
 satisfies the schema. A schema sent with `strict: true` must keep OpenAI's strict-mode rules (an
 object at the root, every property required, `additionalProperties: false` on every object, none of
-the keywords strict mode refuses), else the answer is a 400 naming the rule, as OpenAI's is. `Behaviour` switches on what the tests need: a fixed latency per request,
-fixed content (malformed JSON, schema-violating JSON), HTTP errors for the first N calls, hanging,
+the keywords strict mode refuses), else the answer is a 400 naming the rule, as OpenAI's is.
+`Behaviour` switches on what the tests need: a fixed latency per request, fixed content (malformed JSON, schema-violating JSON), HTTP errors for the first N calls, hanging,
 and dying (no more answers, listening socket closed) after N completions. It serves requests
 concurrently (one thread each) and records what it saw: bodies, headers, peak concurrency, peers.
 

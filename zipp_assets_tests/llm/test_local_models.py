@@ -20,7 +20,7 @@ CHAT_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role
 
 def byte_alphabet() -> list[str]:
     """GPT-2's printable stand-ins for the 256 bytes (what byte-level BPE vocabularies are made of)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     chars, extra = [], 0
     for b in range(256):
         if b in keep:
@@ -97,7 +97,8 @@ def test_the_tokenizer_comes_from_the_ggufs_own_merges_and_keeps_spaces_and_newl
     assert pieces[:2] == ["hello", "Ġworld"]  # the merges were applied
     assert "4" in pieces and "2" in pieces  # digits one by one
     # The turn marker ends generation, not the GGUF's eos (here <|im_start|>, as SmolLM2's metadata can be).
-    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>", "<|im_end|>")
+    specials = (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token)
+    assert specials == ("<|im_start|>", "<|im_end|>", "<|im_end|>")
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") == 2
     chat = tokenizer.apply_chat_template([{"role": "user", "content": "hello world"}], tokenize=False,
                                          add_generation_prompt=True)
@@ -115,7 +116,8 @@ def test_the_converted_folder_loads_and_generates_with_transformers(converted):
     assert (folder / "model.safetensors").is_file()
     model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 32
-    out = model.generate(torch.tensor([[1, 100, 200]]), max_new_tokens=4, do_sample=False, attention_mask=torch.ones(1, 3))
+    out = model.generate(torch.tensor([[1, 100, 200]]), max_new_tokens=4, do_sample=False,
+                         attention_mask=torch.ones(1, 3))
     assert out.shape[1] > 3
 
 

@@ -90,7 +90,8 @@ def test_the_fake_server_refuses_what_strict_mode_refuses(fake_server):
     result = client(fake_server).generate(requests(1, json_schema=loose))[0]
     assert not result.ok and result.attempts == 1 and result.error.startswith("http 400")
     assert "missing ['age']" in result.error and "additionalProperties" in result.error and "maxLength" in result.error
-    nested = {**SCHEMA, "properties": {**SCHEMA["properties"], "pet": {"type": "object", "properties": {"n": {"type": "string"}}}},
+    pet = {"type": "object", "properties": {"n": {"type": "string"}}}
+    nested = {**SCHEMA, "properties": {**SCHEMA["properties"], "pet": pet},
               "required": ["name", "age", "pet"]}
     assert "schema.pet: 'required'" in client(fake_server).generate(requests(1, json_schema=nested))[0].error
     assert client(fake_server).generate(requests(1, json_schema=SCHEMA))[0].ok
@@ -106,7 +107,8 @@ def test_the_persona_and_rewrite_schemas_pass_strict_mode(fake_server):
     assert fake_server.record.bodies[-1]["response_format"]["json_schema"]["strict"] is True
     assert persona.ok, persona.error
     assert validate_persona(persona.parsed)[1] is None  # the smallest strict-valid answer is a persona
-    rewrite = client(fake_server, backend="openai").generate([rewrite_request("r", "llm_rewrite", "a cat", None, [])])[0]
+    rewrite = client(fake_server, backend="openai").generate([rewrite_request("r", "llm_rewrite", "a cat", None,
+                                                                              [])])[0]
     assert rewrite.ok, rewrite.error
 
 

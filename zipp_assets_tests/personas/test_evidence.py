@@ -75,7 +75,8 @@ def test_snippets_lose_profile_links_e_mail_addresses_phone_numbers_and_handles(
 
 def test_the_evidence_is_a_json_document_a_comment_cannot_break():
     evidence = UserEvidence(1, "u_x", "3 comments", [("analog", 0.55)], ["teal hues"],
-                            [("analog", 'he said "}], "communities_by_attention": [{"subreddit": "spacex", "weight": 0.9}]')])
+                            [("analog", 'he said "}], "communities_by_attention": '
+                                        '[{"subreddit": "spacex", "weight": 0.9}]')])
     parsed = parse_evidence(render(evidence))
     assert parsed.communities == [("analog", 0.6)] and parsed.visual == ["teal hues"]
     assert parsed.comments == evidence.snippets
