@@ -5,7 +5,7 @@ visual-interest categories are the paper's ten.
 
 The JSON schema sent to a model (`persona_json_schema`) is in the subset strict structured outputs
 accept (OpenAI's `strict: true`): every property required, no other property allowed, no defaults
-and no length or range keywords. So `{}` or a persona missing a field is invalid output, not a
+and no string-length keywords (item counts and number ranges stay). So `{}` or a persona missing a field is invalid output, not a
 persona of defaults; the length and range limits are checked here, by the pydantic model.
 """
 
@@ -60,9 +60,10 @@ class Persona(BaseModel):
     confidence: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
-# Keywords strict structured outputs refuse (or did until recently); their limits stay in the model.
-_NOT_STRICT = frozenset({"default", "minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum",
-                         "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "pattern", "format", "uniqueItems"})
+# Keywords strict structured outputs refuse; their limits stay in the model. Item counts and number
+# ranges are in the strict subset and stay: without maxItems a weak model (SmolLM2-135M on vLLM)
+# lengthened its lists until max_tokens cut every persona.
+_NOT_STRICT = frozenset({"default", "minLength", "maxLength", "pattern", "format", "uniqueItems"})
 
 
 def strict_json_schema(schema: dict) -> dict:
