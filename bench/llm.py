@@ -14,6 +14,13 @@
     snippets each, visual words), with the approximate token counter, in users/s; the same at a
     tenth of the users, to show the cost grows linearly. Users are generated as they are packed, so
     memory stays flat at any count.
+(d) real vLLM (with `--vllm-python` and `--smollm2-dir`, as `make test-vllm` builds them): the
+    project's `vllm` client against a real vLLM server (CPU build) serving SmolLM2-135M-Instruct,
+    started the way a pipeline step starts it (`managed_vllm_server`), at concurrency 1, 16 and 64,
+    beside raw concurrent HTTP requests (httpx, a thread per request in flight) with the very same
+    request bodies to the same server as the reference: output tokens/s and requests/s of each;
+    target: the client reaches >= 0.9x of raw at every concurrency. Persona verbalization requests
+    (JSON schema, greedy) from generated evidence, so both sides generate the same tokens.
 Each side is timed after a warm-up call. Prints one line per figure and the ratios.
 """
 
@@ -135,6 +142,81 @@ def bench_packing(users: int, budget: int) -> dict:
     return out
 
 
+def bench_real_vllm(vllm_python: str, model_dir: str, levels: tuple[int, ...], per_level: dict[int, int],
+                    max_tokens: int) -> dict:
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from zipp_assets.llm.vllm_server import VLLMServerConfig, managed_vllm_server
+    from zipp_assets.llm.tokens import ApproximateTokenCounter
+    from zipp_assets.personas.evidence import pack
+    from zipp_assets.personas.prompt import verbalization_request
+
+    # Packed as the pipeline packs it (well inside the 2,048-token context with the prompt and the answer).
+    evidence = [pack(e, ApproximateTokenCounter(), 600).text
+                for e in generated_users(max(per_level.values()) + 8, seed=1)]
+    requests = [verbalization_request(f"u{i}", text, max_tokens=max_tokens) for i, text in enumerate(evidence)]
+    config = VLLMServerConfig(model=model_dir, python=vllm_python, max_model_len=2048, dtype="bfloat16",
+                              env={"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+                                   "HF_HUB_OFFLINE": "1"}, startup_timeout_s=1200.0,
+                              # both sides send the same prompts: a prefix cache would favour whichever goes second
+                              extra_args=("--no-enable-prefix-caching",))
+    out: dict = {"model": Path(model_dir).name, "max_tokens": max_tokens, "levels": {}}
+    started = time.monotonic()
+    with managed_vllm_server(config) as server:
+        out["startup_s"] = round(time.monotonic() - started, 1)
+        print(f"(d) vLLM serving {Path(model_dir).name} ready after {out['startup_s']:.0f} s")
+        url = server.base_url + "/v1/chat/completions"
+
+        def raw(batch, concurrency: int) -> tuple[float, int, int]:
+            """The reference: the same bodies posted directly, `concurrency` in flight."""
+            client_for_bodies = OpenAICompatibleLLM(server.base_url, server.model, backend="vllm")
+            bodies = [client_for_bodies.body(r) for r in batch]
+            limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+            with httpx.Client(timeout=600.0, limits=limits) as client, ThreadPoolExecutor(concurrency) as pool:
+                begin = time.perf_counter()
+                answers = list(pool.map(lambda body: client.post(url, json=body).json(), bodies))
+                seconds = time.perf_counter() - begin
+            failed = [a for a in answers if "usage" not in a]
+            if failed:
+                raise RuntimeError(f"{len(failed)} raw requests failed, the first: {str(failed[0])[:300]}")
+            return seconds, sum(a["usage"]["completion_tokens"] for a in answers), len(answers)
+
+        def ours(batch, concurrency: int) -> tuple[float, int, int]:
+            llm = OpenAICompatibleLLM(server.base_url, server.model, backend="vllm", concurrency=concurrency,
+                                      timeout_s=600.0, retries=0)
+            begin = time.perf_counter()
+            results = llm.generate(batch)
+            seconds = time.perf_counter() - begin
+            return seconds, sum(r.completion_tokens for r in results), sum(r.ok for r in results)
+
+        raw(requests[:2], 2)  # warm-up: the first requests compile the grammar and fill caches
+        ours(requests[:2], 2)
+        for level in levels:
+            batch = requests[: per_level[level]]
+            row = {}
+            for name, run in (("raw httpx", raw), ("vllm client", ours)):
+                seconds, tokens, ok = run(batch, level)
+                row[name] = {"requests": len(batch), "ok": ok, "seconds": round(seconds, 2),
+                             "output_tokens": tokens, "output_tokens_per_s": round(tokens / seconds, 1),
+                             "requests_per_s": round(len(batch) / seconds, 2)}
+                print(f"(d) {name:>11}, concurrency {level:>2}: {len(batch):>3} requests in {seconds:6.1f} s = "
+                      f"{tokens / seconds:6.1f} output tokens/s, {len(batch) / seconds:5.2f} requests/s"
+                      f"{f' ({ok} schema-valid)' if name == 'vllm client' else ''}")
+            row["client_vs_raw_tokens_per_s"] = round(row["vllm client"]["output_tokens_per_s"]
+                                                      / row["raw httpx"]["output_tokens_per_s"], 3)
+            print(f"(d) concurrency {level}: client / raw = {row['client_vs_raw_tokens_per_s']:.2f}x output tokens/s "
+                  "(target >= 0.9x)")
+            out["levels"][level] = row
+    base = out["levels"][levels[0]]["vllm client"]["output_tokens_per_s"]
+    for level in levels[1:]:
+        speedup = out["levels"][level]["vllm client"]["output_tokens_per_s"] / base
+        print(f"(d) client at concurrency {level} / concurrency {levels[0]} = {speedup:.1f}x output tokens/s")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=64)
@@ -145,12 +227,24 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=1_000_000, help="users for (c) evidence packing")
     parser.add_argument("--budget", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument("--vllm-python", default=os.environ.get("ZIPP_VLLM_PYTHON"),
+                        help="(d): the interpreter of a vLLM environment (make test-vllm builds .vllm-venv)")
+    parser.add_argument("--smollm2-dir", default=os.environ.get("ZIPP_SMOLLM2_DIR"),
+                        help="(d): SmolLM2 converted by `make models`")
+    parser.add_argument("--only-vllm", action="store_true", help="run (d) alone")
+    parser.add_argument("--vllm-max-tokens", type=int, default=160)
     args = parser.parse_args()
     # Other work on the machine shifts both sides of a ratio unevenly: say how busy it was.
     print(f"load average before: {os.getloadavg()[0]:.2f} over {os.cpu_count()} CPUs")
-    figures = {"client": bench_client(args.requests, args.concurrency, args.latency),
-               "transformers": bench_transformers(args.prompts, args.max_tokens),
-               "packing": bench_packing(args.users, args.budget)}
+    figures = {} if args.only_vllm else {
+        "client": bench_client(args.requests, args.concurrency, args.latency),
+        "transformers": bench_transformers(args.prompts, args.max_tokens),
+        "packing": bench_packing(args.users, args.budget)}
+    if args.vllm_python and args.smollm2_dir:
+        figures["real_vllm"] = bench_real_vllm(args.vllm_python, args.smollm2_dir, (1, 16, 64),
+                                               {1: 4, 16: 32, 64: 64}, args.vllm_max_tokens)
+    else:
+        print("(d) real vLLM: skipped (needs --vllm-python and --smollm2-dir: make test-vllm, make models)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         figures["load_average_after"] = os.getloadavg()[0]

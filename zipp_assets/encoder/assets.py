@@ -33,7 +33,8 @@ from zipp_assets.encoder.evaluate import evaluation_display_rows
 from zipp_assets.encoder.inference import embed_users_to_lake
 from zipp_assets.encoder.train import TrainConfig, config_dict, train
 from zipp_assets.graph.pseudonyms import pseudonym_key
-from zipp_assets.graph.visual import embeddings_of
+from zipp_assets.graph.tables import GRAPH_TABLES
+from zipp_assets.graph.visual import PROFILES, embeddings_of
 from zipp_assets.imaging.resources import ImageEncoderResource
 from zipp_assets.k8s import pod_tags
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
@@ -159,6 +160,8 @@ ENCODED_FROM = ["persona_encoder", "users", "subreddits", "graph_edges", "user_v
     name="encode_users",
     op_tags=pod_tags("encoder_inference"),  # its pod on Kubernetes (zipp_assets/k8s.py)
     specs=[
+        # The graph tables and profiles too: users are embedded from the graph that is there when this runs,
+        # and their rows are numbered by it (a run that refreshes the graph must encode after it).
         dg.AssetSpec("user_embeddings", group_name=GROUP, kinds={"deltalake"}, deps=ENCODED_FROM,
                      description="Every user's embedding (and its ImageAlign projection), including users the "
                                  "encoder never trained on: computed from their edges, layer by layer."),

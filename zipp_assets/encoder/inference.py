@@ -87,7 +87,9 @@ def embed_users_to_lake(model: PersonaEncoder, graph, data: GraphData, lake_dir:
     visual_dim = model.config["visual_dim"] if model.image_projection is not None else None
     schema = _embeddings_schema(hidden, visual_dim)
     top_weights, users_written = [], 0
-    with lake.build(lake_dir) as together:
+    # Written under the build id of the graph the users are indexed by: a reader can refuse
+    # attention rows whose user indexes belong to another build of the graph (lake.check_built_from).
+    with lake.build(lake_dir, data.build_id) as together:
         with lake.RotatingParquetWriter(together.partition(EMBEDDINGS), schema) as embeddings, \
                 lake.RotatingParquetWriter(together.partition(TOP_SUBREDDITS), TOP_SCHEMA) as tops:
             for output_nodes, result, block, attention in layer_chunks(model.layers[-1], graph, inputs, device, batch_size):

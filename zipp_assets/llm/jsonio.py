@@ -1,9 +1,11 @@
 """JSON out of model text, and validation against a JSON schema.
 
-Models wrap JSON in prose or code fences, leave trailing commas, use single quotes or stop before
-the closing braces. `extract_json` finds the object (a fenced block first, else the first balanced
-object), tries it as is, then with light repairs; `validate` checks it against the request's schema
-(`jsonschema`, Draft 2020-12). `parse_output` is both, with one reason string when it fails.
+Models wrap JSON in prose or code fences, leave trailing commas or use single quotes.
+`extract_json` finds the object (a fenced block first, else the first balanced object), tries it as
+is, then with light repairs. An object that never closes is not repaired: output cut by the token
+limit ("locale": "Lis) would otherwise pass for a whole answer; it is reported as truncated.
+`validate` checks it against the request's schema (`jsonschema`, Draft 2020-12). `parse_output` is
+both, with one reason string when it fails.
 Model text is only ever parsed as data here, never evaluated.
 """
 
@@ -42,28 +44,6 @@ def _balanced_from(text: str, start: int) -> tuple[str, bool]:
     return text[start:], False
 
 
-def _close_open(text: str) -> str:
-    """Append what an object cut off mid-way lacks: a closing quote, then the open brackets in order."""
-    stack, in_string, escaped = [], False, False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
-            stack.append("}" if ch == "{" else "]")
-        elif ch in "}]" and stack:
-            stack.pop()
-    out = text + ('"' if in_string else "")
-    out = re.sub(r"[,:\s]+$", "", out)
-    return out + "".join(reversed(stack))
-
-
 def _single_to_double_quotes(text: str) -> str:
     """'key': 'value' -> "key": "value", leaving apostrophes inside double-quoted strings alone."""
     out, in_double, in_single, escaped = [], False, False, False
@@ -95,8 +75,7 @@ def _python_literals(text: str) -> str:
 
 def _repairs(candidate: str):
     """The candidate as is, then with each repair added in turn (each only tried if the last failed)."""
-    steps = (lambda t: _TRAILING_COMMA.sub(r"\1", t), _single_to_double_quotes, _python_literals, _close_open,
-             lambda t: _TRAILING_COMMA.sub(r"\1", t))
+    steps = (lambda t: _TRAILING_COMMA.sub(r"\1", t), _single_to_double_quotes, _python_literals)
     yield candidate
     text = candidate
     for step in steps:
@@ -104,17 +83,24 @@ def _repairs(candidate: str):
         yield text
 
 
-def _candidates(text: str) -> list[str]:
+TRUNCATED = "truncated"
+
+
+def _candidates(text: str) -> tuple[list[str], bool]:
+    """Candidate objects, and whether the first object in the text never closes."""
     out = [m.group(1).strip() for m in _FENCE.finditer(text) if "{" in m.group(1)]
     start = text.find("{")
+    unclosed = False
     if start >= 0:
-        out.append(_balanced_from(text, start)[0])
-    return out
+        candidate, closed = _balanced_from(text, start)
+        out.append(candidate)
+        unclosed = not closed
+    return out, unclosed
 
 
 def extract_json(text: str) -> tuple[dict[str, Any] | None, str | None]:
     """(object, None) or (None, reason). Only a JSON object counts, not a bare list or scalar."""
-    candidates = _candidates(text)
+    candidates, unclosed = _candidates(text)
     if not candidates:
         return None, "no JSON object in the output"
     for candidate in candidates:
@@ -127,6 +113,8 @@ def extract_json(text: str) -> tuple[dict[str, Any] | None, str | None]:
                 continue
             if isinstance(value, dict):
                 return value, None
+    if unclosed:
+        return None, f"{TRUNCATED}: the output ends before its JSON object closes: ...{text[-60:]!r}"
     return None, f"output is not valid JSON, even after repair: {text[:80]!r}"
 
 

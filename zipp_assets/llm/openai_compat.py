@@ -6,7 +6,9 @@ exponential backoff (and jitter; `Retry-After` is honoured) on connection errors
 5xx, and, when `retry_invalid_output` is set, on output that is not JSON or breaks the request's
 schema. JSON output is asked for through structured outputs (`response_format` with the schema,
 `strict`), and still extracted and validated here: a server may ignore it. A request that cannot be
-served comes back as a failure with its reason; nothing is raised for it. Token counts are the
+served comes back as a failure with its reason; nothing is raised for it. Output the token limit cut
+(`finish_reason` "length") is a failure when a schema was asked for, whatever it parses to, and is
+not retried: the same request would be cut again. Token counts are the
 server's `usage`, summed over a request's attempts (what the request cost, not only its last answer).
 The API key is read from the environment variable named in config, never passed as a value.
 """
@@ -25,7 +27,7 @@ from typing import Any
 import httpx
 
 from zipp_assets.llm.base import check_unique_ids, describe_error
-from zipp_assets.llm.jsonio import parse_output
+from zipp_assets.llm.jsonio import TRUNCATED, parse_output
 from zipp_assets.llm.types import LLMRequest, LLMResult, openai_messages
 
 
@@ -117,7 +119,7 @@ class OpenAICompatibleLLM:
 
     def _one(self, client: httpx.Client, request: LLMRequest) -> LLMResult:
         started = time.perf_counter()
-        common = dict(backend=self.backend, model=self.model)
+        common: dict[str, Any] = dict(backend=self.backend, model=self.model)
         try:
             body = self.body(request)
         except (ValueError, OSError) as error:  # an image that is refused or cannot be read
@@ -145,13 +147,20 @@ class OpenAICompatibleLLM:
                 break
             try:
                 payload = response.json()
-                text = payload["choices"][0]["message"]["content"] or ""
+                choice = payload["choices"][0]
+                text = choice["message"]["content"] or ""
+                finish_reason = choice.get("finish_reason")
                 usage = payload.get("usage") or {}
                 prompt_tokens += int(usage.get("prompt_tokens") or 0)
                 completion_tokens += int(usage.get("completion_tokens") or 0)
             except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
                 reason = f"malformed response: {describe_error(error)}"
                 continue
+            common["finish_reason"] = finish_reason
+            if finish_reason == "length" and request.json_schema is not None:
+                reason = (f"{TRUNCATED}: the output reached max_tokens ({request.max_tokens}) before it ended "
+                          f"(finish_reason length)")
+                break
             parsed, invalid = (None, None) if request.json_schema is None else parse_output(text, request.json_schema)
             if invalid is None:
                 return LLMResult(id=request.id, ok=True, text=text, parsed=parsed, prompt_tokens=prompt_tokens,

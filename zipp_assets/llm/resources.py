@@ -92,16 +92,18 @@ class LLMResource(dg.ConfigurableResource):
             max_model_len=self.max_model_len, gpu_memory_utilization=self.gpu_memory_utilization,
             dtype=self.dtype, startup_timeout_s=self.startup_timeout_s, log_dir=self.server_log_dir)
 
-    def _http_client(self, base_url: str, model: str) -> OpenAICompatibleLLM:
+    def _http_client(self, base_url: str, model: str, image_root: str | None = None) -> OpenAICompatibleLLM:
         return OpenAICompatibleLLM(
             base_url, model, backend=self.backend, api_key_env=self.api_key_env, concurrency=self.concurrency,
             timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.backoff_s,
             retry_invalid_output=self.retry_invalid_output, structured_output=self.structured_output,
-            image_root=self.image_root)
+            image_root=image_root or self.image_root)
 
     @contextlib.contextmanager
-    def client(self, render: Callable[[LLMRequest], str] | None = None) -> Iterator[LLM]:
-        """The configured backend for one step. `render` is the rule the `template` backend applies."""
+    def client(self, render: Callable[[LLMRequest], str] | None = None,
+               image_root: str | None = None) -> Iterator[LLM]:
+        """The configured backend for one step. `render` is the rule the `template` backend applies;
+        `image_root`, where the step's image paths resolve (else the configured one)."""
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown LLM backend {self.backend!r}; expected one of {BACKENDS}")
         if self.backend == "template":
@@ -116,14 +118,14 @@ class LLMResource(dg.ConfigurableResource):
         elif self.base_url is not None:
             if not self.model:
                 raise ValueError(f"the {self.backend} backend needs model, the name the server serves")
-            yield self._http_client(self.base_url, self.model)
+            yield self._http_client(self.base_url, self.model, image_root)
         elif self.backend == "openai":
             raise ValueError("the openai backend needs base_url")
         else:
             if not self.model:
                 raise ValueError("a managed vllm server needs model, the folder or name it loads")
             with managed_vllm_server(self.server_config()) as server:
-                yield self._http_client(server.base_url, server.model)
+                yield self._http_client(server.base_url, server.model, image_root)
 
     def token_counter(self) -> TokenCounter:
         """How evidence is counted for this model, without starting a server: the local tokenizer

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from zipp_assets.devices import require_device
 from zipp_assets.llm.base import check_unique_ids, describe_error
-from zipp_assets.llm.jsonio import parse_output
+from zipp_assets.llm.jsonio import TRUNCATED, parse_output
 from zipp_assets.llm.types import LLMRequest, LLMResult
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -85,9 +85,9 @@ class TransformersLLM:
             for request, result in self._generate_all(pending, prompts):
                 attempts[request.id] += 1
                 results[request.id] = _with_attempts(result, attempts[request.id])
-            # Only sampled requests with invalid output go again: greedy would repeat itself.
+            # Only sampled requests with invalid or cut output go again: greedy would repeat itself.
             pending = [r for r in pending if r.temperature > 0 and not results[r.id].ok
-                       and (results[r.id].error or "").startswith("invalid output")]
+                       and (results[r.id].error or "").startswith(("invalid output", TRUNCATED))]
         return [results[r.id] for r in requests]
 
     def _generate_all(self, requests: list[LLMRequest], prompts: dict[str, list[int]]):
@@ -162,8 +162,13 @@ class TransformersLLM:
                       backend=self.backend, model=self.model)
         if timed_out and not finished and len(tokens) < request.max_tokens:
             return LLMResult.failure(request, f"timeout: generation stopped after {self.timeout_s:g} s", **common)
+        cut = not finished and len(tokens) >= request.max_tokens
+        common["finish_reason"] = "length" if cut else "stop"
         if request.json_schema is None:
             return LLMResult(id=request.id, ok=True, **common)
+        if cut:  # JSON the token limit cut is no answer, even where the part before the cut parses
+            return LLMResult.failure(request, f"{TRUNCATED}: the output reached max_tokens ({request.max_tokens}) "
+                                              "before it ended", **common)
         parsed, reason = parse_output(text, request.json_schema)
         if reason:
             return LLMResult.failure(request, f"invalid output: {reason}", **common)

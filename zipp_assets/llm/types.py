@@ -65,6 +65,7 @@ class LLMResult:
     attempts: int = 0
     backend: str = ""
     model: str = ""
+    finish_reason: str | None = None  # the server's: "stop", or "length" when max_tokens cut the output
 
     @classmethod
     def failure(cls, request: LLMRequest, reason: str, *, backend: str, model: str, **kwargs) -> LLMResult:

@@ -129,7 +129,9 @@ class PersonasConfig(dg.Config):
     pool="gpu",  # a vLLM server or a local model on this host's GPU; the template backend passes quickly
     description="Each user's persona verbalized from its evidence by the `llm` resource (the demo's template "
                 "backend builds it by rules and says so), validated against the persona schema. Incremental "
-                "(unchanged evidence, prompt and model are not sent again) and resumable within a shard.",
+                "(a persona whose fingerprint (evidence, prompt, schema, rules, model, decoding) is unchanged is "
+                "not sent again; a failed re-verbalization keeps the last good persona, marked stale) and "
+                "resumable within a shard.",
     check_specs=[
         dg.AssetCheckSpec("schema_valid_rate", asset=PERSONAS, description="at least 99% of personas are schema-valid"),
         dg.AssetCheckSpec("no_identifiers", asset=PERSONAS,
@@ -174,6 +176,7 @@ def personas(context: dg.AssetExecutionContext, config: PersonasConfig, lake: Zi
         "personas_new": sum(r.new for r in reports),
         "resumed_from_interrupted_run": sum(r.resumed for r in reports),
         "failed": failed,
+        "failed_kept_last_good_persona": sum(r.stale for r in reports),
         "failure_rate": round(failed / total, 4) if total else 0.0,
         "failure_reasons": dg.MetadataValue.md(markdown_table([{"reason": k, "users": v} for k, v in reasons.items()])),
         "prompt_tokens": sum(r.prompt_tokens for r in reports),

@@ -1,19 +1,22 @@
 """Per-user evidence for persona verbalization, packed under a token budget.
 
 A user's evidence: the subreddits the encoder's last layer attends to most (with weights), comment
-snippets from those communities (highest scoring first, cleaned, deduplicated, usernames and links
-removed), words for the visual profile (descriptors.py) and activity facts. It is rendered as one
-text block, packed so that it never exceeds the budget in the verbalizing model's tokens, and
-hashed, so a later run recognises unchanged evidence and does not verbalize it again.
+snippets from those communities (highest scoring first, cleaned, deduplicated, usernames, links,
+e-mail addresses and phone numbers removed), words for the visual profile (descriptors.py) and
+activity facts. It is one JSON document (`render`), packed so that it never exceeds the budget in
+the verbalizing model's tokens, and hashed, so a later run recognises unchanged evidence and does
+not verbalize it again.
 
-Reddit text is untrusted: it only ever appears as quoted data in the evidence text; a snippet that
-tries to close a block or carries control characters is neutralised here, and the verbalization
-prompt says that the evidence is data, not instructions.
+Reddit text is untrusted: it only ever appears as a JSON string value inside the evidence document,
+so no comment can close the document, add a community or pose as another field; the verbalization
+prompt sends the document as its own message and says that it is data, not instructions.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +34,7 @@ from zipp_assets.llm.tokens import TokenCounter
 from zipp_assets.personas.shards import shard_of
 from zipp_assets.reddit.ingest import open_ingested
 
-EVIDENCE_VERSION = "evidence-v2"  # v2: activity counts as ranges (the graph holds power-of-two bins)
+EVIDENCE_VERSION = "evidence-v3"  # v2: activity counts as ranges; v3: a JSON document, attention joined by user key
 PAPER_TOKEN_CAP = 4096  # the paper's cap on evidence; gains saturate near 2K
 EVIDENCE = "persona_evidence"
 
@@ -50,23 +53,52 @@ class EvidenceConfig:
 
 
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+# A domain with a path (reddit.com/u/Name, old.reddit.com/user/x, imgur.com/a/...), or a bare common domain.
+_DOMAIN_PATH = re.compile(r"\b(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}/\S*")
+_BARE_DOMAIN = re.compile(r"\b(?:[A-Za-z0-9-]+\.)+(?:com|org|net|io|co|uk|de|fr|me|tv|gg|ly|be|it|us|ca|au)\b",
+                          re.IGNORECASE)
 _MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
-_USER_MENTION = re.compile(r"(?<![\w/])/?u/[A-Za-z0-9_-]+")
+_USER_MENTION = re.compile(r"(?<![\w/])/?(?:u|user)/[A-Za-z0-9_-]+", re.IGNORECASE)
+_EMAIL = re.compile(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_HANDLE = re.compile(r"(?<![\w@])@[A-Za-z0-9_.]{2,30}")  # @name on Twitter, Instagram and the like
+# Nine to fifteen digits with the usual separators: phone numbers (a date or a year has eight or fewer).
+_PHONE = re.compile(r"(?<![\w+])\+?\(?\d[\d\s().-]{6,20}\d(?!\w)")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 _BLOCK_MARKERS = re.compile(r"`{3,}|<{3,}|>{3,}|\"{3,}")
 _SPACE = re.compile(r"\s+")
 
 
+def _phone_or_keep(match: re.Match) -> str:
+    digits = sum(c.isdigit() for c in match.group(0))
+    return "a phone number" if 9 <= digits <= 15 else match.group(0)
+
+
+def _until_stable(pattern: re.Pattern, text: str, replacement: str = "") -> str:
+    """Substitute until nothing matches: removing one marker must not join its neighbours into another
+    (EVIDENCE>>```> would become EVIDENCE>>> after one pass)."""
+    while True:
+        changed = pattern.sub(replacement, text)
+        if changed == text:
+            return text
+        text = changed
+
+
 def clean_snippet(text: str | None, max_chars: int = 300, min_chars: int = 20) -> str | None:
-    """A comment made fit to quote: links, user mentions, control characters and block markers out,
-    whitespace collapsed, cut at a word boundary. None when nothing worth quoting is left."""
+    """A comment made fit to quote: links, user mentions and profile links, e-mail addresses, @handles,
+    phone numbers, control characters and block markers out, whitespace collapsed, cut at a word
+    boundary. None when nothing worth quoting is left."""
     if not text or text.strip() in ("[deleted]", "[removed]"):
         return None
+    text = _CONTROL.sub("", text)  # first: a control character must not hide a link or a mention from the rest
     text = _MARKDOWN_LINK.sub(r"\1", text)
+    text = _EMAIL.sub("an e-mail address", text)
     text = _URL.sub("", text)
+    text = _DOMAIN_PATH.sub("", text)
     text = _USER_MENTION.sub("someone", text)
-    text = _CONTROL.sub("", text)
-    text = _BLOCK_MARKERS.sub("", text)
+    text = _BARE_DOMAIN.sub("", text)
+    text = _HANDLE.sub("someone", text)
+    text = _PHONE.sub(_phone_or_keep, text)
+    text = _until_stable(_BLOCK_MARKERS, text)
     text = _SPACE.sub(" ", text).strip()
     if len(text) > max_chars:
         cut = text[:max_chars].rsplit(" ", 1)[0]
@@ -84,19 +116,57 @@ class UserEvidence:
     snippets: list[tuple[str, str]] = field(default_factory=list)  # (subreddit, cleaned text), best first
 
 
-def render(evidence: UserEvidence, snippets: int | None = None, visual_source: str = "") -> str:
-    lines = [f"ACTIVITY: {evidence.facts}"]
-    if evidence.top_subreddits:
+def evidence_document(evidence: UserEvidence, snippets: int | None = None, visual_source: str = "") -> dict:
+    """The evidence as data: every value from Reddit is a string inside it, never structure."""
+    kept = evidence.snippets if snippets is None else evidence.snippets[:snippets]
+    return {
+        "activity": evidence.facts,
         # One decimal: enough to tell a main community from a side one, and it keeps a user's evidence
         # (and hash) still when re-embedding after a new month moves weights by a hair.
-        lines.append("COMMUNITIES BY ATTENTION: " + ", ".join(f"r/{s} ({w:.1f})" for s, w in evidence.top_subreddits))
-    if evidence.visual:
-        lines.append(f"VISUAL PROFILE{f' ({visual_source})' if visual_source else ''}: " + "; ".join(evidence.visual))
-    kept = evidence.snippets if snippets is None else evidence.snippets[:snippets]
-    if kept:
-        lines.append("COMMENTS:")
-        lines += [f'- [r/{subreddit}] "{text}"' for subreddit, text in kept]
-    return "\n".join(lines)
+        "communities_by_attention": [{"subreddit": s, "weight": round(float(w), 1)}
+                                     for s, w in evidence.top_subreddits],
+        "visual_profile": {"source": visual_source, "words": list(evidence.visual)},
+        "comments": [{"subreddit": subreddit, "text": text} for subreddit, text in kept],
+    }
+
+
+def render(evidence: UserEvidence, snippets: int | None = None, visual_source: str = "") -> str:
+    """The evidence document as the text that is stored, hashed, counted and sent."""
+    return json.dumps(evidence_document(evidence, snippets, visual_source), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class ParsedEvidence:
+    activity: str
+    communities: list[tuple[str, float]]
+    visual: list[str]
+    comments: list[tuple[str, str]]  # (subreddit, text)
+
+
+def parse_evidence(text: str) -> ParsedEvidence:
+    """The fields of a rendered evidence document, type-checked: a weight that is not a finite number,
+    or an entry of the wrong shape, is dropped rather than trusted. ValueError if it is not a document."""
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as error:
+        raise ValueError(f"evidence is not a JSON document: {error}") from None
+    if not isinstance(document, dict):
+        raise ValueError("evidence is not a JSON object")
+
+    def entries(name: str) -> list[dict]:
+        value = document.get(name)
+        return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
+
+    communities = [(e["subreddit"], float(e["weight"])) for e in entries("communities_by_attention")
+                   if isinstance(e.get("subreddit"), str) and isinstance(e.get("weight"), (int, float))
+                   and not isinstance(e.get("weight"), bool) and math.isfinite(e["weight"])]
+    comments = [(e["subreddit"], e["text"]) for e in entries("comments")
+                if isinstance(e.get("subreddit"), str) and isinstance(e.get("text"), str)]
+    visual = document.get("visual_profile")
+    words = visual.get("words") if isinstance(visual, dict) else None
+    activity = document.get("activity")
+    return ParsedEvidence(activity if isinstance(activity, str) else "", communities,
+                          [w for w in words if isinstance(w, str)] if isinstance(words, list) else [], comments)
 
 
 @dataclass
@@ -113,11 +183,11 @@ def pack(evidence: UserEvidence, counter: TokenCounter, budget: int, visual_sour
     communities, visual words) always goes in; if even it exceeds the budget, communities are cut."""
     header = render(UserEvidence(evidence.user_index, evidence.user_id, evidence.facts, evidence.top_subreddits,
                                  evidence.visual), visual_source=visual_source)
-    lines = [f'- [r/{s}] "{t}"' for s, t in evidence.snippets]
-    header_tokens, *line_tokens = counter.count([header + "\nCOMMENTS:", *lines])
+    lines = [json.dumps({"subreddit": s, "text": t}, ensure_ascii=False) for s, t in evidence.snippets]
+    header_tokens, *line_tokens = counter.count([header, *lines])
     used, total = 0, header_tokens
     for tokens in line_tokens:
-        if total + tokens + 1 > budget:  # +1: the newline between lines
+        if total + tokens + 1 > budget:  # +1: the separator between entries
             break
         total += tokens + 1
         used += 1
@@ -148,17 +218,23 @@ def load_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: Evi
     One pass for all the shards of a range run: comment keys are pseudonymised once."""
     graph = lake.open_tables(lake_dir, GRAPH_TABLES)
     attention = lake.open_tables(lake_dir, ["user_embeddings", "user_top_subreddits"])  # one encoding run
+    # Attention rows are numbered by the graph they were encoded from: refuse a graph rebuilt since,
+    # and join on the user's key, so no row can attach one user's communities to another.
+    lake.check_built_from(attention["user_top_subreddits"], None, graph["users"])
     users = graph["users"].read().to_pylist()
     wanted_shards = set(shards)
     mine = [u for u in users if shard_of(u["user_id"]) in wanted_shards]
     if not mine:
         return []
     index = {u["user_index"] for u in mine}
-    top = [r for r in attention["user_top_subreddits"].read().to_pylist()
-           if r["user_index"] in index and r["rank"] <= config.top_subreddits]
-    by_user: dict[int, list[tuple[str, float]]] = {}
-    for r in sorted(top, key=lambda r: (r["user_index"], r["rank"])):
-        by_user.setdefault(r["user_index"], []).append((r["subreddit"], float(r["weight"])))
+    keys = {u["user_id"] for u in mine}
+    columns = ["user_id", "rank", "subreddit", "weight"]
+    top = [r for r in attention["user_top_subreddits"].read(columns=columns).to_pylist()
+           if r["user_id"] in keys and r["rank"] <= config.top_subreddits]
+    by_key: dict[str, list[tuple[str, float]]] = {}
+    for r in sorted(top, key=lambda r: (r["user_id"], r["rank"])):
+        by_key.setdefault(r["user_id"], []).append((r["subreddit"], float(r["weight"])))
+    by_user = {u["user_index"]: by_key.get(u["user_id"], []) for u in mine}
     visual: dict[int, list[str]] = {}
     profiles = lake.open_table(lake_dir, PROFILES) if describe is not None and profiles_partition is not None \
         and lake.table_exists(lake_dir, PROFILES) else None
@@ -174,7 +250,7 @@ def load_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: Evi
                  f"over {u['active_months']} "
                  f"active month(s) ({_month(u['first_utc'])} to {_month(u['last_utc'])}), "
                  f"in {u['subreddit_count']} communities")
-        out.append(UserEvidence(u["user_index"], u["user_id"], facts, by_user.get(u["user_index"], []),
+        out.append(UserEvidence(u["user_index"], u["user_id"], facts, by_user[u["user_index"]],
                                 visual.get(u["user_index"], []), snippets.get(u["user_index"], [])))
     return out
 

@@ -2,6 +2,11 @@
 
 `unknown` is always a valid answer: a persona says what the evidence supports and no more. The
 visual-interest categories are the paper's ten.
+
+The JSON schema sent to a model (`persona_json_schema`) is in the subset strict structured outputs
+accept (OpenAI's `strict: true`): every property required, no other property allowed, no defaults
+and no string-length keywords (item counts and number ranges stay). So `{}` or a persona missing a field is invalid output, not a
+persona of defaults; the length and range limits are checked here, by the pydantic model.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "persona-v1"
+SCHEMA_VERSION = "persona-v2"  # v2: every field required (strict structured outputs)
 UNKNOWN = "unknown"
 AGE_BANDS = ("13-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+", UNKNOWN)
 GENDERS = ("female", "male", "nonbinary", UNKNOWN)
@@ -55,8 +60,35 @@ class Persona(BaseModel):
     confidence: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
+# Keywords strict structured outputs refuse; their limits stay in the model. Item counts and number
+# ranges are in the strict subset and stay: without maxItems a weak model (SmolLM2-135M on vLLM)
+# lengthened its lists until max_tokens cut every persona.
+_NOT_STRICT = frozenset({"default", "minLength", "maxLength", "pattern", "format", "uniqueItems"})
+
+
+def strict_json_schema(schema: dict) -> dict:
+    """`schema` in the strict subset: each object lists all its properties as required and allows no
+    others; unsupported keywords are dropped (a copy; `schema` is not changed)."""
+    if isinstance(schema, list):
+        return [strict_json_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in _NOT_STRICT:
+            continue
+        if key in ("properties", "$defs"):
+            out[key] = {name: strict_json_schema(sub) for name, sub in value.items()}
+        else:
+            out[key] = strict_json_schema(value)
+    if out.get("type") == "object" or "properties" in out:
+        out["required"] = list(out.get("properties", {}))
+        out["additionalProperties"] = False
+    return out
+
+
 def persona_json_schema() -> dict:
-    return Persona.model_json_schema()
+    return strict_json_schema(Persona.model_json_schema())
 
 
 # Fields a person may edit through the override table, and the ones fidelity scores.

@@ -3,7 +3,9 @@
 It is the demo profile's verbalizer and is named "template" wherever its output appears. It reads
 only what the evidence states outright: first-person statements in comments ("I work as ...",
 "I'm 34", "here in Lisbon"), the visual profile's words, and the attended communities, mapped to
-the paper's visual-interest categories by a keyword table of its own. Everything else stays
+the paper's visual-interest categories by a keyword table of its own. It reads the evidence
+document's fields (evidence.parse_evidence), never its text: communities and weights come from the
+structured list only, so a comment that says "r/spacex (0.9)" adds no community. Everything else stays
 "unknown". Being rules, it cannot be talked into anything by a comment: an instruction inside the
 evidence is just text that matches no rule.
 """
@@ -14,6 +16,7 @@ import json
 import re
 
 from zipp_assets.llm.types import LLMRequest
+from zipp_assets.personas.evidence import parse_evidence
 from zipp_assets.personas.prompt import evidence_of
 from zipp_assets.personas.schema import UNKNOWN, VISUAL_INTERESTS, Aesthetics, Persona
 
@@ -38,8 +41,6 @@ assert set(INTEREST_KEYWORDS) == set(VISUAL_INTERESTS)
 # First-person self-disclosure patterns of the kind used to label Reddit attribute data sets (RedDust,
 # Tigunova et al. 2020: "I am a <profession>", "I work as a ..."; Reddit's own "I (28F)" convention
 # of stating age and gender), written for English at large, not copied from any generator.
-_COMMUNITY = re.compile(r"r/([A-Za-z0-9_]+) \(([0-9.]+)\)")
-_COMMENT = re.compile(r'^- \[r/([A-Za-z0-9_]+)\] "(.*)"$')
 _AGE = re.compile(r"\b(?:I'?m|I am) (\d{2})(?: years old| y/?o)?\b(?! (?:minutes|hours|days|weeks|months|percent|%))"
                   r"|\b(\d{2}) years old\b|\bI \((\d{2}) ?[MFmf]\)", re.IGNORECASE)
 _JOB = re.compile(r"\bI work as an? ([a-z]+(?: [a-z]+)?)\b|\bI'?m an? ([a-z]+) by (?:trade|profession)\b"
@@ -77,14 +78,11 @@ def _first(pattern: re.Pattern, comments: list[str]) -> str | None:
 
 
 def persona_from_evidence(evidence: str) -> Persona:
-    communities = [(name, float(weight)) for name, weight in _COMMUNITY.findall(evidence)]
-    comments, visual = [], []
-    for line in evidence.splitlines():
-        match = _COMMENT.match(line)
-        if match:
-            comments.append(match.group(2))
-        elif line.startswith("VISUAL PROFILE"):
-            visual = [w.strip() for w in line.split(":", 1)[1].split(";") if w.strip()]
+    """The persona of a rendered evidence document (evidence.render); ValueError if it is not one."""
+    parsed = parse_evidence(evidence)
+    communities = parsed.communities
+    comments = [text for _subreddit, text in parsed.comments]
+    visual = [w.strip() for w in parsed.visual if w.strip()]
     age = _first(_AGE, comments)
     job = _first(_JOB, comments)
     place = _first(_PLACE, comments)

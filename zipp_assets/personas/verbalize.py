@@ -1,9 +1,15 @@
 """Personas from evidence, shard by shard: incremental, resumable, validated.
 
-Incremental: a user whose evidence hash, prompt version and model are those of its stored,
-schema-valid persona is not sent again; its persona is carried over. Resumable: each finished batch
-is kept as a file under a work folder for the shard; a killed run finds them and sends only what is
-left; the shard's partition is replaced once, at the end, and the work folder removed.
+Incremental: a user whose stored, schema-valid persona has the fingerprint of the request that
+would be sent now is not sent again; its persona is carried over. The fingerprint covers everything
+that shapes the output: the whole request (prompt template, evidence, JSON schema, decoding
+settings), the schema and prompt versions, the backend, the model and its version (for the template,
+a digest of its rules' source). A user whose re-verbalization fails keeps its last good persona,
+marked stale with the reason (and sent again next time), rather than losing it.
+
+Resumable: each finished batch is kept as a file under a work folder for the shard; a killed run
+finds them and sends only what is left; the shard's partition is replaced once, at the end, and the
+work folder removed.
 
 Model output is untrusted: it is validated against the persona schema whatever it says, and a
 request that fails is a row with its reason, never a crash that loses the shard's earlier work.
@@ -11,6 +17,7 @@ request that fails is a row with its reason, never a crash that loses the shard'
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -25,9 +32,11 @@ from pydantic import ValidationError
 
 from zipp_assets import lake
 from zipp_assets.llm.base import LLM
+from zipp_assets.llm.jsonio import validate
+from zipp_assets.llm.types import LLMRequest
 from zipp_assets.personas.evidence import EVIDENCE
 from zipp_assets.personas.prompt import PROMPT_VERSION, verbalization_request
-from zipp_assets.personas.schema import SCHEMA_VERSION, Persona
+from zipp_assets.personas.schema import SCHEMA_VERSION, Persona, persona_json_schema
 
 PERSONAS = "personas"
 CHANGES = "persona_changes"  # append-only: per re-mining, each re-verbalized user and the fields that moved
@@ -41,6 +50,8 @@ PERSONAS_SCHEMA = pa.schema([
     ("model", pa.string()), ("ok", pa.bool_()), ("error", pa.string()), ("persona_json", pa.string()),
     ("summary", pa.string()), ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()),
     ("seconds", pa.float64()), ("mined_utc", pa.timestamp("us", tz="UTC")),
+    ("fingerprint", pa.string()),  # of what produced the persona (persona_fingerprint)
+    ("stale", pa.bool_()),  # a kept persona whose re-verbalization failed (the reason is in `error`)
 ])
 
 
@@ -58,11 +69,17 @@ class VerbalizeReport:
     failure_reasons: dict[str, int] = field(default_factory=dict)
     changed: int = 0  # re-verbalized users whose persona differs from their previous one
     new: int = 0
+    stale: int = 0  # failed users who keep their last good persona
 
 
 def validate_persona(parsed: dict | None) -> tuple[Persona | None, str | None]:
+    """The persona, or the reason it is none: every field must be present (the strict schema), and
+    each within the model's limits. `{}` is no persona, whatever defaults the model class has."""
     if parsed is None:
         return None, "no JSON object in the output"
+    violation = validate(parsed, persona_json_schema())
+    if violation is not None:
+        return None, f"schema: {violation}"
     try:
         return Persona.model_validate(parsed), None
     except ValidationError as error:
@@ -70,10 +87,19 @@ def validate_persona(parsed: dict | None) -> tuple[Persona | None, str | None]:
         return None, f"schema: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
 
 
-def _rows(evidence: list[dict], results, model: str) -> pa.Table:
+def persona_fingerprint(request: LLMRequest, llm: LLM, model: str) -> str:
+    """A digest of everything that shapes a persona's output (see the module docstring)."""
+    shaping = {"messages": list(request.messages), "json_schema": request.json_schema,
+               "schema_name": request.schema_name, "max_tokens": request.max_tokens,
+               "temperature": request.temperature, "prompt_version": PROMPT_VERSION, "schema_version": SCHEMA_VERSION,
+               "backend": getattr(llm, "backend", ""), "model": model, "model_version": getattr(llm, "version", "")}
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _rows(evidence: list[dict], results, model: str, fingerprints: list[str]) -> pa.Table:
     now = datetime.now(timezone.utc)
     rows = []
-    for e, result in zip(evidence, results):
+    for e, result, fingerprint in zip(evidence, results, fingerprints):
         persona, reason = validate_persona(result.parsed) if result.ok else (None, result.error or "failed")
         rows.append({
             "user_index": e["user_index"], "user_id": e["user_id"], "shard": e["shard"],
@@ -82,7 +108,7 @@ def _rows(evidence: list[dict], results, model: str) -> pa.Table:
             "persona_json": persona.model_dump_json() if persona else None,
             "summary": persona.summary if persona else None,
             "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "seconds": result.seconds, "mined_utc": now,
+            "seconds": result.seconds, "mined_utc": now, "fingerprint": fingerprint, "stale": False,
         })
     return pa.Table.from_pylist(rows, schema=PERSONAS_SCHEMA)
 
@@ -107,15 +133,15 @@ def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: 
     report = VerbalizeReport(shard)
     evidence = shard_rows(lake_dir, EVIDENCE, shard)
     report.users = len(evidence)
-    current = {e["user_id"]: e for e in evidence}
-    key = (PROMPT_VERSION, model)
+    requests = {e["user_id"]: verbalization_request(e["user_id"], e["evidence_text"]) for e in evidence}
+    fingerprint = {u: persona_fingerprint(r, llm, model) for u, r in requests.items()}
 
     def same_input(row: dict) -> bool:
-        e = current.get(row["user_id"])
-        return e is not None and row["evidence_hash"] == e["evidence_hash"] and (row["prompt_version"], row["model"]) == key
+        return row.get("fingerprint") is not None and row["fingerprint"] == fingerprint.get(row["user_id"])
 
     previous = shard_rows(lake_dir, PERSONAS, shard)
-    done = {r["user_id"]: r for r in previous if r["ok"] and same_input(r)}  # failures are tried again
+    # Failures and stale personas are tried again.
+    done = {r["user_id"]: r for r in previous if r["ok"] and not r.get("stale") and same_input(r)}
     report.reused = len(done)
     reused_ids = set(done)
     work = Path(work_dir) / f"shard={shard}"
@@ -129,18 +155,23 @@ def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: 
         f"interrupted run, {len(todo):,} to verbalize with {model}")
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
-        results = llm.generate([verbalization_request(e["user_id"], e["evidence_text"]) for e in batch])
-        table = _rows(batch, results, model)
+        results = llm.generate([requests[e["user_id"]] for e in batch])
+        table = _rows(batch, results, model, [fingerprint[e["user_id"]] for e in batch])
         lake.append_file(work, table)
         for row in table.to_pylist():
             done[row["user_id"]] = row
         report.sent += len(batch)
         say(f"shard {shard}: {report.sent:,} / {len(todo):,} verbalized")
+    last_good = {r["user_id"]: r for r in previous if r["ok"] and r.get("persona_json")}
+    for user, row in list(done.items()):
+        if not row["ok"] and user in last_good:  # keep the last good persona, marked stale with the reason
+            done[user] = last_good[user] | {"stale": True, "error": f"stale: re-verbalization failed: {row['error']}",
+                                            "shard": shard}
     rows = [done[e["user_id"]] for e in evidence]
     earlier = {r["user_id"]: persona_of(r) for r in previous if r["ok"]}
     changes = []
     for row in rows:
-        if row["user_id"] not in reused_ids and row["ok"]:
+        if row["user_id"] not in reused_ids and row["ok"] and not row.get("stale"):
             before, after = earlier.get(row["user_id"]), persona_of(row)
             fields = changed_fields(before, after) if before is not None else []
             status = "new" if before is None else "changed" if fields else "unchanged"
@@ -149,9 +180,11 @@ def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: 
             changes.append({"remining_id": remining_id, "mined_utc": row["mined_utc"], "shard": shard,
                             "user_id": row["user_id"], "status": status, "changed_fields": fields})
     for row in rows:
-        if not row["ok"]:
+        if not row["ok"] or row.get("stale"):
             report.failed += 1
-            reason = (row["error"] or "failed").split(":")[0][:60]
+            report.stale += bool(row.get("stale"))
+            error = (row["error"] or "failed").removeprefix("stale: re-verbalization failed: ")
+            reason = error.split(":")[0][:60]
             report.failure_reasons[reason] = report.failure_reasons.get(reason, 0) + 1
         report.prompt_tokens += row["prompt_tokens"] or 0
         report.completion_tokens += row["completion_tokens"] or 0

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from zipp_assets import lake
-from zipp_assets.personas.evidence import EVIDENCE
+from zipp_assets.personas.evidence import EVIDENCE, parse_evidence
 from zipp_assets.personas.overrides import apply_overrides, overrides_by_user
 from zipp_assets.personas.shards import SHARD_KEYS, shard_of
 from zipp_assets.personas.verbalize import PERSONAS, persona_of
@@ -25,7 +25,6 @@ IMAGE_KEY = re.compile(r"^[0-9a-f]{64}$")
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}\.png$")
 BENCH_USERS, BENCH_PROMPTS, BENCH_IMAGES = "zipbench_users", "zipbench_prompts", "zipbench_images"
 DEFAULT_PROMPT_CHOICES = 8
-_SNIPPET = re.compile(r'^- \[r/([A-Za-z0-9_]+)\] "(.*)"$')
 
 
 def _read(lake_dir: Path, dataset: str, partitions=None, columns=None) -> list[dict]:
@@ -62,13 +61,13 @@ def search_personas(lake_dir: Path, query: str = "", shard: str = "", limit: int
 
 
 def snippets_of(evidence_text: str) -> list[dict]:
-    """The comment snippets quoted in a user's evidence (what the verbalizer read)."""
-    out = []
-    for line in (evidence_text or "").splitlines():
-        match = _SNIPPET.match(line)
-        if match:
-            out.append({"subreddit": match.group(1), "text": match.group(2)})
-    return out
+    """The comment snippets quoted in a user's evidence (what the verbalizer read); none when the
+    evidence is not a document this version writes."""
+    try:
+        comments = parse_evidence(evidence_text).comments
+    except ValueError:
+        return []
+    return [{"subreddit": subreddit, "text": text} for subreddit, text in comments]
 
 
 def persona_detail(lake_dir: Path, data_dir: Path, user_id: str) -> dict | None:

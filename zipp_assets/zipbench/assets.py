@@ -369,15 +369,18 @@ def zipbench_scores(context: dg.AssetExecutionContext, config: ScoresConfig, lak
             raise dg.Failure(f"unknown judge {config.judge!r}: embedding or vision_language")
 
         def score_with(judge):
+            # Images go to a judge that looks at pixels as paths under the data folder, which holds both the
+            # generated images and the reference cache; its client resolves them there and nowhere else.
             return score_images(manifest, users, references, images_root(settings), encoder, judge, persona_text,
-                                progress=context.log.info)
+                                progress=context.log.info, judge_root=settings.data_dir,
+                                reference_file=lambda key: settings.image_cache_dir / key[:2] / key)
 
         if config.judge == "embedding":
             scores = score_with(EmbeddingJudge())
         else:  # a vision-language model behind the `llm` resource; the template backend cannot look at images
             if llm.backend == "template":
                 raise dg.Failure("the vision_language judge needs an LLM resource with a vision-language model")
-            with llm.client() as client:
+            with llm.client(image_root=str(settings.data_dir)) as client:
                 scores = score_with(VisionLanguageJudge(client))
         dim = scores.generated_embeddings.shape[1]
         with lake_io.atomic_partition(settings.lake_dir, SCORES) as folder:

@@ -48,7 +48,9 @@ REWRITES_SCHEMA = pa.schema([
 ])
 REWRITE_SCHEMA = {
     "type": "object",
-    "properties": {"prompt": {"type": "string", "minLength": 1, "maxLength": 600}},
+    # No length keywords: strict structured outputs refuse them. An empty prompt is refused below, a
+    # long one cut to the image model's limit (fit_prompt).
+    "properties": {"prompt": {"type": "string"}},
     "required": ["prompt"],
     "additionalProperties": False,
 }

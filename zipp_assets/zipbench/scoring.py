@@ -68,9 +68,13 @@ class ImageScores:
 
 def score_images(manifest: list[dict], users: list[dict], reference_embedding: dict[str, np.ndarray],
                  images_root: Path, encoder, judge: PairwiseJudge, persona_text: dict[str, str],
-                 progress: Callable[[str], None] | None = None) -> ImageScores:
+                 progress: Callable[[str], None] | None = None, judge_root: Path | None = None,
+                 reference_file: Callable[[str], Path] | None = None) -> ImageScores:
     """`manifest`: rows of zipbench_images; `users`: rows of zipbench_users; `reference_embedding`: url_key ->
-    embedding by the same image encoder; `persona_text`: user_id -> the persona the judge may read."""
+    embedding by the same image encoder; `persona_text`: user_id -> the persona the judge may read.
+    `judge_root`: the folder a judge that looks at pixels resolves image paths under (its client's
+    `image_root`); candidates and the user's reference images (`reference_file`: url_key -> file) go to it
+    as paths relative to that folder, read one request at a time, never all held in memory."""
     started = time.perf_counter()
     index = {u["user_id"]: i for i, u in enumerate(users)}
     manifest = [m for m in manifest if m["user_id"] in index]
@@ -101,6 +105,15 @@ def score_images(manifest: list[dict], users: list[dict], reference_embedding: d
     ref_by_user: dict[int, list[int]] = {}
     for r, u in enumerate(ref_user):
         ref_by_user.setdefault(u, []).append(r)
+    def judged_path(image_path: str) -> str:
+        path = Path(images_root) / image_path
+        return str(path.relative_to(judge_root)) if judge_root is not None else str(path)
+
+    reference_images: dict[str, tuple[str, ...]] = {}
+    if judge_root is not None and reference_file is not None:
+        for u in users:
+            files = [reference_file(key) for key in u["reference_url_keys"]]
+            reference_images[u["user_id"]] = tuple(str(f.relative_to(judge_root)) for f in files if f.is_file())
     items, keys = [], []
     for (user, prompt, method), i in sorted(by_key.items()):
         j = by_key.get((user, prompt, BASELINE))
@@ -108,11 +121,10 @@ def score_images(manifest: list[dict], users: list[dict], reference_embedding: d
             continue
         u = index[user]
         case = JudgeCase(case_id=f"{user}/{prompt}", user=u, persona_text=persona_text.get(user, ""),
-                         prompt=manifest[i]["base_prompt"],
-                         reference_images=tuple(),  # the vision-language judge gets image bytes below
+                         prompt=manifest[i]["base_prompt"], reference_images=reference_images.get(user, ()),
                          reference_embeddings=ref_emb[ref_by_user.get(u, [])])
-        items.append((case, Candidate(method, str(Path(images_root) / manifest[i]["image_path"]), generated[i]),
-                      Candidate(BASELINE, str(Path(images_root) / manifest[j]["image_path"]), generated[j])))
+        items.append((case, Candidate(method, judged_path(manifest[i]["image_path"]), generated[i]),
+                      Candidate(BASELINE, judged_path(manifest[j]["image_path"]), generated[j])))
         keys.append((user, prompt, method))
     verdicts = judge_pairs(judge, items) if items else []
     judgements = [{"user_id": k[0], "prompt_id": k[1], "method": k[2], "opponent": BASELINE,
@@ -166,11 +178,16 @@ def summarise(scores: ImageScores, manifest: list[dict], users: list[dict], meth
             row.update({"minus generic": _interval(diff, 2), "lift % over generic": _interval(lift, 1),
                         "verdict vs generic": diff.verdict()})
             judged = _judge_rate(verdicts_by_method.get(method, []), method, index, seed)
-            row["judge win rate vs generic"] = _interval(judged.overall, 3) if judged else "–"
-            row["judge verdict"] = judged.verdict() if judged else "–"
+            compared = judged.wins + judged.ties + judged.losses if judged else 0
+            # A comparison the judge could not answer is a forced tie: a rate made only of those says nothing.
+            answered = judged is not None and judged.failures < compared
+            row["judge win rate vs generic"] = _interval(judged.overall, 3) if answered else "–"
+            row["judge verdict"] = judged.verdict() if answered else "no verdict: every comparison failed" \
+                if judged else "–"
+            row["judge failures"] = f"{judged.failures} of {compared}" if judged else "–"
         else:
             row.update({"minus generic": "–", "lift % over generic": "–", "verdict vs generic": "–",
-                        "judge win rate vs generic": "–", "judge verdict": "–"})
+                        "judge win rate vs generic": "–", "judge verdict": "–", "judge failures": "–"})
         mask = method_of == method
         if mask.sum() and len(scores.reference_embeddings):
             pooled = cmmd(scores.reference_embeddings, scores.generated_embeddings[mask])

@@ -3,8 +3,10 @@
 Routes: GET /health, GET /v1/models, POST /tokenize ({"count", "tokens"}; whitespace tokens),
 POST /v1/chat/completions (OpenAI response with usage). Without a schema it answers
 "echo: <last user text>"; with `response_format` json_schema it answers the smallest object that
-satisfies the schema. `Behaviour` switches on what the tests need: a fixed latency per request,
-fixed content (malformed JSON, schema-violating JSON), HTTP errors for the first N calls, hanging,
+satisfies the schema. A schema sent with `strict: true` must keep OpenAI's strict-mode rules (an
+object at the root, every property required, `additionalProperties: false` on every object, none of
+the keywords strict mode refuses), else the answer is a 400 naming the rule, as OpenAI's is.
+`Behaviour` switches on what the tests need: a fixed latency per request, fixed content (malformed JSON, schema-violating JSON), HTTP errors for the first N calls, hanging,
 and dying (no more answers, listening socket closed) after N completions. It serves requests
 concurrently (one thread each) and records what it saw: bodies, headers, peak concurrency, peers.
 
@@ -36,6 +38,7 @@ class Behaviour:
     retry_after: str | None = None
     hang_s: float = 0.0  # sleep this long before answering a completion
     die_after: int | None = None  # after N completions answered, stop answering and close the socket
+    finish_reason: str = "stop"  # "length": answer as if max_tokens had cut the output
 
 
 @dataclass
@@ -49,8 +52,50 @@ class Record:
     peers: set[str] = field(default_factory=set)
 
 
-def minimal_instance(schema: dict[str, Any]) -> Any:
-    """The smallest value that satisfies the simple schemas tests use (objects, arrays, enums, scalars)."""
+# What strict mode refuses: composition keywords, and length and default keywords (not in its subset).
+STRICT_REFUSED = ("allOf", "not", "if", "then", "else", "dependentRequired", "dependentSchemas", "default",
+                  "minLength", "maxLength", "patternProperties", "unevaluatedProperties", "propertyNames",
+                  "minProperties", "maxProperties")
+
+
+def strict_schema_problems(schema: Any, where: str = "schema", root: bool = True) -> list[str]:
+    """Why OpenAI's strict mode would refuse `schema` (empty when it would accept it)."""
+    problems: list[str] = []
+    if not isinstance(schema, dict):
+        return problems
+    if root and (schema.get("type") != "object" or "anyOf" in schema):
+        problems.append(f"{where}: the root must be an object, not anyOf")
+    for key in STRICT_REFUSED:
+        if key in schema:
+            problems.append(f"{where}: '{key}' is not permitted")
+    if schema.get("type") == "object" or "properties" in schema:
+        properties = schema.get("properties", {})
+        missing = sorted(set(properties) - set(schema.get("required", [])))
+        if missing:
+            problems.append(f"{where}: 'required' must list every property; missing {missing}")
+        if schema.get("additionalProperties") is not False:
+            problems.append(f"{where}: 'additionalProperties' must be false")
+        for name, sub in properties.items():
+            problems += strict_schema_problems(sub, f"{where}.{name}", False)
+    problems += strict_schema_problems(schema.get("items"), f"{where}.items", False)
+    for i, sub in enumerate(schema.get("anyOf", [])):
+        problems += strict_schema_problems(sub, f"{where}.anyOf[{i}]", False)
+    for name, sub in (schema.get("$defs") or {}).items():
+        problems += strict_schema_problems(sub, f"{where}.$defs.{name}", False)
+    return problems
+
+
+def minimal_instance(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
+    """The smallest value that satisfies the simple schemas tests use (objects, arrays, enums, scalars,
+    local $refs)."""
+    root = schema if root is None else root
+    if "$ref" in schema:
+        target = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return minimal_instance(target, root)
+    if "anyOf" in schema:
+        return minimal_instance(schema["anyOf"][0], root)
     if "enum" in schema:
         return schema["enum"][0]
     if "const" in schema:
@@ -58,10 +103,10 @@ def minimal_instance(schema: dict[str, Any]) -> Any:
     kind = schema.get("type", "object")
     kind = kind[0] if isinstance(kind, list) else kind
     if kind == "object":
-        return {name: minimal_instance(schema.get("properties", {}).get(name, {}))
+        return {name: minimal_instance(schema.get("properties", {}).get(name, {}), root)
                 for name in schema.get("required", [])}
     if kind == "array":
-        return [minimal_instance(schema.get("items", {})) for _ in range(schema.get("minItems", 0))]
+        return [minimal_instance(schema.get("items", {}), root) for _ in range(schema.get("minItems", 0))]
     if kind == "string":
         return "x" * max(1, schema.get("minLength", 1))
     if kind in ("integer", "number"):
@@ -127,6 +172,12 @@ class FakeOpenAIServer(ThreadingHTTPServer):
         messages = body.get("messages", [])
         users = [m for m in messages if m.get("role") == "user"]
         fmt = body.get("response_format") or {}
+        if fmt.get("type") == "json_schema" and fmt["json_schema"].get("strict"):
+            problems = strict_schema_problems(fmt["json_schema"].get("schema"))
+            if problems:
+                return 400, {"error": {"message": "Invalid schema for response_format "
+                                                  f"'{fmt['json_schema'].get('name')}': " + "; ".join(problems),
+                                       "type": "invalid_request_error"}}, {}
         if behaviour.content is not None:
             content = behaviour.content
         elif fmt.get("type") == "json_schema":
@@ -137,7 +188,8 @@ class FakeOpenAIServer(ThreadingHTTPServer):
         completion_tokens = len(content.split())
         return 200, {
             "id": f"chatcmpl-{call}", "object": "chat.completion", "created": int(time.time()), "model": self.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": behaviour.finish_reason}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }, {}

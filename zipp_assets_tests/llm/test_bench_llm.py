@@ -15,6 +15,8 @@ def test_llm_benchmark_runs_every_part_at_tiny_sizes(tmp_path, monkeypatch, caps
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)  # in this process: transformers is imported once for the whole folder
     out = tmp_path / "llm.json"
+    for name in ("ZIPP_VLLM_PYTHON", "ZIPP_SMOLLM2_DIR"):  # (d) starts a real vLLM: not at tiny sizes
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(sys, "argv", ["llm.py", "--requests", "8", "--concurrency", "4", "--latency", "0.01",
                                       "--prompts", "4", "--max-tokens", "4", "--users", "200", "--budget", "512",
                                       "--out", str(out)])
@@ -26,3 +28,4 @@ def test_llm_benchmark_runs_every_part_at_tiny_sizes(tmp_path, monkeypatch, caps
     assert figures["packing"]["all"]["mean_tokens"] <= 512
     printed = capsys.readouterr().out
     assert "(a) client: concurrent / one at a time" in printed and "(b) transformers: batched" in printed
+    assert "(d) real vLLM: skipped" in printed and "real_vllm" not in figures

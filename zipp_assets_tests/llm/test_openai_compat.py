@@ -61,9 +61,55 @@ def test_structured_output_can_be_left_to_prompting(fake_server):
 
 
 def test_repairable_json_is_repaired(fake_server):
-    fake_server.behaviour.content = '```json\n{"name": "Ann", "age": 30,\n'
+    fake_server.behaviour.content = '```json\n{"name": "Ann", "age": 30,}\n'
     result = client(fake_server).generate(requests(1, json_schema=SCHEMA))[0]
     assert result.ok and result.parsed == {"name": "Ann", "age": 30} and result.attempts == 1
+
+
+@pytest.mark.parametrize("content", ['{"name": "Lis', '{"name": "Ann", "age": 30}'])
+def test_output_cut_by_the_token_limit_is_a_failure_and_not_retried(fake_server, content):
+    """Old code never read finish_reason and closed a cut object: `{"name": "Lis` became a valid answer."""
+    fake_server.behaviour.content, fake_server.behaviour.finish_reason = content, "length"
+    result = client(fake_server, retries=2).generate(requests(1, json_schema=SCHEMA, max_tokens=7))[0]
+    assert not result.ok and result.parsed is None and result.attempts == 1 and fake_server.record.calls == 1
+    assert result.error.startswith("truncated: the output reached max_tokens (7)") and result.finish_reason == "length"
+    # Free text cut by the limit is still text; the caller sees why it ended.
+    fake_server.behaviour.content = "a sentence that goes on and"
+    text = client(fake_server).generate(requests(1))[0]
+    assert text.ok and text.finish_reason == "length"
+    # Cut with no finish_reason to say so (a server that leaves it out): the unclosed object is caught anyway.
+    fake_server.behaviour.finish_reason = None
+    fake_server.behaviour.content = '{"name": "Lis'
+    unsaid = client(fake_server, retry_invalid_output=False).generate(requests(1, json_schema=SCHEMA))[0]
+    assert not unsaid.ok and unsaid.error.startswith("invalid output: truncated")
+
+
+def test_the_fake_server_refuses_what_strict_mode_refuses(fake_server):
+    loose = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 5}, "age": {"type": "integer"}},
+             "required": ["name"]}
+    result = client(fake_server).generate(requests(1, json_schema=loose))[0]
+    assert not result.ok and result.attempts == 1 and result.error.startswith("http 400")
+    assert "missing ['age']" in result.error and "additionalProperties" in result.error and "maxLength" in result.error
+    pet = {"type": "object", "properties": {"n": {"type": "string"}}}
+    nested = {**SCHEMA, "properties": {**SCHEMA["properties"], "pet": pet},
+              "required": ["name", "age", "pet"]}
+    assert "schema.pet: 'required'" in client(fake_server).generate(requests(1, json_schema=nested))[0].error
+    assert client(fake_server).generate(requests(1, json_schema=SCHEMA))[0].ok
+
+
+def test_the_persona_and_rewrite_schemas_pass_strict_mode(fake_server):
+    """Old code sent the persona schema, whose properties were not all required, with strict: true."""
+    from zipp_assets.personas.prompt import verbalization_request
+    from zipp_assets.personas.verbalize import validate_persona
+    from zipp_assets.zipbench.rewrite import rewrite_request
+
+    persona = client(fake_server, backend="openai").generate([verbalization_request("u", "{}")])[0]
+    assert fake_server.record.bodies[-1]["response_format"]["json_schema"]["strict"] is True
+    assert persona.ok, persona.error
+    assert validate_persona(persona.parsed)[1] is None  # the smallest strict-valid answer is a persona
+    rewrite = client(fake_server, backend="openai").generate([rewrite_request("r", "llm_rewrite", "a cat", None,
+                                                                              [])])[0]
+    assert rewrite.ok, rewrite.error
 
 
 def test_malformed_json_is_retried_then_recorded(fake_server):

