@@ -4,8 +4,9 @@ Requests go out concurrently, at most `concurrency` at a time (a thread pool ove
 `httpx.Client`), so a vLLM server batches them continuously. Each has a timeout and is retried with
 exponential backoff (and jitter; `Retry-After` is honoured) on connection errors, timeouts, 429 and
 5xx, and, when `retry_invalid_output` is set, on output that is not JSON or breaks the request's
-schema. JSON output is asked for through structured outputs (`response_format` with the schema,
-`strict`), and still extracted and validated here: a server may ignore it. A request that cannot be
+schema. JSON output is asked for through structured outputs (`response_format`: the whole schema for
+vLLM's guided decoding; for the `openai` backend its strict subset with `strict`), and still extracted
+and validated here against the whole schema: a server may ignore it. A request that cannot be
 served comes back as a failure with its reason; nothing is raised for it. Output the token limit cut
 (`finish_reason` "length") is a failure when a schema was asked for, whatever it parses to, and is
 not retried: the same request would be cut again. Token counts are the
@@ -40,9 +41,30 @@ def split_base_url(base_url: str) -> tuple[str, str]:
     return root, root + "/v1"
 
 
-def response_format(request: LLMRequest) -> dict[str, Any]:
+# Keywords OpenAI's strict structured outputs refuse. vLLM's guided decoding takes them, and they are what
+# keeps a weak model's strings short: without maxLength SmolLM2-135M ran to max_tokens on 7 of 8 personas.
+NOT_IN_STRICT_SUBSET = frozenset({"default", "minLength", "maxLength", "pattern", "format", "uniqueItems"})
+
+
+def strict_subset(schema: Any) -> Any:
+    """`schema` without the keywords strict mode refuses (a copy); output is still validated here against
+    the whole schema, so a limit left out of the request is still enforced."""
+    if isinstance(schema, list):
+        return [strict_subset(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {key: ({name: strict_subset(sub) for name, sub in value.items()} if key in ("properties", "$defs")
+                  else strict_subset(value))
+            for key, value in schema.items() if key not in NOT_IN_STRICT_SUBSET}
+
+
+def response_format(request: LLMRequest, strict: bool) -> dict[str, Any]:
+    """The schema as OpenAI's strict mode takes it (`strict`), or whole, as vLLM's guided decoding takes it."""
     name = re.sub(r"[^A-Za-z0-9_-]", "_", request.schema_name)[:64] or "output"
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": request.json_schema, "strict": True}}
+    if strict:
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": strict_subset(request.json_schema),
+                                                       "strict": True}}
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": request.json_schema}}
 
 
 class OpenAICompatibleLLM:
@@ -110,7 +132,7 @@ class OpenAICompatibleLLM:
         body: dict[str, Any] = {"model": self.model, "messages": openai_messages(request, self.image_root),
                                 "max_tokens": request.max_tokens, "temperature": request.temperature}
         if request.json_schema is not None and self.structured_output:
-            body["response_format"] = response_format(request)
+            body["response_format"] = response_format(request, strict=self.backend == "openai")
         return body
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:

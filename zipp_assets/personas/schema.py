@@ -60,27 +60,23 @@ class Persona(BaseModel):
     confidence: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
-# Keywords strict structured outputs refuse; their limits stay in the model. Item counts and number
-# ranges are in the strict subset and stay: without maxItems a weak model (SmolLM2-135M on vLLM)
-# lengthened its lists until max_tokens cut every persona.
-_NOT_STRICT = frozenset({"default", "minLength", "maxLength", "pattern", "format", "uniqueItems"})
-
-
-def strict_json_schema(schema: dict) -> dict:
-    """`schema` in the strict subset: each object lists all its properties as required and allows no
-    others; unsupported keywords are dropped (a copy; `schema` is not changed)."""
+def closed_json_schema(schema: dict) -> dict:
+    """`schema` closed the way strict structured outputs need it: each object lists all its properties as
+    required and allows no others; defaults are dropped (a required field has none). Length and item
+    limits stay: vLLM's guided decoding enforces them, and the `openai` client leaves out the ones
+    OpenAI's strict mode refuses (`llm.openai_compat.strict_subset`). A copy; `schema` is not changed."""
     if isinstance(schema, list):
-        return [strict_json_schema(item) for item in schema]
+        return [closed_json_schema(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
     out = {}
     for key, value in schema.items():
-        if key in _NOT_STRICT:
+        if key == "default":
             continue
         if key in ("properties", "$defs"):
-            out[key] = {name: strict_json_schema(sub) for name, sub in value.items()}
+            out[key] = {name: closed_json_schema(sub) for name, sub in value.items()}
         else:
-            out[key] = strict_json_schema(value)
+            out[key] = closed_json_schema(value)
     if out.get("type") == "object" or "properties" in out:
         out["required"] = list(out.get("properties", {}))
         out["additionalProperties"] = False
@@ -88,7 +84,7 @@ def strict_json_schema(schema: dict) -> dict:
 
 
 def persona_json_schema() -> dict:
-    return strict_json_schema(Persona.model_json_schema())
+    return closed_json_schema(Persona.model_json_schema())
 
 
 # Fields a person may edit through the override table, and the ones fidelity scores.
