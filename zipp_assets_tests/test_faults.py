@@ -41,8 +41,9 @@ KILL_POINTS = [
     ("ingest", "empty", "committed:1", True),  # a month's rows committed, its quarantine not
     ("ingest", "full", "committed:5", True),  # re-ingestion: 2018-01 rows new, quarantine of the old build
     ("ingest", "full", "delta:reddit_submissions:2", False),
-    ("ingest", "empty", "publish:reddit_comments:1", False),  # inside the first commit: its entry staged only
-    ("ingest", "empty", "published:reddit_comments:1", True),  # inside it: published, delta-rs not returned
+    # On an empty lake a table's commit 1 is its empty creation (lake.py), so commit 2 is its first rows.
+    ("ingest", "empty", "publish:reddit_comments:2", False),  # inside the first rows' commit: its entry staged only
+    ("ingest", "empty", "published:reddit_comments:2", True),  # inside it: published, delta-rs not returned
     ("derived", "before", "commit:1", False),
     ("derived", "before", "committed:3", False),  # 2017-12 done, 2018-01 image posts only
     ("derived", "full", "delta:reddit_user_subreddit_edges:1", False),
@@ -455,8 +456,8 @@ def test_a_reader_beside_a_writer_sees_whole_old_or_new_versions_never_a_mix(tin
 # s3put, s3commit and s3committed fall inside delta-rs's write and commit (see faults_driver.py).
 S3_KILL_POINTS = [
     ("empty", "s3put:reddit_comments:1", False),  # a data file's upload never reaches the store
-    ("empty", "s3commit:reddit_comments:1", False),  # the first commit's log entry never reaches it
-    ("empty", "s3committed:reddit_comments:1", True),  # stored, then killed: rows without their quarantine
+    ("empty", "s3commit:reddit_comments:2", False),  # the first rows' log entry never reaches it (1 is the creation)
+    ("empty", "s3committed:reddit_comments:2", True),  # stored, then killed: rows without their quarantine
     ("ingested", "s3commit:reddit_submissions_quarantine:2", True),  # 2018-01's rows new, its quarantine old
 ]
 
