@@ -21,7 +21,11 @@ def _evaluation_rows():
     other = row("popularity | `x`", 0.61)
     other.update({"ours_minus_this_posting_accuracy": 0.2, "ours_minus_this_posting_accuracy_low": 0.18,
                   "ours_minus_this_posting_accuracy_high": 0.22, "ours_vs_this_posting_accuracy": "ahead"})
-    return [row("ours", 0.812), other]
+    ours = row("ours", 0.812)
+    # as read back from the lake: a column only some rows have is None in the others
+    ours.update({"attention_precision@3": 0.8, "attention_precision@3_low": 0.78, "attention_precision@3_high": 0.82,
+                 "chance_precision@3": 0.709})
+    return [ours, other]
 
 
 def _columns(rows):  # as encoder_evaluation writes them: every column any row has
@@ -56,9 +60,9 @@ def test_pages_carry_the_tables_and_name_the_run(tmp_path):
     assert set(pages) == {"encoder-evaluation.md", "persona-fidelity.md", "zipbench.md"}
     for text in pages.values():
         assert f"commit `{record['commit']}`" in text and "seed 3" in text and "world_version 9" in text
-        assert "version 0" in text  # the Delta version each page was read from
+        assert "version 1" in text  # the Delta version each page was read from (0 is the empty creation)
     encoder = pages["encoder-evaluation.md"]
-    assert "0.812 [0.792, 0.832]" in encoder and "(ahead)" in encoder
+    assert "0.812 [0.792, 0.832]" in encoder and "(ahead)" in encoder and "0.800 [0.780, 0.820] (0.709)" in encoder
     assert "popularity \\| 'x'" in encoder  # stored text cannot break the table or open code spans
     fidelity = pages["persona-fidelity.md"]
     assert "| gender | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] |" in fidelity and "informative" in fidelity

@@ -236,6 +236,6 @@ def evaluation_display_rows(rows: list[dict]) -> list[dict]:
             "visual R@10": _with_interval(r, "visual_recall@10"),
             "community NMI": _with_interval(r, "community_nmi"),
             "attention prec.@3 (chance)": _with_interval(r, "attention_precision@3")
-            + (f" ({r['chance_precision@3']:.3f})" if "chance_precision@3" in r else ""),
+            + (f" ({r['chance_precision@3']:.3f})" if r.get("chance_precision@3") is not None else ""),
         })
     return shown

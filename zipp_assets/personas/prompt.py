@@ -28,7 +28,7 @@ interests, with no names, usernames or links.
 Answer with one JSON object that follows the schema {SCHEMA_VERSION}."""
 
 
-def verbalization_request(user_id: str, evidence_text: str, max_tokens: int = 700) -> LLMRequest:
+def verbalization_request(user_id: str, evidence_text: str, max_tokens: int = 1024) -> LLMRequest:
     instructions = (f"JSON schema:\n{json.dumps(persona_json_schema(), separators=(',', ':'))}\n\n"
                     "The next message is the evidence about the user, as JSON. Write the persona as JSON.")
     return LLMRequest(id=user_id, messages=({"role": "system", "content": SYSTEM},
