@@ -138,7 +138,7 @@ def test_the_vision_language_judge_sees_the_references_and_both_candidates_and_i
     failed into a forced tie (win rate 0.500), and neither the summary nor the report said so."""
     import base64
 
-    users, prompts, rewrites, images, scores, summary, report = zipbench_assets
+    users, prompts, rewrites, images, scores, summary, report, human = zipbench_assets
     instance = dg.DagsterInstance.ephemeral()
     resources = _resources(data_dir)
     config = {"ops": {"zipbench_users": {"config": {"n_users": 4}},
