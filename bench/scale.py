@@ -158,7 +158,11 @@ class Recorder:
         cpu = _cpu_seconds()
         started = time.perf_counter()
         yield record
-        record.update(seconds=time.perf_counter() - started, peak_rss=peak_bytes(), rss_after=rss_bytes(),
+        seconds = time.perf_counter() - started
+        # RSS first, then the mark: a page touched between the two reads (Arrow's or torch's threads) would
+        # otherwise leave a peak below the RSS after it; the peak is at least the RSS by definition.
+        after = rss_bytes()
+        record.update(seconds=seconds, peak_rss=max(peak_bytes(), after), rss_after=after,
                       peak_resettable=self.peak_resettable, cpu_seconds=_cpu_seconds() - cpu,
                       load_average_1min_at_end=os.getloadavg()[0])
         release_free_memory()
