@@ -16,6 +16,7 @@ export DGLBACKEND := pytorch
 
 DEMO_MONTHS ?= 2019-01:2019-03
 DEMO_USERS ?= 2000
+DEMO_PHRASEBOOK ?= forum_us
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 STUDIO_PORT ?= 8040
@@ -69,7 +70,7 @@ setup-gpu: setup
 		print(f'DGL CUDA build: {ok}; GPUs torch sees: {torch.cuda.device_count()}'); sys.exit(0 if ok else 1)"
 
 demo: setup
-	$(PY) -m zipp_assets.demo --months $(DEMO_MONTHS) --users $(DEMO_USERS)
+	$(PY) -m zipp_assets.demo --months $(DEMO_MONTHS) --users $(DEMO_USERS) --phrasebook $(DEMO_PHRASEBOOK)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

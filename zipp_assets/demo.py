@@ -1,6 +1,10 @@
 """The offline demo: generate the synthetic world, materialize every asset, say where results are.
 
-    python -m zipp_assets.demo [--months 2019-01:2019-03] [--users 2000] [--seed 0]
+    python -m zipp_assets.demo [--months 2019-01:2019-03] [--users 2000] [--seed 0] [--phrasebook forum_us]
+
+The world speaks the words of one phrasebook (`zipp_assets/simworld/phrasebooks/`); to compare
+phrasebooks, run the demo once per phrasebook into its own data folder (ZIPP_DATA_DIR) and put the
+runs side by side with `python -m zipp_assets.results --compare DIR...`.
 
 Assets are materialized with the same `dg launch` commands the README gives, into the persistent
 instance in $DAGSTER_HOME, so the runs show up in the UI (`make ui`).
@@ -23,6 +27,8 @@ from zipp_assets.results import write_run_record
 from zipp_assets.reddit.synthetic import mark_synthetic_world, not_synthetic_because
 from zipp_assets.settings import load_settings
 from zipp_assets.zipbench.assets import benchmark_partitions
+from zipp_assets.simworld.phrasebook import DEFAULT_PHRASEBOOK
+from zipp_assets.simworld.phrasebook import available as available_phrasebooks
 from zipp_assets.simworld.world import WORLD_VERSION, WorldConfig, generate_world, parse_month_range
 
 # Asset groups in dependency order: monthly ones are materialized over the demo's months.
@@ -38,16 +44,17 @@ BENCHMARK_SUMMARY = "zipbench_scores,zipbench_human_agreement,zipbench_summary,z
 DEMO_BENCHMARK_USERS = 300  # "a few hundred in the demo"; production's default is the paper's 1,500
 
 
-def ensure_world(months: tuple[str, ...], users: int, seed: int) -> dict:
+def ensure_world(months: tuple[str, ...], users: int, seed: int, phrasebook: str = DEFAULT_PHRASEBOOK) -> dict:
     """The demo's world in the data folder (generated unless the same one is there); returns what it is."""
     settings = load_settings()
     stamp = settings.raw_dir / "simworld.json"
-    wanted = {"months": list(months), "users": users, "seed": seed, "world_version": WORLD_VERSION}
+    wanted = {"months": list(months), "users": users, "seed": seed, "world_version": WORLD_VERSION,
+              "phrasebook": phrasebook}
     if stamp.exists() and json.loads(stamp.read_text()) == wanted and not not_synthetic_because(settings.reddit_raw_dir):
         print(f"synthetic world already in {settings.raw_dir} ({users} users, {months[0]}..{months[-1]})")
         return wanted
     print(f"generating the synthetic world into {settings.raw_dir} ...", flush=True)
-    config = WorldConfig(users=users, months=months, seed=seed)
+    config = WorldConfig(users=users, months=months, seed=seed, phrasebook=phrasebook)
     generate_world(config, settings.raw_dir, settings.truth_dir, progress=lambda line: print("  " + line, flush=True))
     mark_synthetic_world(settings.reddit_raw_dir, generator="zipp_assets.simworld via zipp_assets.demo")  # allows the demo key
     stamp.write_text(json.dumps(wanted))
@@ -118,10 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--months", default="2019-01:2019-03")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--phrasebook", default=DEFAULT_PHRASEBOOK, choices=available_phrasebooks(),
+                        help="the words the world speaks (default: %(default)s)")
     args = parser.parse_args(argv)
     started = datetime.now(timezone.utc)
     months = parse_month_range(args.months)
-    world = ensure_world(months, args.users, args.seed)
+    world = ensure_world(months, args.users, args.seed, args.phrasebook)
     set_aside_pre_delta_lake()
     for group in MONTHLY_GROUPS:
         materialize(f"group:{group}", f"{months[0]}...{months[-1]}")

@@ -45,8 +45,10 @@ def _fill_lake(root):
     lake.write_partition(root, "persona_fidelity", pa.Table.from_pylist(fidelity_table(personas, controls, truth)))
     lake.write_partition(root, "encoder_evaluation", _columns(_evaluation_rows()))
     lake.write_partition(root, "zipbench_summary", pa.Table.from_pylist(
-        [{"method": "generic", "CLIPScore (ref)": "48.13 [47.46, 48.65]", "verdict vs generic": "-"},
-         {"method": "zipp_0shot", "CLIPScore (ref)": "47.2 [46.1, 48.3]", "verdict vs generic": "tied"}]))
+        [{"method": "generic", "group": "all users", "CLIPScore (ref)": "48.13 [47.46, 48.65]", "minus generic": "–",
+          "verdict vs generic": "–"},
+         {"method": "zipp_0shot", "group": "all users", "CLIPScore (ref)": "47.2 [46.1, 48.3]",
+          "minus generic": "-0.93 [-2.10, 0.20]", "verdict vs generic": "tied"}]))
 
 
 def test_pages_carry_the_tables_and_name_the_run(tmp_path):
@@ -66,7 +68,7 @@ def test_pages_carry_the_tables_and_name_the_run(tmp_path):
     assert "popularity \\| 'x'" in encoder  # stored text cannot break the table or open code spans
     fidelity = pages["persona-fidelity.md"]
     assert "| gender | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] |" in fidelity and "informative" in fidelity
-    assert "| zipp_0shot | 47.2 [46.1, 48.3] | tied |" in pages["zipbench.md"]
+    assert "| zipp_0shot | all users | 47.2 [46.1, 48.3] | -0.93 [-2.10, 0.20] | tied |" in pages["zipbench.md"]
 
 
 def test_a_lake_without_a_run_record_says_so(tmp_path):
@@ -85,3 +87,37 @@ def test_a_missing_table_or_a_bad_run_record_is_an_error(tmp_path, monkeypatch, 
     (tmp_path / "run.json").write_text(json.dumps({"commit": "abc"}))
     with pytest.raises(ValueError, match="not a run record"):
         read_run_record(tmp_path)
+
+
+def test_compare_puts_runs_side_by_side_and_calls_a_finding_only_what_holds_on_all(tmp_path, monkeypatch, capsys):
+    started = datetime(2026, 12, 6, 20, 0, tzinfo=timezone.utc)
+    dirs = []
+    for phrasebook in ("forum_us", "trade_notes"):
+        data_dir = tmp_path / phrasebook
+        _fill_lake(data_dir / "lake")
+        write_run_record(data_dir, WORLD | {"phrasebook": phrasebook}, started, "python -m zipp_assets.demo")
+        dirs.append(data_dir)
+    # the second run's persona no longer states gender better than its control: that verdict now differs
+    second = dirs[1] / "lake"
+    rows = lake.open_table(second, "persona_fidelity").read().to_pylist()
+    for row in rows:
+        if row["attribute"] == "gender":
+            row.update(lead=0.01, lead_low=-0.02, lead_high=0.04, verdict="no better than the control")
+    lake.write_partition(second, "persona_fidelity", pa.Table.from_pylist(rows))
+    monkeypatch.delenv("ZIPP_LAKE_URI", raising=False)
+    assert main(["--out", str(tmp_path / "out"), "--compare", *map(str, dirs)]) == 0
+    page = (tmp_path / "out" / "phrasebooks.md").read_text()
+    assert "| attribute | forum_us | trade_notes | across runs |" in page
+    assert "informative on all 2" in page  # locale, profession... hold on both
+    assert "differs: informative on 1, no better than the control on 1" in page  # gender
+    assert "| zipp_0shot | all users | -0.93 [-2.10, 0.20] tied | -0.93 [-2.10, 0.20] tied | tied on all 2 |" in page
+    assert "| generic |" not in page  # the reference itself has no verdict
+    assert "**forum_us**" in page and "**forum_us**" in page and "**trade_notes**" in page
+    assert "persona_fidelity` version 2" in page  # the rewritten table of the second run, read at its version
+
+
+def test_a_run_missing_a_result_table_fails_the_comparison(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ZIPP_LAKE_URI", raising=False)
+    lake.write_partition(tmp_path / "a" / "lake", "persona_fidelity", pa.Table.from_pylist([{"attribute": "x"}]))
+    assert main(["--out", str(tmp_path / "out"), "--compare", str(tmp_path / "a")]) == 2
+    assert "zipbench_summary" in capsys.readouterr().err
