@@ -15,7 +15,7 @@ that evaluates the conditions and the retraining sensor are off by default; turn
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
@@ -68,6 +68,20 @@ encoder_retrain_job = dg.define_asset_job(
     description="Retrain the encoder; requested when persona drift passes ZIPP_RETRAIN_DRIFT.")
 
 
+def retrain_drift_bound(environ: Mapping[str, str] | None = None) -> float:
+    """The drift past which the encoder is retrained: ZIPP_RETRAIN_DRIFT, a share in [0, 1], default 0.3
+    (0 retrains after any change; 1 never)."""
+    env = os.environ if environ is None else environ
+    raw = env.get(RETRAIN_DRIFT_ENV, "0.3")
+    try:
+        bound = float(raw)
+    except ValueError:
+        raise ValueError(f"{RETRAIN_DRIFT_ENV} must be a share in [0, 1], got {raw!r}") from None
+    if not 0.0 <= bound <= 1.0:  # NaN fails this too
+        raise ValueError(f"{RETRAIN_DRIFT_ENV} must be a share in [0, 1], got {raw!r}")
+    return bound
+
+
 def retraining_request(lake_dir, drift_event_id: str, bound: float) -> dg.RunRequest | dg.SkipReason:
     """Retrain the encoder only when the latest re-mining changed more than `bound` of the personas."""
     rows = drift_by_remining(lake_dir)
@@ -83,8 +97,7 @@ def retraining_request(lake_dir, drift_event_id: str, bound: float) -> dg.RunReq
                  description="Retrains persona_encoder when a re-mining changed more than ZIPP_RETRAIN_DRIFT "
                              "(default 0.3) of the personas.")
 def retrain_when_personas_drift(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, lake: ZippLake):
-    bound = float(os.environ.get(RETRAIN_DRIFT_ENV, "0.3"))
-    return retraining_request(lake.settings.lake_dir, asset_event.run_id, bound)
+    return retraining_request(lake.settings.lake_dir, asset_event.run_id, retrain_drift_bound())
 
 
 remining_sensors = [remining_sensor, retrain_when_personas_drift]

@@ -10,7 +10,7 @@ from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 
 from zipp_assets.definitions import defs
 from zipp_assets.personas import automation
-from zipp_assets.personas.automation import MONTHLY_INGESTION, REFRESHED, retraining_request
+from zipp_assets.personas.automation import MONTHLY_INGESTION, REFRESHED, retrain_drift_bound, retraining_request
 from zipp_assets.personas.shards import SHARD_KEYS
 
 TWELVE_MONTHS = [f"{year}-{month:02d}" for year, month in [(2018, 12), *((2019, m) for m in range(1, 12))]]
@@ -122,3 +122,11 @@ def test_the_encoder_is_retrained_only_when_the_latest_re_mining_drifted_past_th
     assert request.run_key == "retrain:run3" and request.tags["zipp/reason"] == "persona drift 0.450 > 0.3"
     sensor = automation.retrain_when_personas_drift
     assert sensor.asset_key == dg.AssetKey("persona_drift") and sensor.job_name == "persona_encoder_retrain"
+
+
+def test_the_drift_bound_is_a_share_and_a_bad_one_names_the_variable():
+    assert retrain_drift_bound({}) == 0.3
+    assert retrain_drift_bound({"ZIPP_RETRAIN_DRIFT": "0.05"}) == 0.05
+    for bad in ("lots", "1.5", "-0.1", "nan"):
+        with pytest.raises(ValueError, match="ZIPP_RETRAIN_DRIFT must be a share in"):
+            retrain_drift_bound({"ZIPP_RETRAIN_DRIFT": bad})
