@@ -17,9 +17,14 @@ A size is a number of edges (20K, 1M, 10M, 100M, 200M...) or `full` (22M users, 
   training   the project's edge_dataloader and optimization_step over TrainingObjective
              (hidden 128, 4 heads, fan-outs 15,10, batches of 512 seed edges, 8 negatives, no
              ImageAlign); `--steps` batches, seed edges/s over those after `--warmup`
-  inference  zipp_assets.encoder.train.infer for every user (users/s) + inference.top_k_attention
-  evaluation evaluate.KnownLinks + link_scores with embedding_scorer on a fixed, seeded sample of
-             `--eval-edges` held-out test edges against every subreddit
+  inference  zipp_assets.encoder.inference.embed_users_to_lake, the pipeline's path: every user's
+             embedding and attention top-10 written to the lake, GATv2 in groups of at most
+             `--max-edges` incoming edges, user states memory-mapped between layers (users/s)
+  inference_in_memory  with --reference-inference: zipp_assets.encoder.train.infer (DGL's
+             full-neighbour loader, 4,096 destinations a batch, everything in memory) +
+             inference.top_k_attention, the reference the pipeline's path replaced
+  evaluation evaluate.KnownLinks + link_scores on a fixed, seeded sample of `--eval-edges`
+             held-out test edges against every subreddit, the sample's users read back from the lake
 
 Each size runs in three subprocesses (generate; tables; the encoder stages), as the pipeline runs
 the graph tables and the encoder as separate assets, so nothing one leaves behind counts against
@@ -61,7 +66,7 @@ os.environ.setdefault("DGLBACKEND", "pytorch")
 
 GIB = 2**30
 MONTHS = 4
-STAGES = ("tables", "graph", "training", "inference", "evaluation")
+STAGES = ("tables", "graph", "training", "inference", "inference_in_memory", "evaluation")
 
 
 @dataclass(frozen=True)
@@ -368,8 +373,13 @@ def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
     import torch
 
     from zipp_assets.encoder.data import FORWARD, load_graph_data
-    from zipp_assets.encoder.evaluate import KnownLinks, embedding_scorer, link_scores
-    from zipp_assets.encoder.inference import top_k_attention
+    import pyarrow.compute as pc
+    import torch.nn.functional as F
+
+    from zipp_assets import lake
+    from zipp_assets.encoder.evaluate import KnownLinks, link_scores
+    from zipp_assets.encoder.chunked import DEFAULT_MAX_EDGES
+    from zipp_assets.encoder.inference import embed_users_to_lake, top_k_attention
     from zipp_assets.encoder.train import TrainConfig, TrainingObjective, build_model, edge_dataloader, infer, optimization_step
 
     info = recorder.result["info"]
@@ -439,23 +449,40 @@ def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
     print(f"  training: {record['seed_edges_per_second']:,.0f} seed edges/s", flush=True)
 
     # infer() takes 4,096 destination nodes a batch with their full neighbourhoods: the largest batch
-    # of subreddits (by incoming edges) is what one GATv2 layer's per-edge tensors must hold at once.
+    # of subreddits (by incoming edges) is what one GATv2 layer's per-edge tensors must hold at once there;
+    # embed_users_to_lake holds at most --max-edges (or one subreddit's slice of them).
     in_degree = graph.in_degrees(etype=FORWARD)
     info["largest_inference_batch_edges"] = int(max(in_degree[i : i + 4096].sum() for i in range(0, len(in_degree), 4096)))
     info["largest_subreddit_train_edges"] = int(in_degree.max())
-    with recorder.stage("inference") as record:
+    max_edges = args.max_edges or DEFAULT_MAX_EDGES
+    info["inference_max_edges"] = max_edges
+    final_subreddits = torch.zeros(data.num_subreddits, model.hidden)
+    with recorder.stage("inference") as record, tempfile.TemporaryDirectory(dir=lake_dir.parent) as scratch:
         started = time.perf_counter()
-        z, attention = infer(model, graph, data, "cpu")
+        counts = embed_users_to_lake(model, graph, data, lake_dir, top_k=10, scratch_dir=Path(scratch),
+                                     max_edges=max_edges, final_subreddits=final_subreddits)
         record["infer_seconds"] = time.perf_counter() - started
         record["users_per_second"] = data.num_users / record["infer_seconds"]
-        started = time.perf_counter()
-        top = top_k_attention(graph, attention, k=10)
-        record["top_k_seconds"] = time.perf_counter() - started
-        record["top_k_rows"] = int(len(top["user_index"]))
-        memory["inference embeddings float32"] = nbytes(z["user"]) + nbytes(z["subreddit"])
-        memory["inference attention float32 [E, heads]"] = nbytes(attention)
-        del top, attention
+        record["top_k_rows"] = int(counts["attention_rows"])
+        memory["inference user states between layers (memory-mapped file)"] = data.num_users * model.hidden * 4
+        del counts
     print(f"  inference: {record['users_per_second']:,.0f} users/s", flush=True)
+
+    if args.reference_inference:
+        with recorder.stage("inference_in_memory") as record:
+            started = time.perf_counter()
+            z, attention = infer(model, graph, data, "cpu")
+            record["infer_seconds"] = time.perf_counter() - started
+            record["users_per_second"] = data.num_users / record["infer_seconds"]
+            started = time.perf_counter()
+            top = top_k_attention(graph, attention, k=10)
+            record["top_k_seconds"] = time.perf_counter() - started
+            record["top_k_rows"] = int(len(top["user_index"]))
+            memory["in-memory inference embeddings float32"] = nbytes(z["user"]) + nbytes(z["subreddit"])
+            memory["in-memory inference attention float32 [E, heads]"] = nbytes(attention)
+            record["max_abs_difference_from_streamed_subreddits"] = float((z["subreddit"] - final_subreddits).abs().max())
+            del top, attention, z
+        print(f"  inference in memory (reference): {record['users_per_second']:,.0f} users/s", flush=True)
 
     with recorder.stage("evaluation") as record:
         test = data.edges["test"]
@@ -465,7 +492,15 @@ def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
         known = KnownLinks(data)
         record["known_links_seconds"] = time.perf_counter() - started
         started = time.perf_counter()
-        scores = link_scores(embedding_scorer(z["user"], z["subreddit"]), data, sample, known)
+        # only the sample's users, read back from the lake: all users' embeddings need not fit in memory
+        wanted = torch.unique(sample[:, 0])
+        rows = lake.open_table(lake_dir, "user_embeddings").to_dataset().to_table(
+            columns=["user_index", "embedding"], filter=pc.field("user_index").isin(wanted.numpy()), use_threads=False)
+        position = torch.full((data.num_users,), -1, dtype=torch.int64)
+        position[torch.from_numpy(rows["user_index"].to_numpy().copy())] = torch.arange(rows.num_rows)
+        users = F.normalize(torch.from_numpy(np.stack(rows["embedding"].to_numpy(zero_copy_only=False))), dim=-1)
+        subreddits = F.normalize(final_subreddits, dim=-1)
+        scores = link_scores(lambda idx: users[position[idx]] @ subreddits.T, data, sample, known)
         record["link_scores_seconds"] = time.perf_counter() - started
         record["edges"] = int(len(sample))
         record["edges_per_second"] = len(sample) / record["link_scores_seconds"]
@@ -515,6 +550,10 @@ def run_worker(worker: str, size: Size, lake_dir: Path, work: Path, args, deadli
                "--lake", str(lake_dir), "--result", str(result), "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--eval-edges", str(args.eval_edges), "--hidden", str(args.hidden), "--batch-size", str(args.batch_size),
                "--memory-limit", args.memory_limit]
+    if args.max_edges is not None:
+        command += ["--max-edges", str(args.max_edges)]
+    if args.reference_inference:
+        command.append("--reference-inference")
     process = subprocess.Popen(command, start_new_session=True)
     try:
         code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -572,7 +611,7 @@ def print_table(record: dict) -> None:
         rate = ""
         if name == "training":
             rate = f"{stage['seed_edges_per_second']:,.0f} seed edges/s"
-        elif name == "inference":
+        elif name in ("inference", "inference_in_memory"):
             rate = f"{stage['users_per_second']:,.0f} users/s"
         elif name == "evaluation":
             rate = f"{stage['edges_per_second']:,.0f} held-out edges/s"
@@ -645,6 +684,10 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--eval-edges", type=int, default=20_000)
+    parser.add_argument("--max-edges", type=int, default=None,
+                        help="inference: incoming edges a GATv2 group holds at most (default: the pipeline's)")
+    parser.add_argument("--reference-inference", action="store_true",
+                        help="also run the in-memory inference the pipeline's path replaced (a stage of its own)")
     parser.add_argument("--memory-limit", default="2GB", help="DuckDB's, for the graph tables (GraphConfig's default)")
     parser.add_argument("--timeout-per-size", type=float, default=12 * 3600, help="seconds, all stages of one size")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "scale.json")

@@ -261,19 +261,20 @@ def run(stage: str, lake_dir: Path, raw: Path, models: Path, killer: Killer) -> 
         from zipp_assets.imaging.encoders import PixelStatsEncoder
 
         torch.set_num_threads(1)
-        chunks = inference.layer_chunks
+        chunks = inference.last_layer_users
 
         def killable_chunks(*args, **kwargs):
             for item in chunks(*args, **kwargs):
                 killer.hit("chunk")
                 yield item
 
-        inference.layer_chunks = killable_chunks
+        inference.last_layer_users = killable_chunks
         trained = load_encoder(latest_checkpoint(models))
         data = load_graph_data(lake_dir, PixelStatsEncoder.name, normalization=trained.normalization)
         check_data_version(trained, data_of(data, PixelStatsEncoder.name), "error", data.content_versions)
         model = encoder_for_graph(trained, data.subreddit_names)
-        inference.embed_users_to_lake(model, data.message_graph(), data, lake_dir, batch_size=40, top_k=3)
+        inference.embed_users_to_lake(model, data.message_graph(), data, lake_dir, batch_size=40, top_k=3,
+                                      max_edges=200)  # several groups of users, so chunk:2 exists
     else:
         raise ValueError(f"unknown stage {stage!r}")
 

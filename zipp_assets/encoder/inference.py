@@ -2,12 +2,14 @@
 
 `embed_users_to_lake` is the path that scales: the last layer's output goes to the lake chunk by
 chunk, and between layers the users' hidden states live in a memory-mapped scratch file, so
-memory does not grow with the number of users beyond the graph itself. Embeddings and attention are
+memory does not grow with the number of users beyond the graph itself. GATv2 layers run in groups of
+at most `max_edges` incoming edges (`chunked`), so neither does it grow with a subreddit's size. Embeddings and attention are
 committed under one build id; readers of one check it against the other.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dgl
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from zipp_assets import lake
+from zipp_assets.encoder.chunked import DEFAULT_MAX_EDGES, user_and_subreddit_layers
 from zipp_assets.encoder.data import REVERSE, GraphData
 from zipp_assets.encoder.model import PersonaEncoder
 from zipp_assets.encoder.train import input_rows, layer_chunks
@@ -56,24 +59,32 @@ def _top_rows(top: dict[str, np.ndarray], ids: pa.Array, names: pa.Array) -> pa.
     }, schema=TOP_SCHEMA)
 
 
-@torch.no_grad()
-def embed_users_to_lake(model: PersonaEncoder, graph, data: GraphData, lake_dir: Path, device: str = "cpu",
-                        batch_size: int = 4096, top_k: int = 10, scratch_dir: Path | None = None) -> dict:
-    """Every user's embedding (and ImageAlign projection) and its top-k attended subreddits, written
-    to `user_embeddings` and `user_top_subreddits` as the last layer produces them. Returns counts
-    and the top-1 attention weights (for a histogram)."""
-    model.eval()
-    graph = graph.to(device)
-    ids = _column_by_index(lake_dir, data, "users", "user_index", "user_id")
-    names = _column_by_index(lake_dir, data, "subreddits", "subreddit_index", "subreddit")
+def _user_store(scratch_dir: Path | None, name: str):
+    """Where a layer's user states go: a memory-mapped file in `scratch_dir`, else memory."""
+    if scratch_dir is None:
+        return lambda rows, hidden: np.zeros((rows, hidden), np.float32)
+    return lambda rows, hidden: np.lib.format.open_memmap(Path(scratch_dir) / name, mode="w+", dtype=np.float32,
+                                                          shape=(rows, hidden))
+
+
+def last_layer_users(model: PersonaEncoder, graph, data: GraphData, device: str, batch_size: int,
+                     max_edges: int, scratch_dir: Path | None, final_subreddits: torch.Tensor | None = None,
+                     ) -> Iterator[tuple[np.ndarray, torch.Tensor, dict | None]]:
+    """(user indexes, last-layer output, their attention as arrays user/subreddit/weight or None), group by
+    group. GATv2 runs edge-chunked (`chunked`, memory bounded by `max_edges`); SAGE, which has no attention
+    and sums no per-edge tensors of the hidden size, by DGL's full-neighbour loader in `batch_size` nodes."""
+    features = data.user_features.to(device)
+    if all(layer.conv == "gatv2" for layer in model.layers):
+        depth = iter(range(len(model.layers)))
+        yield from user_and_subreddit_layers(
+            model, graph, lambda ids: model.user_in(features[ids]), model.subreddit_in,
+            lambda rows, hidden: _user_store(scratch_dir, f"layer{next(depth)}_users.npy")(rows, hidden), max_edges,
+            final_subreddits)
+        return
     num_users, num_subreddits, hidden = graph.num_nodes("user"), graph.num_nodes("subreddit"), model.hidden
     inputs = input_rows(model, data, device)
     for depth, layer in enumerate(model.layers[:-1]):
-        if scratch_dir is not None:
-            users_h = np.lib.format.open_memmap(Path(scratch_dir) / f"layer{depth}_users.npy", mode="w+",
-                                                dtype=np.float32, shape=(num_users, hidden))
-        else:
-            users_h = np.zeros((num_users, hidden), np.float32)
+        users_h = _user_store(scratch_dir, f"layer{depth}_users.npy")(num_users, hidden)
         subreddits_h = torch.zeros(num_subreddits, hidden, device=device)
         for output_nodes, result, _, _ in layer_chunks(layer, graph, inputs, device, batch_size):
             if len(output_nodes.get("user", ())):
@@ -84,20 +95,44 @@ def embed_users_to_lake(model: PersonaEncoder, graph, data: GraphData, lake_dir:
             "user": torch.from_numpy(np.ascontiguousarray(users_h[nodes["user"].cpu().numpy()])).to(device),
             "subreddit": subreddits_h[nodes["subreddit"]],
         })(users_h, subreddits_h)
+    for output_nodes, result, block, attention in layer_chunks(model.layers[-1], graph, inputs, device, batch_size):
+        users = output_nodes.get("user")
+        if final_subreddits is not None and len(output_nodes.get("subreddit", ())):
+            final_subreddits[output_nodes["subreddit"]] = result["subreddit"]
+        if users is None or len(users) == 0:
+            continue
+        edges = None
+        if attention is not None:
+            src, dst = block[REVERSE].edges()
+            edges = {"user": block.dstnodes["user"].data[dgl.NID][dst].cpu().numpy(),
+                     "subreddit": block.srcnodes["subreddit"].data[dgl.NID][src].cpu().numpy(),
+                     "weight": attention.mean(dim=1).cpu().numpy()}
+        yield users.cpu().numpy(), result["user"], edges
+
+
+@torch.no_grad()
+def embed_users_to_lake(model: PersonaEncoder, graph, data: GraphData, lake_dir: Path, device: str = "cpu",
+                        batch_size: int = 4096, top_k: int = 10, scratch_dir: Path | None = None,
+                        max_edges: int = DEFAULT_MAX_EDGES, final_subreddits: torch.Tensor | None = None) -> dict:
+    """Every user's embedding (and ImageAlign projection) and its top-k attended subreddits, written
+    to `user_embeddings` and `user_top_subreddits` as the last layer produces them. Returns counts
+    and the top-1 attention weights (for a histogram). GATv2 layers hold at most `max_edges` incoming
+    edges' temporaries at once; `final_subreddits` ([S, hidden]), where given, receives the last layer's
+    subreddit states (to score links against without a second pass)."""
+    model.eval()
+    graph = graph.to(device)
+    ids = _column_by_index(lake_dir, data, "users", "user_index", "user_id")
+    names = _column_by_index(lake_dir, data, "subreddits", "subreddit_index", "subreddit")
     visual_dim = model.config["visual_dim"] if model.image_projection is not None else None
-    schema = _embeddings_schema(hidden, visual_dim)
+    schema = _embeddings_schema(model.hidden, visual_dim)
     top_weights, users_written = [], 0
     # Written under the build id of the graph the users are indexed by: a reader can refuse
     # attention rows whose user indexes belong to another build of the graph (lake.check_built_from).
     with lake.build(lake_dir, data.build_id) as together:
         with lake.RotatingParquetWriter(together.partition(EMBEDDINGS), schema) as embeddings, \
                 lake.RotatingParquetWriter(together.partition(TOP_SUBREDDITS), TOP_SCHEMA) as tops:
-            for output_nodes, result, block, attention in layer_chunks(model.layers[-1], graph, inputs, device, batch_size):
-                users = output_nodes.get("user")
-                if users is None or len(users) == 0:
-                    continue
-                z = result["user"]
-                index = users.cpu().numpy()
+            for index, z, attention in last_layer_users(model, graph, data, device, batch_size, max_edges, scratch_dir,
+                                                        final_subreddits):
                 columns = {"user_index": pa.array(index, pa.int64()), "user_id": ids.take(pa.array(index)),
                            "embedding": _vectors(z.cpu().numpy())}
                 if visual_dim:
@@ -105,11 +140,7 @@ def embed_users_to_lake(model: PersonaEncoder, graph, data: GraphData, lake_dir:
                 embeddings.write(pa.table(columns, schema=schema))
                 users_written += len(index)
                 if attention is not None:
-                    reverse = block[REVERSE]
-                    src, dst = reverse.edges()
-                    top = rank_within_users(block.dstnodes["user"].data[dgl.NID][dst].cpu().numpy(),
-                                            block.srcnodes["subreddit"].data[dgl.NID][src].cpu().numpy(),
-                                            attention.mean(dim=1).cpu().numpy(), top_k)
+                    top = rank_within_users(attention["user"], attention["subreddit"], attention["weight"], top_k)
                     tops.write(_top_rows(top, ids, names))
                     top_weights.append(top["weight"][top["rank"] == 1])
     return {"users": users_written, "attention_rows": tops.rows_written, "versions": together.versions,
