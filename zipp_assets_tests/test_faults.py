@@ -65,17 +65,17 @@ KILL_POINTS = [
     ("train", "before", "epoch:3", False),  # the last epoch finished, its state not saved
     ("train", "before", "save:1", False),  # weights written, the checkpoint folder not renamed
     ("infer", "full", "chunk:2", False),
-    # Embeddings and attention are written under their graph's build id (so evidence can refuse attention of an
-    # older graph), so a kill between their commits over the same graph leaves one build id and is not refused;
-    # re-encoding the same graph and checkpoint writes the same rows, which the partition check compares.
-    ("infer", "full", "committed:user_embeddings:1", False),  # embeddings of a new run, attention of the old
-    ("infer", "full", "delta:user_top_subreddits:1", False),  # the same, killed inside the second write
+    # Embeddings and attention share a build id of their own (each commit records the graph build they came
+    # from), so a kill between their commits leaves them disagreeing, and readers refuse the pair.
+    ("infer", "full", "committed:user_embeddings:1", True),  # embeddings of a new run, attention of the old
+    ("infer", "full", "delta:user_top_subreddits:1", True),  # the same, killed inside the second write
 ]
 # Tables whose ids must agree before they are read together, and append-only tables (a killed run
 # leaves whole chunks of them, which the next run keeps and completes).
 BUILT_TOGETHER = [["reddit_comments", "reddit_comments_quarantine"],
                   ["reddit_submissions", "reddit_submissions_quarantine"],
                   ["users", "subreddits", "graph_edges"], ["user_embeddings", "user_top_subreddits"]]
+BUILT_FROM_USERS = ["user_visual_profiles", "user_embeddings", "user_top_subreddits"]  # indexed by the graph's users
 APPEND_ONLY = {"image_embeddings", "image_failures"}
 VOLATILE = {"attempted_utc"}  # wall-clock times
 FLOATS = {"embedding", "visual_embedding", "weight", "profile"}  # model outputs: compared to 1e-5
@@ -221,13 +221,14 @@ def _what_a_reader_sees(killed, reference, start=None) -> int:
                 lake.open_tables(killed, tables)
             except lake.BuildMismatch:
                 refused += 1
-    if {"user_visual_profiles", "users"} <= _tables(killed):
-        profiles = lake.open_table(killed, "user_visual_profiles")
-        for partition in profiles.partitions():
-            try:
-                lake.check_built_from(profiles, partition, lake.open_table(killed, "users"))
-            except lake.BuildMismatch:
-                refused += 1
+    for derived in BUILT_FROM_USERS:  # computed from one build of the graph: that build, or refused
+        if {derived, "users"} <= _tables(killed):
+            snapshot = lake.open_table(killed, derived)
+            for partition in snapshot.partitions() if snapshot.partition_columns else [None]:
+                try:
+                    lake.check_built_from(snapshot, partition, lake.open_table(killed, "users"))
+                except lake.BuildMismatch:
+                    refused += 1
     return refused
 
 
