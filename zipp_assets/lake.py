@@ -71,6 +71,9 @@ _DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PARTITION_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
 _PARTITION_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # safe inside a quoted predicate and a path
 _BUILD_APP_ID = "zipp.build"
+# The build of the table a derived table was computed from, recorded in the derived table's own commit
+# (encoder outputs: their own build id, and the graph build whose user indexes they use).
+_BUILT_FROM_APP_ID = "zipp.built_from"
 # The description of a table `_create_if_absent` made: at version 0 such a table holds no writes yet.
 _CREATED_EMPTY = "zipp_assets lake table (created empty; rows come in later commits)"
 # Object-store settings read from the environment (delta-rs's object_store keys).
@@ -160,8 +163,8 @@ def _partition_label(partition: Partition) -> str:
     return "/".join(f"{k}={v}" for k, v in partition.items())
 
 
-def _build_app_id(partition: Partition) -> str:
-    return f"{_BUILD_APP_ID}/{_partition_label(partition)}" if partition else _BUILD_APP_ID
+def _build_app_id(partition: Partition, app: str = _BUILD_APP_ID) -> str:
+    return f"{app}/{_partition_label(partition)}" if partition else app
 
 
 def new_build_id() -> int:
@@ -256,6 +259,11 @@ class TableSnapshot:
     def build_id(self, partition: Partition | None = None) -> int | None:
         """The build id the partition (or the whole table) was last written under; None if never."""
         return self._table.transaction_version(_build_app_id(_check_partition(partition)))
+
+    def built_from(self, partition: Partition | None = None) -> int | None:
+        """The source build the partition (or whole table) was computed from, as its last write
+        recorded it (`Build(built_from=...)`); None if that write recorded none."""
+        return self._table.transaction_version(_build_app_id(_check_partition(partition), _BUILT_FROM_APP_ID))
 
     def partitions(self) -> list[dict[str, str]]:
         """Partitions that hold rows in this version (a partition written empty holds none)."""
@@ -361,12 +369,16 @@ def check_same_build(snapshots: Sequence[TableSnapshot], partition: Partition | 
 
 
 def check_built_from(derived: TableSnapshot, partition: Partition | None, source: TableSnapshot) -> None:
-    """`derived` (or its `partition`) was written under the build of `source` it was computed from
-    (visual profiles from the graph tables); else BuildMismatch naming both."""
-    mine, theirs = derived.build_id(partition), source.build_id()
+    """`derived` (or its `partition`) was computed from the build `source` has now: the source build
+    its write recorded (`built_from`: the encoder's outputs, which have a build id of their own), or,
+    where it recorded none, its own build id (visual profiles are written under the graph's build).
+    Else BuildMismatch naming both."""
+    recorded = derived.built_from(partition)
+    mine, theirs = (recorded if recorded is not None else derived.build_id(partition)), source.build_id()
     if mine != theirs:
         where = f" partition {_partition_label(_check_partition(partition))}" if partition else ""
-        raise BuildMismatch(f"{derived.dataset} (version {derived.version}){where} has build {format_build(mine)}, but "
+        what = "was computed from build" if recorded is not None else "has build"
+        raise BuildMismatch(f"{derived.dataset} (version {derived.version}){where} {what} {format_build(mine)}, but "
                             f"{source.dataset} (version {source.version}), which it is computed from, has build "
                             f"{format_build(theirs)}: materialize {derived.dataset} again")
 
@@ -480,10 +492,11 @@ def _create_if_absent(root: LakeRoot, dataset: str, schema: pa.Schema, partition
 
 
 def _commit(root: LakeRoot, dataset: str, data: pa.RecordBatchReader, partition: dict[str, str], mode: str,
-            build_id: int | None, base):
+            build_id: int | None, base, built_from: int | None = None):
     """Commit `data` to the partition (or whole table), checked against `base` (`_pin`'s table, None
     if there was none): a commit by another writer to the same partition since then fails this one
-    with `ConcurrentWrite`. Returns the table at the version committed."""
+    with `ConcurrentWrite`. `built_from`: the source build to record in the same commit (with a
+    build id only). Returns the table at the version committed."""
     from deltalake import WriterProperties, write_deltalake
     from deltalake.exceptions import CommitFailedError
     from deltalake.transaction import CommitProperties, Transaction
@@ -496,6 +509,9 @@ def _commit(root: LakeRoot, dataset: str, data: pa.RecordBatchReader, partition:
     if build_id is not None:
         custom["zipp.build_id"] = format_build(build_id)
         transactions = [Transaction(app_id=_build_app_id(partition), version=build_id)]
+        if built_from is not None:
+            custom["zipp.built_from"] = format_build(built_from)
+            transactions.append(Transaction(app_id=_build_app_id(partition, _BUILT_FROM_APP_ID), version=built_from))
     kwargs: dict = {"mode": mode, "writer_properties": WriterProperties(compression=PARQUET_COMPRESSION.upper()),
                     "commit_properties": CommitProperties(custom_metadata=custom, app_transactions=transactions)}
     if mode == "overwrite" and partition:
@@ -529,11 +545,14 @@ def _concurrent_write(root: LakeRoot, dataset: str, partition: dict[str, str], b
 
 class Build:
     """Tables written together under one build id. Each gets a local scratch folder to fill with
-    Parquet files; `commit` writes them to their tables, one Delta commit each, in order."""
+    Parquet files; `commit` writes them to their tables, one Delta commit each, in order.
+    `built_from`: the build of the tables they were computed from, recorded in each commit
+    (`TableSnapshot.built_from`, checked by `check_built_from`)."""
 
-    def __init__(self, root: LakeRoot, build_id: int | None = None):
+    def __init__(self, root: LakeRoot, build_id: int | None = None, built_from: int | None = None):
         self.root = root
         self.build_id = build_id if build_id is not None else new_build_id()
+        self.built_from = built_from
         self._scratch = Scratch()
         self._parts: list[tuple[str, dict[str, str], Path]] = []
         self._bases: dict = {}  # each table as this build found it: its commit is checked against that
@@ -557,7 +576,7 @@ class Build:
                                  "a partition needs at least one Parquet file (empty ones carry the schema)")
             try:
                 self._bases[dataset] = _commit(self.root, dataset, _scratch_reader(files, partition), partition,
-                                               "overwrite", self.build_id, self._bases[dataset])
+                                               "overwrite", self.build_id, self._bases[dataset], self.built_from)
             except ConcurrentWrite as error:
                 if self.versions:  # the set is now mixed: readers refuse it (BuildMismatch) until it is rebuilt
                     raise ConcurrentWrite(f"{error} This build had already committed "
@@ -571,10 +590,10 @@ class Build:
 
 
 @contextlib.contextmanager
-def build(root: LakeRoot, build_id: int | None = None) -> Iterator[Build]:
-    """Scratch folders for tables written together; committed, under one build id, only if the
-    block ends without an error."""
-    together = Build(root, build_id)
+def build(root: LakeRoot, build_id: int | None = None, built_from: int | None = None) -> Iterator[Build]:
+    """Scratch folders for tables written together; committed, under one build id (recording the
+    source build `built_from`, if given), only if the block ends without an error."""
+    together = Build(root, build_id, built_from)
     try:
         yield together
         together.commit()
@@ -592,12 +611,12 @@ def atomic_partition(root: LakeRoot, dataset: str, partition: Partition | None =
 
 
 def write_partition(root: LakeRoot, dataset: str, table: pa.Table, partition: Partition | None = None,
-                    build_id: int | None = None) -> int:
+                    build_id: int | None = None, built_from: int | None = None) -> int:
     """Replace a partition (or a whole table) with `table` in one commit; returns the new version."""
     checked = _check_partition(partition)
     reader = _scratch_reader_from_table(table, checked)
     return _commit(root, dataset, reader, checked, "overwrite", build_id if build_id is not None else new_build_id(),
-                   _pin(root, dataset)).version()
+                   _pin(root, dataset), built_from).version()
 
 
 def append_rows(root: LakeRoot, dataset: str, table: pa.Table, partition: Partition | None = None) -> int:

@@ -75,7 +75,7 @@ def install(killer: Killer) -> None:
 
     commit = lake._commit
 
-    def killable_commit(root, dataset, data, partition, mode, build_id, base):
+    def killable_commit(root, dataset, data, partition, mode, build_id, base, built_from=None):
         killer.hit("commit", dataset)
 
         def batches():
@@ -89,7 +89,7 @@ def install(killer: Killer) -> None:
                 killer.hit("delta", dataset)
 
         table = commit(root, dataset, pa.RecordBatchReader.from_batches(data.schema, batches()), partition, mode,
-                       build_id, base)
+                       build_id, base, built_from)
         killer.hit("committed", dataset)
         return table
 

@@ -3,7 +3,8 @@ ingestion, the graph tables, image embedding, encoder training and inference (fa
 each time over a lake in a known state: empty, as an uninterrupted run left it before the stage, or
 complete (a re-materialization), at points inside Delta's commit itself too (publish_kill_shim.c);
 and ingestion on a lake in S3 (moto's server on loopback), killed inside delta-rs's own requests,
-its commits included. After each kill a reader looks at the lake:
+its commits included, and likewise the graph tables and the user embeddings and attention there.
+After each kill a reader looks at the lake:
 every partition that the lake held before, that the uninterrupted run writes, or that the killed
 lake shows reads whole, as it was before the run or as the uninterrupted run left it (a partition
 missing or emptied fails), and tables written together either agree on their build id or are
@@ -30,6 +31,7 @@ import pytest
 
 from zipp_assets import lake
 from zipp_assets_tests.faults_driver import STAGES
+from zipp_assets_tests.moto_server import BUCKET, moto_s3, upload
 
 # (stage, lake it starts from, kill spec, leaves a set of tables whose builds disagree): "empty"
 # lake, "before" = the uninterrupted run's lake before this stage, "full" = its complete lake (the
@@ -65,17 +67,17 @@ KILL_POINTS = [
     ("train", "before", "epoch:3", False),  # the last epoch finished, its state not saved
     ("train", "before", "save:1", False),  # weights written, the checkpoint folder not renamed
     ("infer", "full", "chunk:2", False),
-    # Embeddings and attention are written under their graph's build id (so evidence can refuse attention of an
-    # older graph), so a kill between their commits over the same graph leaves one build id and is not refused;
-    # re-encoding the same graph and checkpoint writes the same rows, which the partition check compares.
-    ("infer", "full", "committed:user_embeddings:1", False),  # embeddings of a new run, attention of the old
-    ("infer", "full", "delta:user_top_subreddits:1", False),  # the same, killed inside the second write
+    # Embeddings and attention share a build id of their own (each commit records the graph build they came
+    # from), so a kill between their commits leaves them disagreeing, and readers refuse the pair.
+    ("infer", "full", "committed:user_embeddings:1", True),  # embeddings of a new run, attention of the old
+    ("infer", "full", "delta:user_top_subreddits:1", True),  # the same, killed inside the second write
 ]
 # Tables whose ids must agree before they are read together, and append-only tables (a killed run
 # leaves whole chunks of them, which the next run keeps and completes).
 BUILT_TOGETHER = [["reddit_comments", "reddit_comments_quarantine"],
                   ["reddit_submissions", "reddit_submissions_quarantine"],
                   ["users", "subreddits", "graph_edges"], ["user_embeddings", "user_top_subreddits"]]
+BUILT_FROM_USERS = ["user_visual_profiles", "user_embeddings", "user_top_subreddits"]  # indexed by the graph's users
 APPEND_ONLY = {"image_embeddings", "image_failures"}
 VOLATILE = {"attempted_utc"}  # wall-clock times
 FLOATS = {"embedding", "visual_embedding", "weight", "profile"}  # model outputs: compared to 1e-5
@@ -221,13 +223,14 @@ def _what_a_reader_sees(killed, reference, start=None) -> int:
                 lake.open_tables(killed, tables)
             except lake.BuildMismatch:
                 refused += 1
-    if {"user_visual_profiles", "users"} <= _tables(killed):
-        profiles = lake.open_table(killed, "user_visual_profiles")
-        for partition in profiles.partitions():
-            try:
-                lake.check_built_from(profiles, partition, lake.open_table(killed, "users"))
-            except lake.BuildMismatch:
-                refused += 1
+    for derived in BUILT_FROM_USERS:  # computed from one build of the graph: that build, or refused
+        if {derived, "users"} <= _tables(killed):
+            snapshot = lake.open_table(killed, derived)
+            for partition in snapshot.partitions() if snapshot.partition_columns else [None]:
+                try:
+                    lake.check_built_from(snapshot, partition, lake.open_table(killed, "users"))
+                except lake.BuildMismatch:
+                    refused += 1
     return refused
 
 
@@ -298,6 +301,41 @@ def test_the_reader_check_fails_on_a_month_emptied_or_lost_by_a_non_atomic_overw
         _what_a_reader_sees(fresh, reference, None)
 
 
+def _start_lake(uninterrupted: Uninterrupted, stage: str, start: str) -> Path | None:
+    """The lake a kill test starts from: "empty", "before" the stage, "after" it (the uninterrupted run's
+    lake after this stage: the stage re-materializes over its own outputs) or "full" (the complete lake)."""
+    after = uninterrupted.before[STAGES[STAGES.index(stage) + 1]] if stage != STAGES[-1] else uninterrupted.lake
+    folder = {"full": uninterrupted.lake, "before": uninterrupted.before[stage], "after": after, "empty": None}[start]
+    return folder if folder is not None and folder.exists() else None
+
+
+def _killed_then_run_again(driver: Driver, uninterrupted: Uninterrupted, root, models: Path, scratch: Path, stage: str,
+                           start: str, kill: str, leaves_mismatch: bool, env: dict[str, str] | None = None) -> None:
+    """Kill the stage at `kill` over the lake at `root` (a folder or an s3:// URI, holding the start lake),
+    check what a reader sees, run the stage again and compare every table with the uninterrupted run's."""
+    reference = uninterrupted.lake
+    killed = driver.run(root, uninterrupted.raw, models, scratch, stage, kill=kill, env=env)
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
+    # While the writer is dead: every partition reads whole, as before the run or as after it; sets
+    # whose builds disagree are refused.
+    refused = _what_a_reader_sees(root, reference, _start_lake(uninterrupted, stage, start))
+    assert bool(refused) == leaves_mismatch, refused
+
+    again = driver.run(root, uninterrupted.raw, models, scratch, stage, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    expected = set(lake.list_tables(reference)) if start == "full" else uninterrupted.tables_after[stage]
+    assert set(lake.list_tables(root)) == expected
+    for table in expected:
+        assert _same(_rows(root, table), _rows(reference, table)), table
+    for tables in BUILT_TOGETHER:
+        if set(tables) <= expected:
+            lake.open_tables(root, tables)  # agree again
+    if stage == "infer":  # the pair again, of the graph build it was encoded from
+        users = lake.open_table(root, "users")
+        for table in ("user_embeddings", "user_top_subreddits"):
+            lake.check_built_from(lake.open_table(root, table), None, users)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("stage", "start", "kill", "leaves_mismatch"), KILL_POINTS,
                          ids=[f"{stage}-{start}-{kill}" for stage, start, kill, _ in KILL_POINTS])
@@ -305,35 +343,18 @@ def test_killed_here_the_stage_recovers_and_readers_never_see_partial_or_mixed_t
         driver, uninterrupted, tmp_path, stage, start, kill, leaves_mismatch):
     if kill.split(":")[0] in ("publish", "published") and driver.publish_shim is None:
         pytest.skip("no C compiler to build publish_kill_shim.c")
-    reference, models = uninterrupted.lake, uninterrupted.models
     lake_dir, work_models, scratch = tmp_path / "lake", tmp_path / "models", tmp_path / "scratch"
-    if start == "full":
-        shutil.copytree(reference, lake_dir)
-    elif start == "before" and uninterrupted.before[stage].exists():
-        shutil.copytree(uninterrupted.before[stage], lake_dir)
+    start_lake = _start_lake(uninterrupted, stage, start)
+    if start_lake is not None:
+        shutil.copytree(start_lake, lake_dir)
     work_models.mkdir()
     scratch.mkdir()
     if stage == "infer":
-        shutil.copytree(models, work_models, dirs_exist_ok=True)
-    killed = driver.run(lake_dir, uninterrupted.raw, work_models, scratch, stage, kill=kill)
-    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
-    # While the writer is dead: every partition reads whole, as before the run or as after it; sets
-    # whose builds disagree are refused.
-    start_lake = {"full": reference, "before": uninterrupted.before[stage], "empty": None}[start]
-    refused = _what_a_reader_sees(lake_dir, reference, start_lake if start_lake and Path(start_lake).exists() else None)
-    assert bool(refused) == leaves_mismatch, refused
-
-    again = driver.run(lake_dir, uninterrupted.raw, work_models, scratch, stage)
-    assert again.returncode == 0, again.stderr[-3000:]
-    expected = uninterrupted.tables_after[stage] if start != "full" else set(lake.list_tables(reference))
-    assert set(lake.list_tables(lake_dir)) == expected
-    for table in expected:
-        assert _same(_rows(lake_dir, table), _rows(reference, table)), table
-    for tables in BUILT_TOGETHER:
-        if set(tables) <= expected:
-            lake.open_tables(lake_dir, tables)  # agree again
+        shutil.copytree(uninterrupted.models, work_models, dirs_exist_ok=True)
+    _killed_then_run_again(driver, uninterrupted, lake_dir, work_models, scratch, stage, start, kill, leaves_mismatch)
     if stage == "train":
-        for (name, a), b in zip(_checkpoint_weights(models).items(), _checkpoint_weights(work_models).values()):
+        for (name, a), b in zip(_checkpoint_weights(uninterrupted.models).items(),
+                                _checkpoint_weights(work_models).values()):
             assert np.allclose(a.numpy(), b.numpy(), atol=1e-5), name
         assert not list((work_models / "persona_encoder" / ".training").iterdir())  # resume state cleared
     assert not list(scratch.iterdir())  # the killed writer's scratch was swept
@@ -454,14 +475,23 @@ def test_a_reader_beside_a_writer_sees_whole_old_or_new_versions_never_a_mix(tin
 
 # --- Killed inside delta-rs's requests to an S3 lake -------------------------------------------
 
-# (lake it starts from, kill spec, leaves a set of tables whose builds disagree): "empty", or
-# "ingested" = the uninterrupted run's lake after ingestion (the stage re-materializes over it).
-# s3put, s3commit and s3committed fall inside delta-rs's write and commit (see faults_driver.py).
+# (stage, lake it starts from as in KILL_POINTS, or "after" = the uninterrupted run's lake after this
+# stage, which it re-materializes; kill spec; leaves a set of tables whose builds disagree).
+# s3put, s3commit and s3committed fall inside delta-rs's write and commit (see faults_driver.py); a
+# table's first log entry in a lake without it is its empty creation.
 S3_KILL_POINTS = [
-    ("empty", "s3put:reddit_comments:1", False),  # a data file's upload never reaches the store
-    ("empty", "s3commit:reddit_comments:2", False),  # the first rows' log entry never reaches it (1 is the creation)
-    ("empty", "s3committed:reddit_comments:2", True),  # stored, then killed: rows without their quarantine
-    ("ingested", "s3commit:reddit_submissions_quarantine:2", True),  # 2018-01's rows new, its quarantine old
+    ("ingest", "empty", "s3put:reddit_comments:1", False),  # a data file's upload never reaches the store
+    ("ingest", "empty", "s3commit:reddit_comments:2", False),  # the first rows' log entry never reaches it
+    ("ingest", "empty", "s3committed:reddit_comments:2", True),  # stored, then killed: rows without their quarantine
+    ("ingest", "after", "s3commit:reddit_submissions_quarantine:2", True),  # 2018-01's rows new, its quarantine old
+    # The graph tables (graph_edges, users, subreddits, one commit each).
+    ("graph", "before", "s3put:graph_edges:1", False),
+    ("graph", "before", "s3committed:graph_edges:2", True),  # graph_edges stored, users and subreddits never made
+    ("graph", "after", "s3commit:users:1", True),  # rebuilt: new graph_edges, users' entry never stored
+    ("graph", "after", "s3committed:subreddits:1", False),  # all three stored, delta-rs never heard back
+    # The user embeddings and attention pair (its own build id, of the graph's build).
+    ("infer", "full", "s3committed:user_embeddings:1", True),  # new embeddings, old attention
+    ("infer", "full", "s3put:user_top_subreddits:1", True),  # the same, killed uploading the attention
 ]
 
 
@@ -469,72 +499,32 @@ S3_KILL_POINTS = [
 def s3_server(tmp_path_factory):
     """A moto S3 server on loopback with one bucket; the AWS_* variables the lake reads point at it
     (in this process and in the driver's runs, which go through their own proxy)."""
-    from zipp_assets_tests.test_lake_s3 import MOTO_SERVER, _free_port
-
-    if not MOTO_SERVER.exists():
-        pytest.skip(f"moto_server not found beside {sys.executable} (install moto[server] from requirements.lock)")
-    import boto3
-
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
-    server = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_CONDITIONAL_PUT": "etag"}
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
-            patch.delenv(name, raising=False)
-        for name, value in env.items():
-            patch.setenv(name, value)
-        try:
-            client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client.create_bucket(Bucket="zipp")
-                    break
-                except Exception:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-            yield client, env
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
-            log.close()
+    with pytest.MonkeyPatch.context() as patch, moto_s3(tmp_path_factory.mktemp("moto") / "moto.log", patch) as server:
+        yield server
 
 
-def _upload(client, folder: Path, prefix: str) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            client.upload_file(str(path), "zipp", f"{prefix}/{path.relative_to(folder).as_posix()}")
+def test_s3_kill_points_cover_a_stage_after_ingestion_and_both_sides_of_each_sets_commits():
+    assert {point[0] for point in S3_KILL_POINTS} >= {"ingest", "graph", "infer"}
+    assert len(set(S3_KILL_POINTS)) == len(S3_KILL_POINTS)
+    for stage in ("graph", "infer"):
+        assert {mismatch for st, _, _, mismatch in S3_KILL_POINTS if st == stage} == ({True, False} if stage == "graph"
+                                                                                     else {True})
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("start", "kill", "leaves_mismatch"), S3_KILL_POINTS,
-                         ids=[f"{start}-{kill}" for start, kill, _ in S3_KILL_POINTS])
-def test_killed_inside_an_s3_commit_ingestion_recovers_and_readers_never_see_partial_or_mixed_tables(
-        driver, uninterrupted, s3_server, tmp_path, start, kill, leaves_mismatch):
-    client, env = s3_server
+@pytest.mark.parametrize(("stage", "start", "kill", "leaves_mismatch"), S3_KILL_POINTS,
+                         ids=[f"{stage}-{start}-{kill}" for stage, start, kill, _ in S3_KILL_POINTS])
+def test_killed_inside_an_s3_request_the_stage_recovers_and_readers_never_see_partial_or_mixed_tables(
+        driver, uninterrupted, s3_server, tmp_path, stage, start, kill, leaves_mismatch):
     prefix = f"killed-{tmp_path.name}/lake"
-    root = f"s3://zipp/{prefix}"
-    start_lake = uninterrupted.before["derived"] if start == "ingested" else None
+    start_lake = _start_lake(uninterrupted, stage, start)
     if start_lake is not None:
-        _upload(client, start_lake, prefix)
-    scratch = tmp_path / "scratch"
+        upload(s3_server.client, start_lake, prefix)
+    scratch, models = tmp_path / "scratch", tmp_path / "models"
     scratch.mkdir()
-    driver_env = {**env, "ZIPP_FAULTS_S3_UPSTREAM": env["AWS_ENDPOINT_URL"]}
-    killed = driver.run(root, uninterrupted.raw, tmp_path / "models", scratch, "ingest", kill=kill, env=driver_env)
-    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
-    refused = _what_a_reader_sees(root, uninterrupted.lake, start_lake)
-    assert bool(refused) == leaves_mismatch, refused
-
-    again = driver.run(root, uninterrupted.raw, tmp_path / "models", scratch, "ingest", env=driver_env)
-    assert again.returncode == 0, again.stderr[-3000:]
-    expected = uninterrupted.tables_after["ingest"]
-    assert set(lake.list_tables(root)) == expected
-    for table in expected:
-        assert _same(_rows(root, table), _rows(uninterrupted.lake, table)), table
-    for tables in BUILT_TOGETHER:
-        if set(tables) <= expected:
-            lake.open_tables(root, tables)  # agree again
+    models.mkdir()
+    if stage == "infer":
+        shutil.copytree(uninterrupted.models, models, dirs_exist_ok=True)
+    driver_env = {**s3_server.env, "ZIPP_FAULTS_S3_UPSTREAM": s3_server.endpoint}
+    _killed_then_run_again(driver, uninterrupted, f"s3://{BUCKET}/{prefix}", models, scratch, stage, start, kill,
+                           leaves_mismatch, driver_env)

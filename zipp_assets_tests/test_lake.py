@@ -186,6 +186,34 @@ def test_tables_built_together_share_a_build_id_and_a_mismatch_names_the_tables(
         lake.open_tables(tmp_path, ["users", "graph_edges"])
 
 
+def test_derived_tables_record_the_source_build_they_were_computed_from(tmp_path):
+    """A pair with a build id of its own (the encoder's outputs) records the graph build in each commit:
+    a reader refuses the pair half rewritten, and the pair once the graph is rebuilt."""
+    lake.write_partition(tmp_path, "users", pa.table({"user_index": [0, 1]}))
+    graph = lake.open_table(tmp_path, "users")
+    with lake.build(tmp_path, built_from=graph.build_id()) as pair:
+        lake.write_table(pair.partition("emb"), pa.table({"user_index": [0, 1]}))
+        lake.write_table(pair.partition("top"), pa.table({"user_index": [0, 1]}))
+    tables = lake.open_tables(tmp_path, ["emb", "top"])
+    assert pair.build_id != graph.build_id() and tables["top"].build_id() == pair.build_id
+    assert tables["emb"].built_from() == tables["top"].built_from() == graph.build_id()
+    lake.check_built_from(tables["top"], None, graph)
+    # Re-encoding the same graph, killed between the two commits: the pair disagrees and is refused.
+    with lake.build(tmp_path, built_from=graph.build_id()) as rerun:
+        lake.write_table(rerun.partition("emb"), pa.table({"user_index": [0, 1]}))
+    with pytest.raises(lake.BuildMismatch, match="emb .* has build .*, top .* has build"):
+        lake.open_tables(tmp_path, ["emb", "top"])
+    lake.check_built_from(lake.open_table(tmp_path, "emb"), None, graph)  # each half is of this graph
+    # The graph rebuilt since: a pair computed from the old build is refused, naming what it was built from.
+    lake.write_partition(tmp_path, "users", pa.table({"user_index": [0, 1]}))
+    with pytest.raises(lake.BuildMismatch, match=f"top .* was computed from build {lake.format_build(graph.build_id())}"):
+        lake.check_built_from(lake.open_table(tmp_path, "top"), None, lake.open_table(tmp_path, "users"))
+    # A partition of a derived table records its own source build.
+    lake.write_partition(tmp_path, "per_month", pa.table({"x": [1]}), {"month": "2019-01"}, built_from=42)
+    snapshot = lake.open_table(tmp_path, "per_month")
+    assert snapshot.built_from({"month": "2019-01"}) == 42 and snapshot.built_from() is None
+
+
 def test_monthly_pairs_are_checked_month_by_month(tmp_path):
     for month, build_id in (("2019-01", 11), ("2019-02", 12)):
         _write_month(tmp_path, month, [1], "rows", build_id)

@@ -1,10 +1,6 @@
 """The lake on an S3-compatible object store (moto's server on loopback): the ingestion, graph and
 encoder assets of the tiny world run with ZIPP_LAKE_URI=s3://... and give what a local lake gives."""
 
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -19,8 +15,8 @@ from zipp_assets.imaging.resources import ImageEncoderResource
 from zipp_assets.reddit.assets import reddit_assets
 from zipp_assets.resources import ZippLake
 from zipp_assets_tests.conftest import TINY_MONTHS
+from zipp_assets_tests.moto_server import BUCKET, moto_s3
 
-MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 SMALL = {"hidden": 16, "heads": 2, "fanouts": [5, 5], "batch_size": 64, "epochs": 2, "patience": 1, "min_epochs": 1,
          "negatives": 4, "seed": 3}
 # (table, key columns that order its rows)
@@ -33,45 +29,11 @@ TABLES = [("reddit_comments", ["id"]), ("reddit_comments_quarantine", ["file", "
 FLOAT_COLUMNS = {"embedding", "visual_embedding", "weight", "profile"}  # computed by training: compared to a tolerance
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def s3_bucket(monkeypatch, tmp_path):
     """A moto S3 server on loopback with one bucket; the AWS_* variables the lake reads point at it."""
-    if not MOTO_SERVER.exists():
-        pytest.skip(f"moto_server not found beside {sys.executable} (install moto[server] from requirements.lock)")
-    import boto3
-
-    port = _free_port()
-    log = (tmp_path / "moto.log").open("w")
-    server = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_CONDITIONAL_PUT": "etag"}
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    try:
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.create_bucket(Bucket="zipp")
-                break
-            except Exception:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield "s3://zipp/lake"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
+    with moto_s3(tmp_path / "moto.log", monkeypatch):
+        yield f"s3://{BUCKET}/lake"
 
 
 def _run_pipeline(data_dir: Path, tiny_world: Path, lake_uri: str = "") -> None:

@@ -196,7 +196,8 @@ def encode_users(context: dg.AssetExecutionContext, config: EncodeUsersConfig, l
     axes.set_xlabel("attention weight of each user's top subreddit")
     axes.set_ylabel("users")
     common = {"checkpoint": str(checkpoint.folder), "checkpoint_data_version": checkpoint.data_version,
-              "data_version": version, "data_version_matches": mismatch is None, "build": counts["build"]}
+              "data_version": version, "data_version_matches": mismatch is None, "build": counts["build"],
+              "graph_build": counts["graph_build"]}
     yield dg.MaterializeResult(asset_key="user_embeddings", metadata={
         **common, **lake_versions(activity, ["user_embeddings"]), "users": counts["users"], "dimension": model.hidden})
     yield dg.MaterializeResult(asset_key="user_top_subreddits", metadata={

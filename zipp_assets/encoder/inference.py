@@ -3,8 +3,10 @@
 `embed_users_to_lake` is the path that scales: the last layer's output goes to the lake chunk by
 chunk, and between layers the users' hidden states live in a memory-mapped scratch file, so
 memory does not grow with the number of users beyond the graph itself. GATv2 layers run in groups of
-at most `max_edges` incoming edges (`chunked`), so neither does it grow with a subreddit's size. Embeddings and attention are
-committed under one build id; readers of one check it against the other.
+at most `max_edges` incoming edges (`chunked`), so neither does it grow with a subreddit's size.
+Embeddings and attention are committed under a build id of their own (a kill between their two
+commits leaves them disagreeing, and readers refuse the pair), each commit recording the graph build
+whose user indexes they use (`lake.check_built_from` refuses a pair encoded from another build).
 """
 
 from __future__ import annotations
@@ -126,9 +128,10 @@ def embed_users_to_lake(model: PersonaEncoder, graph, data: GraphData, lake_dir:
     visual_dim = model.config["visual_dim"] if model.image_projection is not None else None
     schema = _embeddings_schema(model.hidden, visual_dim)
     top_weights, users_written = [], 0
-    # Written under the build id of the graph the users are indexed by: a reader can refuse
-    # attention rows whose user indexes belong to another build of the graph (lake.check_built_from).
-    with lake.build(lake_dir, data.build_id) as together:
+    # A new build id shared by the pair only (not the graph's: a re-encoding killed between the two commits
+    # must leave them disagreeing), recording the graph build the users are indexed by, so a reader can
+    # refuse attention rows whose user indexes belong to another build of the graph (lake.check_built_from).
+    with lake.build(lake_dir, built_from=data.build_id) as together:
         with lake.RotatingParquetWriter(together.partition(EMBEDDINGS), schema) as embeddings, \
                 lake.RotatingParquetWriter(together.partition(TOP_SUBREDDITS), TOP_SCHEMA) as tops:
             for index, z, attention in last_layer_users(model, graph, data, device, batch_size, max_edges, scratch_dir,
@@ -144,7 +147,7 @@ def embed_users_to_lake(model: PersonaEncoder, graph, data: GraphData, lake_dir:
                     tops.write(_top_rows(top, ids, names))
                     top_weights.append(top["weight"][top["rank"] == 1])
     return {"users": users_written, "attention_rows": tops.rows_written, "versions": together.versions,
-            "build": lake.format_build(together.build_id),
+            "build": lake.format_build(together.build_id), "graph_build": lake.format_build(data.build_id),
             "top_weights": np.concatenate(top_weights) if top_weights else np.zeros(0, np.float32)}
 
 

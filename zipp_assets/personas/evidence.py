@@ -217,9 +217,11 @@ def load_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: Evi
     """Evidence of every graph user in `shards`, from the lake (users, attention, comments, profiles).
     One pass for all the shards of a range run: comment keys are pseudonymised once."""
     graph = lake.open_tables(lake_dir, GRAPH_TABLES)
-    attention = lake.open_tables(lake_dir, ["user_embeddings", "user_top_subreddits"])  # one encoding run
-    # Attention rows are numbered by the graph they were encoded from: refuse a graph rebuilt since,
-    # and join on the user's key, so no row can attach one user's communities to another.
+    # One encoding run: the pair shares its own build id (a run killed between the two commits is refused).
+    attention = lake.open_tables(lake_dir, ["user_embeddings", "user_top_subreddits"])
+    # Attention rows are numbered by the graph they were encoded from (the build each commit records):
+    # refuse a graph rebuilt since, and join on the user's key, so no row can attach one user's
+    # communities to another.
     lake.check_built_from(attention["user_top_subreddits"], None, graph["users"])
     users = graph["users"].read().to_pylist()
     wanted_shards = set(shards)

@@ -14,7 +14,7 @@ import os
 import random
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -130,17 +130,26 @@ class ReleaseRisk:
                 "worst_risk": round(self.worst_risk, 4) if self.rows else 0.0, "within_limit": self.within_limit}
 
 
+RELEASE_GROUP = ("generalisation", "quasi_identifier")  # what the rows of a released group share
+
+
 def release_risk(release: pa.Table, k: int, author_quasi_identifiers: list[dict] | None = None,
-                 evidence_text: Mapping[str, str] | None = None) -> ReleaseRisk:
-    """How exposed a release is: its smallest group; with the attacker's quasi-identifiers from the
-    dumps, the fewest authors a released row matches; with the evidence, the values that quote it."""
+                 evidence_text: Mapping[str, str] | None = None, group_by: Sequence[str] = RELEASE_GROUP) -> ReleaseRisk:
+    """How exposed a release is: its smallest group (rows sharing `group_by`); with the attacker's
+    quasi-identifiers from the dumps, the fewest authors a released row matches (with the generaliser
+    each row was released under: a release made of several k-anonymous parts has one per part); with
+    the evidence, the values that quote it."""
     rows = release.to_pylist()
-    sizes = group_sizes(rows, ("generalisation", "quasi_identifier"))
+    sizes = group_sizes(rows, group_by)
     fewest = None
     if author_quasi_identifiers is not None and rows:
-        generaliser = Generaliser(tuple(rows[0]["named_subreddits"]))
+        by_generaliser: dict[tuple[str, ...], list[dict]] = {}
+        for row in rows:
+            by_generaliser.setdefault(tuple(row["named_subreddits"]), []).append(row)
         # A row no author matches (a line the dumps and the lake disagree on) names no one.
-        fewest = min((n for n in release_candidates(rows, generaliser, author_quasi_identifiers) if n > 0), default=None)
+        fewest = min((n for named, part in by_generaliser.items()
+                      for n in release_candidates(part, Generaliser(named), author_quasi_identifiers) if n > 0),
+                     default=None)
     verbatim = 0
     if evidence_text is not None:
         for row in rows:

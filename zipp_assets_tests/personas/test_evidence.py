@@ -186,10 +186,21 @@ def test_attention_is_joined_by_user_key_and_a_rebuilt_graph_is_refused(embedded
     indexes = sorted({r["user_index"] for r in rows})
     shifted = {i: indexes[(n + 1) % len(indexes)] for n, i in enumerate(indexes)}
     scrambled = pa.Table.from_pylist([r | {"user_index": shifted[r["user_index"]]} for r in rows], schema=top.schema)
-    lake.write_partition(lake_dir, "user_top_subreddits", scrambled, build_id=top.build_id())
+    lake.write_partition(lake_dir, "user_top_subreddits", scrambled, build_id=top.build_id(), built_from=top.built_from())
     build_evidence(lake_dir, KEY, SHARD_KEYS, config, ApproximateTokenCounter())
     evidence = lake.read_table(lake_dir, EVIDENCE).to_pylist()
     assert evidence and all(e["top_subreddits"] == expected.get(e["user_id"], []) for e in evidence)
+    # A re-encoding killed between its two commits (new embeddings beside the old attention, both of this
+    # graph): the pair has a build id of its own, so the halves disagree and evidence refuses them.
+    embeddings = lake.open_table(lake_dir, "user_embeddings")
+    assert embeddings.build_id() != lake.open_table(lake_dir, "users").build_id()
+    with lake.build(lake_dir, built_from=embeddings.built_from()) as rerun:
+        lake.write_table(rerun.partition("user_embeddings"), embeddings.read(), embeddings.schema)
+    with pytest.raises(lake.BuildMismatch, match="user_embeddings .* user_top_subreddits"):
+        build_evidence(lake_dir, KEY, SHARD_KEYS, config, ApproximateTokenCounter())
+    lake.write_partition(lake_dir, "user_top_subreddits", scrambled, build_id=rerun.build_id,
+                         built_from=embeddings.built_from())  # the pair whole again
+    build_evidence(lake_dir, KEY, SHARD_KEYS, config, ApproximateTokenCounter())
     # The graph rebuilt (same tables, a new build) without re-encoding: evidence refuses to join them.
     with lake.build(lake_dir) as together:
         for dataset in GRAPH_TABLES:

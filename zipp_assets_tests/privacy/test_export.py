@@ -2,19 +2,12 @@
 that blocks a release over the limit, as Dagster assets on the tiny world."""
 
 import json
-import shutil
 
-import dagster as dg
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from zipp_assets import lake
-from zipp_assets.personas.evidence import EVIDENCE, EVIDENCE_SCHEMA
 from zipp_assets.personas.schema import AGE_BANDS, Persona
-from zipp_assets.personas.shards import SHARD_KEYS, shard_of
-from zipp_assets.personas.verbalize import PERSONAS, PERSONAS_SCHEMA
 from zipp_assets.privacy.export import (
     EXPORTED_COLUMNS,
     build_persona_release,
@@ -23,10 +16,7 @@ from zipp_assets.privacy.export import (
     word_runs,
 )
 from zipp_assets.privacy.kanonymity import group_sizes
-from zipp_assets.resources import ZippLake
-
-SNIPPET = "honestly the night shift at the county hospital ward is wearing me down lately"
-
+from zipp_assets_tests.privacy.conftest import SNIPPET, materialize_privacy as _materialize
 
 def _qi(user_id: str, subreddits: list[str], comments_bin: int = 2) -> dict:
     return {"user_id": user_id, "subreddits": subreddits, "comments_bin": comments_bin, "submissions_bin": 0,
@@ -90,40 +80,6 @@ def test_the_release_k_from_the_environment_must_be_a_whole_number_of_at_least_t
 
 
 # --- the assets -----------------------------------------------------------------------------------
-
-@pytest.fixture
-def persona_data_dir(graph_lake, graph, tiny_world, tmp_path):
-    """A data folder: the tiny world's dumps, its graph, and a persona with evidence per graph user."""
-    data_dir = tmp_path / "data"
-    shutil.copytree(graph_lake, data_dir / "lake")
-    (data_dir / "raw").symlink_to(tiny_world / "raw")
-    users = graph["users"]["user_id"].to_pylist()
-    personas, evidence = [], []
-    for i, user in enumerate(users):
-        quote = f"{SNIPPET} number {i}"
-        persona = Persona(age_band=AGE_BANDS[i % 4], profession=quote[:80] if i % 10 == 0 else "teacher",
-                          summary=quote, hobbies=["cycling"])
-        personas.append({"user_index": i, "user_id": user, "shard": shard_of(user), "ok": True,
-                         "persona_json": persona.model_dump_json(), "summary": persona.summary})
-        evidence.append({"user_index": i, "user_id": user, "shard": shard_of(user),
-                         "evidence_text": f'COMMENTS:\n- [r/aww] "{quote}"'})
-    for name, rows, schema in ((PERSONAS, personas, PERSONAS_SCHEMA), (EVIDENCE, evidence, EVIDENCE_SCHEMA)):
-        table = pa.Table.from_pylist(rows, schema=schema)
-        for shard in SHARD_KEYS:
-            part = table.filter(pc.equal(table["shard"], shard))
-            lake.write_partition(data_dir / "lake", name, part, {"shard": shard})
-    return data_dir
-
-
-def _materialize(data_dir, selection, k: int):
-    from zipp_assets.privacy.assets import privacy_assets
-
-    config = {"min_group_size": k}
-    return dg.materialize(
-        [a for a in privacy_assets if a.key.path[-1] in selection], resources={"lake": ZippLake(data_dir=str(data_dir))},
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
-        run_config={"ops": {name: {"config": config} for name in selection}})
-
 
 def test_the_audit_reports_uniqueness_and_linkage_and_lets_a_k_anonymous_release_out(persona_data_dir, graph, monkeypatch):
     monkeypatch.setenv("ZIPP_PSEUDONYM_KEY", "test-key")  # the key the graph was built with
