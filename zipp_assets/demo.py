@@ -44,6 +44,10 @@ ZIPBENCH_RELEASE = "zipbench_release_candidate,privacy_audit,zipbench_release"
 BENCHMARK_BUILD = "zipbench_users,zipbench_prompts"
 BENCHMARK_PARTITIONED = "zipbench_rewrites,zipbench_images"
 BENCHMARK_SUMMARY = "zipbench_scores,zipbench_human_agreement,zipbench_summary,zipbench_report"
+# Assets no later step reads, which a run comparing something else may leave out (the group each is in).
+SKIPPABLE = {"encoder_evaluation": "the encoder's ablation table, most of the demo's time; personas and ZIPBench "
+                                   "use persona_encoder, not this"}
+ASSET_GROUPS = {"encoder_evaluation": "encoder"}
 DEMO_BENCHMARK_USERS = 300  # "a few hundred in the demo"; production's default is the paper's 1,500
 
 
@@ -62,6 +66,11 @@ def ensure_world(months: tuple[str, ...], users: int, seed: int, phrasebook: str
     mark_synthetic_world(settings.reddit_raw_dir, generator="zipp_assets.simworld via zipp_assets.demo")  # allows the demo key
     stamp.write_text(json.dumps(wanted))
     return wanted
+
+
+def group_selection(group: str, skip: list[str]) -> str:
+    """A group's assets, less those asked to be skipped that are in it (Dagster's selection syntax)."""
+    return " and ".join([f"group:{group}", *(f"not key:{key}" for key in skip if ASSET_GROUPS.get(key) == group)])
 
 
 def launch_command(selection: str, partition_range: str | None, config: dict | None = None) -> list[str]:
@@ -130,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phrasebook", default=DEFAULT_PHRASEBOOK, choices=available_phrasebooks(),
                         help="the words the world speaks (default: %(default)s)")
+    parser.add_argument("--skip", action="append", default=[], choices=sorted(SKIPPABLE),
+                        help="leave out an asset nothing else in the demo needs (repeatable): "
+                             + "; ".join(f"{k}: {v}" for k, v in SKIPPABLE.items()))
     args = parser.parse_args(argv)
     started = datetime.now(timezone.utc)
     months = parse_month_range(args.months)
@@ -138,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     for group in MONTHLY_GROUPS:
         materialize(f"group:{group}", f"{months[0]}...{months[-1]}")
     for group in GLOBAL_GROUPS:
-        materialize(f"group:{group}", None)
+        materialize(group_selection(group, args.skip), None)
     materialize(SHARDED_ASSETS, f"{SHARD_KEYS[0]}...{SHARD_KEYS[-1]}")
     materialize(SUMMARY_ASSETS, None)
     materialize(PRIVACY_ASSETS, None)

@@ -30,3 +30,30 @@ def test_an_unknown_phrasebook_is_refused_before_anything_runs(capsys):
     with pytest.raises(SystemExit):
         demo.main(["--phrasebook", "klingon", "--users", "10"])
     assert "invalid choice: 'klingon'" in capsys.readouterr().err
+
+
+def test_a_skipped_asset_is_left_out_of_its_group_only_and_the_selection_resolves():
+    import dagster as dg
+
+    from zipp_assets.definitions import defs
+
+    assert demo.group_selection("graph", ["encoder_evaluation"]) == "group:graph"
+    selection = demo.group_selection("encoder", ["encoder_evaluation"])
+    assert selection == "group:encoder and not key:encoder_evaluation"
+    keys = {k.to_user_string() for k in dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())}
+    everything = {k.to_user_string() for k in dg.AssetSelection.from_string("group:encoder").resolve(defs.resolve_asset_graph())}
+    assert everything - keys == {"encoder_evaluation"} and "persona_encoder" in keys
+
+
+def test_only_assets_nothing_downstream_reads_may_be_skipped():
+    from zipp_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for key in demo.SKIPPABLE:
+        assert not graph.get(dg_key(key)).child_keys, key  # nothing in the pipeline reads it
+
+
+def dg_key(name):
+    import dagster as dg
+
+    return dg.AssetKey(name)
