@@ -96,7 +96,8 @@ def run_world(share: float, seeds: tuple[int, ...], users: int, months: tuple[st
     cells = []
     for seed in seeds:
         ctx = EvaluationContext.build(data, embeddings, truth, seed)
-        cell = {"taste_aligned_share": share, "train_seed": seed, "graph": graph, "world_seconds": round(world_seconds, 1)}
+        cell = {"taste_aligned_share": share, "train_seed": seed, "graph": graph,
+                "world_seconds": round(world_seconds, 1)}
         # For reading the two variants: the evaluation table's baselines on the same links (no training)
         cell["baselines"] = {name: score_links(ctx, scorer, ctx.test)[0] for name, scorer in
                              (("popularity", popularity_scorer(data)), ("TF-IDF over subreddits", tfidf_scorer(data)))}
