@@ -28,13 +28,12 @@ KEY = b"phrasebook-fidelity-bench"
 
 
 def run(phrasebook: str, users: int, months: tuple[str, ...], seed: int, root: Path) -> list[dict]:
+    from bench.offline_world import build_world_lake
     from zipp_assets import lake as lake_io
     from zipp_assets.encoder.data import load_graph_data
     from zipp_assets.encoder.inference import embed_users_to_lake
     from zipp_assets.encoder.train import TrainConfig, train
-    from zipp_assets.graph.images import ImageLoader
-    from zipp_assets.graph.tables import build_graph_tables
-    from zipp_assets.graph.visual import build_visual_profiles, embed_images, encoder_slug
+    from zipp_assets.graph.visual import encoder_slug
     from zipp_assets.imaging.encoders import PixelStatsEncoder
     from zipp_assets.llm.template import TemplateLLM
     from zipp_assets.llm.tokens import token_counter
@@ -44,23 +43,11 @@ def run(phrasebook: str, users: int, months: tuple[str, ...], seed: int, root: P
     from zipp_assets.personas.shards import SHARD_KEYS
     from zipp_assets.personas.template_rules import template_persona
     from zipp_assets.personas.verbalize import PERSONAS, persona_of, verbalize_shard, verbalize_texts
-    from zipp_assets.reddit.derived import build_image_posts, build_user_subreddit_edges
-    from zipp_assets.reddit.ingest import ingest_month
-    from zipp_assets.simworld.world import WorldConfig, generate_world
+    from zipp_assets.simworld.world import WorldConfig
     from zipp_assets.truth import planted_users
 
     config = WorldConfig(users=users, months=months, seed=seed, phrasebook=phrasebook)
-    generate_world(config, root / "raw", root / "truth")
-    lake_dir = root / "lake"
-    for month in months:
-        for kind in ("comments", "submissions"):
-            ingest_month(lake_dir, root / "raw" / "reddit", kind, month)
-        build_image_posts(lake_dir, month)
-        build_user_subreddit_edges(lake_dir, month)
-    build_graph_tables(lake_dir, KEY)
-    cache = root / "raw" / "images"
-    embed_images(lake_dir, ImageLoader(cache, [cache]), PixelStatsEncoder())
-    build_visual_profiles(lake_dir, PixelStatsEncoder.name, KEY)
+    lake_dir = build_world_lake(config, root, KEY)
     data = load_graph_data(lake_dir, PixelStatsEncoder.name)
     train_config = TrainConfig(hidden=16, heads=2, fanouts=(5, 5), batch_size=256, epochs=1, negatives=4,
                                max_batches_per_epoch=4)
