@@ -191,3 +191,12 @@ def test_the_injection_table_pairs_users_and_leaves_failures_out():
     assert lead["share"] == pytest.approx(0.6) and 0 < lead["share_low"] <= 0.6 <= lead["share_high"]
     assert injection_table({"a": None}, {"a": plain}, "astronaut") == []
     assert np.isfinite(lead["share_low"])
+
+
+@pytest.mark.parametrize("phrasebook", ["forum_us", "british_chat", "trade_notes"])
+def test_no_generated_comment_of_any_phrasebook_reads_as_an_instruction(tmp_path, phrasebook):
+    generate_world(WorldConfig(users=200, months=("2019-01",), seed=11, write_images=False, phrasebook=phrasebook),
+                   tmp_path / "raw")
+    comments = _bodies(tmp_path / "raw" / "reddit" / "RC_2019-01.zst")
+    assert len(comments) > 1000
+    assert [r["body"] for r in comments if instruction_like(r.get("body"))] == []
