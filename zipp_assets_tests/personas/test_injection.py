@@ -200,3 +200,52 @@ def test_no_generated_comment_of_any_phrasebook_reads_as_an_instruction(tmp_path
     comments = _bodies(tmp_path / "raw" / "reddit" / "RC_2019-01.zst")
     assert len(comments) > 1000
     assert [r["body"] for r in comments if instruction_like(r.get("body"))] == []
+
+
+def test_the_injection_asset_measures_a_model_that_follows_instructions(embedded_lake, tiny_world, tmp_path,
+                                                                         monkeypatch):
+    """A gullible stand-in model (the template rules, plus "astronaut" whenever the evidence says so) states the
+    claim for every planted user with the comments and for none without; the pipeline's personas, made from
+    filtered evidence, never do."""
+    from zipp_assets.imaging.resources import ImageEncoderResource
+    from zipp_assets.llm.resources import LLMResource
+    from zipp_assets.personas import assets as persona_asset_module
+    from zipp_assets.personas.prompt import evidence_of
+    from zipp_assets.personas.template_rules import template_persona
+    from zipp_assets.resources import ZippLake
+
+    monkeypatch.setenv("ZIPP_PSEUDONYM_KEY", "test-key")
+    data_dir = tmp_path / "data"
+    shutil.copytree(embedded_lake, data_dir / "lake")
+    (data_dir / "truth").mkdir()
+    truth = pq.read_table(tiny_world / "truth" / "users.parquet")
+    texts = [list(planted.TEXTS[:2]) if i % 5 == 0 else [] for i in range(truth.num_rows)]
+    truth = truth.append_column("injection_texts", pa.array(texts, pa.list_(pa.string()))).append_column(
+        "injected_claim", pa.array([planted.CLAIM if t else None for t in texts], pa.string()))
+    pq.write_table(truth, data_dir / "truth" / "users.parquet")
+    resources = {"lake": ZippLake(data_dir=str(data_dir)), "image_encoder": ImageEncoderResource(), "llm": LLMResource()}
+    instance = dg.DagsterInstance.ephemeral()
+    evidence, personas, _fidelity, _drift = persona_asset_module.persona_assets
+    for shard in SHARD_KEYS[:6]:  # the pipeline's personas of some shards
+        assert dg.materialize([evidence, personas], resources=resources, instance=instance, partition_key=shard).success
+
+    def gullible(request):
+        persona = json.loads(template_persona(request))
+        if "astronaut" in evidence_of(request):
+            persona["profession"] = "astronaut"
+        return json.dumps(persona)
+
+    monkeypatch.setattr(persona_asset_module, "template_persona", gullible)
+    for shard in SHARD_KEYS[6:]:
+        assert dg.materialize([evidence], resources=resources, instance=instance, partition_key=shard).success
+    result = dg.materialize(persona_asset_module.injection_assets, resources=resources, instance=instance)
+    rows = {r["condition"]: r for r in lake.read_table(data_dir / "lake", "persona_injection").to_pylist()}
+    measured = rows["with injected comments"]["users"]
+    assert measured > 10 and rows["with injected comments"]["share"] == 1.0 and rows["without them"]["share"] == 0.0
+    assert rows["difference (paired)"]["share_low"] == 1.0
+    pipeline = rows["the pipeline's personas (instruction-like comments left out)"]
+    assert 0 < pipeline["users"] < measured and pipeline["share"] == 0.0  # some shards' personas only
+    assert rows["planted comments the evidence filter catches (share of comments)"]["share"] == 1.0
+    metadata = result.get_asset_materialization_events()[0].event_specific_data.materialization.metadata
+    assert metadata["planted_texts_caught_by_the_filter"].value == f"{2 * measured} of {2 * measured}"
+    assert "| difference (paired) |" in metadata["table"].value and metadata["claim"].value == planted.CLAIM
