@@ -162,7 +162,9 @@ def _fidelity_cell(row: dict | None, name: str) -> str:
 def fidelity_comparison(model_rows: list[dict], template_rows: list[dict]) -> list[dict]:
     """Per attribute: the model's persona, its shuffled control and its lead; the template's on the same users."""
     template = {r["attribute"]: r for r in template_rows}
-    return [{"attribute": r["attribute"], "model": _fidelity_cell(r, "persona"),
+    return [{"attribute": r["attribute"], "users (model)": r["users"],
+             "users (template)": template[r["attribute"]]["users"] if r["attribute"] in template else 0,
+             "model": _fidelity_cell(r, "persona"),
              "model, shuffled control": _fidelity_cell(r, "control"), "model lead": _fidelity_cell(r, "lead"),
              "model stated": f"{r['stated_rate']:.2f}", "model verdict": r["verdict"],
              "template": _fidelity_cell(template.get(r["attribute"]), "persona"),

@@ -117,7 +117,7 @@ def test_the_real_llm_page_reports_outcomes_fidelity_beside_the_template_and_inj
     # 6 valid, 3 cut by the token limit, 1 failed of 10, each with a Wilson interval
     assert "| all | 10 | 0.600 [0.313, 0.832] | 0.300 [0.108, 0.603] | 0.100 [0.018, 0.404] | schema (1) |" in page
     # the model's fidelity beside its control and beside the template on the same users
-    assert "| gender | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | +1.000 [+1.000, +1.000] |" in page
+    assert "| gender | 12 | 12 | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | +1.000 [+1.000, +1.000] |" in page
     assert "| 0.000 [0.000, 0.000] | +0.000 [+0.000, +0.000] | no better than the control |" in page
     assert "| with injected comments | 10 | 0.500 [" in page and "| difference (paired) | 10 | +0.500 [" in page
     assert "| zipp_0shot | 4 | 0.750 [" in page and "no JSON object (1)" in page and "| generic |" not in page.split(
