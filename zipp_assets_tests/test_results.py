@@ -121,3 +121,41 @@ def test_a_run_missing_a_result_table_fails_the_comparison(tmp_path, monkeypatch
     lake.write_partition(tmp_path / "a" / "lake", "persona_fidelity", pa.Table.from_pylist([{"attribute": "x"}]))
     assert main(["--out", str(tmp_path / "out"), "--compare", str(tmp_path / "a")]) == 2
     assert "zipbench_summary" in capsys.readouterr().err
+
+
+def test_the_real_llm_page_reports_outcomes_fidelity_beside_the_template_and_injection(tmp_path, monkeypatch):
+    from zipp_assets.personas.injection import injection_table
+
+    root = tmp_path / "lake"
+    _fill_lake(root)
+    persona = {"ok": True, "error": None, "model": "smollm2-135m-instruct", "completion_tokens": 300}
+    rows = ([persona] * 6 + [persona | {"ok": False, "error": "truncated: the output reached max_tokens (1024)"}] * 3
+            + [persona | {"ok": False, "error": "schema: locale: too long"}])
+    lake.write_partition(root, "personas", pa.Table.from_pylist(rows))
+    truth = {f"u{i}": {"age_band": "25-34", "gender": "woman", "locale": "UK", "profession": "nurse", "hobby": "knitting",
+                       "visual_interest": "film", "palette_word": "warm", "mood_word": "calm"} for i in range(12)}
+    nobody = {"age_band": "unknown", "gender": "unknown", "locale": "unknown", "profession": "unknown", "hobbies": [],
+              "visual_interests": [], "aesthetics": {}}
+    lake.write_partition(root, "persona_fidelity_template", pa.Table.from_pylist(
+        fidelity_table({u: nobody for u in truth}, {u: nobody for u in truth}, truth)))
+    astronaut, plain = {"profession": "astronaut"}, {"profession": "unknown"}
+    lake.write_partition(root, "persona_injection", pa.Table.from_pylist(injection_table(
+        {f"u{i}": astronaut if i < 5 else plain for i in range(10)}, {f"u{i}": plain for i in range(10)}, "astronaut")))
+    rewrite = {"method": "zipp_0shot", "ok": True, "error": None}
+    lake.write_partition(root, "zipbench_rewrites", pa.Table.from_pylist(
+        [rewrite] * 3 + [rewrite | {"ok": False, "error": "no JSON object"}, rewrite | {"method": "generic"}]))
+    write_run_record(tmp_path, WORLD, datetime(2026, 12, 6, tzinfo=timezone.utc), "python -m zipp_assets.demo --llm-model m")
+    monkeypatch.setenv("ZIPP_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("ZIPP_LAKE_URI", raising=False)
+    assert main(["--real-llm", "--out", str(tmp_path / "out"), "--template-data", str(tmp_path)]) == 0
+    page = (tmp_path / "out" / "real-llm.md").read_text()
+    assert "`smollm2-135m-instruct`" in page and "--llm-model m" in page and "seed 3" in page
+    # 6 valid, 3 cut by the token limit, 1 failed of 10, each with a Wilson interval
+    assert "| all | 10 | 0.600 [0.313, 0.832] | 0.300 [0.108, 0.603] | 0.100 [0.018, 0.404] | schema (1) |" in page
+    # the model's fidelity beside its control and beside the template on the same users
+    assert "| gender | 12 | 12 | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | +1.000 [+1.000, +1.000] |" in page
+    assert "| 0.000 [0.000, 0.000] | +0.000 [+0.000, +0.000] | no better than the control |" in page
+    assert "| with injected comments | 10 | 0.500 [" in page and "| difference (paired) | 10 | +0.500 [" in page
+    assert "| zipp_0shot | 4 | 0.750 [" in page and "no JSON object (1)" in page and "| generic |" not in page.split(
+        "## Rewrites")[1].split("## ZIPBench")[0]
+    assert "the template run" in page and "| zipp_0shot | all users | 47.2 [46.1, 48.3] | -0.93 [-2.10, 0.20] | tied |" in page

@@ -23,6 +23,10 @@ from zipp_assets.personas.evidence import (
     build_evidence,
 )
 from zipp_assets.llm.resources import LLMResource
+from zipp_assets.llm.template import TemplateLLM
+from zipp_assets.personas.evidence import clean_snippet
+from zipp_assets.personas.injection import injection_table, instruction_like, repeats_claim, with_comments, \
+    without_comments
 from zipp_assets.personas.identifiers import find_identifiers, persona_texts
 from zipp_assets.personas.overrides import effective_personas, overrides_by_user
 from zipp_assets.personas.prompt import PROMPT_VERSION
@@ -31,6 +35,7 @@ from zipp_assets.personas.template_rules import template_persona
 from zipp_assets.personas.drift import drift_by_remining
 from zipp_assets.personas.fidelity import control_personas, fidelity_display_rows, fidelity_table
 from zipp_assets.personas.verbalize import PERSONAS, persona_of, verbalize_shard, verbalize_texts
+from zipp_assets.stats import bootstrap_mean, wilson_interval
 from zipp_assets.truth import planted_users
 from zipp_assets import lake as lake_io
 from zipp_assets.resources import ZippLake
@@ -39,6 +44,7 @@ from zipp_assets.resources import ZippLake
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 GROUP = "personas"
+FIDELITY_TEMPLATE = "persona_fidelity_template"  # the template's fidelity beside a real model's, same users
 
 
 class EvidenceAssetConfig(dg.Config):
@@ -46,6 +52,7 @@ class EvidenceAssetConfig(dg.Config):
     top_subreddits: int = 10
     snippets_per_subreddit: int = 3
     snippet_chars: int = 300
+    drop_instruction_like: bool = True  # leave out comments that read as instructions to a model
 
 
 def visual_describer(image_encoder: ImageEncoderResource):
@@ -67,14 +74,18 @@ def visual_describer(image_encoder: ImageEncoderResource):
     group_name=GROUP,
     kinds={"deltalake"},
     description="Per user of the shard: the most-attended subreddits with weights, cleaned comment snippets from "
-                "them, words for the visual profile and activity facts, packed under a token budget and hashed.",
+                "them, words for the visual profile and activity facts, packed under a token budget and hashed. "
+                "Comments that read as instructions to a model are left out and counted.",
+    check_specs=[dg.AssetCheckSpec("no_instruction_like_comments", asset=EVIDENCE,
+                                   description="warns when users' comments read as instructions to a model (prompt "
+                                               "injection); they were left out of the evidence")],
 )
 def persona_evidence(context: dg.AssetExecutionContext, config: EvidenceAssetConfig, lake: ZippLake,
                      image_encoder: ImageEncoderResource, llm: LLMResource):
     settings = lake.settings
     started = time.perf_counter()
     evidence_config = EvidenceConfig(config.token_budget, config.top_subreddits, config.snippets_per_subreddit,
-                                     config.snippet_chars)
+                                     config.snippet_chars, drop_instruction_like=config.drop_instruction_like)
     describe, source = visual_describer(image_encoder)
     counter = llm.token_counter()  # the verbalizing model's tokenizer where one is configured
     shards = sorted(context.partition_keys)
@@ -92,9 +103,13 @@ def persona_evidence(context: dg.AssetExecutionContext, config: EvidenceAssetCon
         [{"shard": s} for s in shards]).slice(0, 5).to_pylist()
     sample = [{"user": r["user_id"], "tokens": r["tokens"], "communities": ", ".join(r["top_subreddits"][:4]),
                "visual": "; ".join(r["visual_descriptors"]), "snippets": r["snippets_used"]} for r in rows]
-    return dg.MaterializeResult(metadata={
+    dropped = sum(r.instruction_like_dropped for r in reports)
+    flagged_users = sum(r.users_with_instruction_like for r in reports)
+    yield dg.MaterializeResult(metadata={
         "shards": len(shards),
         "users": sum(r.users for r in reports),
+        "instruction_like_comments_left_out": dropped,
+        "users_with_instruction_like_comments": flagged_users,
         "token_counter": counter.name,
         "tokens_are_approximate": counter.approximate,
         "token_budget": config.token_budget,
@@ -112,6 +127,10 @@ def persona_evidence(context: dg.AssetExecutionContext, config: EvidenceAssetCon
         "tokens_per_user": png_markdown(figure),
         **lake_versions(activity),
     })
+    yield dg.AssetCheckResult(check_name="no_instruction_like_comments", passed=dropped == 0,
+                              severity=dg.AssetCheckSeverity.WARN,
+                              metadata={"comments_left_out": dropped, "users": flagged_users,
+                                        "dropped": config.drop_instruction_like})
 
 
 class PersonasConfig(dg.Config):
@@ -229,8 +248,16 @@ def persona_fidelity(context: dg.AssetExecutionContext, config: FidelityConfig, 
     with llm.client(render=template_persona) as client:
         controls = control_personas(evidence, lambda texts: verbalize_texts(client, texts), seed=config.seed)
     table = fidelity_table(mined, controls, truth, seed=config.seed)
+    reference = []
+    if llm.backend != "template":  # the template rules on the same users' evidence, for comparison (instant)
+        rules = TemplateLLM(template_persona)
+        reference = fidelity_table(verbalize_texts(rules, evidence),
+                                   control_personas(evidence, lambda texts: verbalize_texts(rules, texts),
+                                                    seed=config.seed), truth, seed=config.seed)
     with lake_io.recording() as written:
         lake_io.write_partition(settings.lake_dir, "persona_fidelity", pa.Table.from_pylist(table))
+        if reference:
+            lake_io.write_partition(settings.lake_dir, FIDELITY_TEMPLATE, pa.Table.from_pylist(reference))
     figure, axes = new_figure(7, 3.2)
     x = np.arange(len(table))
     for offset, name, colour in ((-0.2, "persona", "#c44"), (0.2, "control", "#789")):
@@ -245,6 +272,8 @@ def persona_fidelity(context: dg.AssetExecutionContext, config: FidelityConfig, 
         "verbalizer": llm.description,
         "users": table[0]["users"] if table else 0,
         "table": dg.MetadataValue.md(markdown_table(fidelity_display_rows(table))),
+        **({"template_on_the_same_users": dg.MetadataValue.md(markdown_table(fidelity_display_rows(reference)))}
+           if reference else {}),
         "fidelity_plot": png_markdown(figure),
         **lake_versions(activity), "lake_versions_written": lake_versions(written)["lake_versions_written"],
     })
@@ -287,4 +316,80 @@ def persona_drift(context: dg.AssetExecutionContext, lake: ZippLake):
     })
 
 
+class InjectionConfig(dg.Config):
+    max_users: int = 200  # planted users measured (each verbalized twice)
+    seed: int = 0
+
+
+@dg.asset(
+    name="persona_injection",
+    op_tags=pod_tags("llm_client"),  # its pod on Kubernetes (zipp_assets/k8s.py)
+    deps=[PERSONAS, EVIDENCE],
+    group_name=GROUP,
+    kinds={"deltalake"},
+    pool="gpu",
+    description="On a synthetic world with planted prompt injections (simworld injection_share): the share of "
+                "personas that state the injected claim when the injected comments are in the evidence, against the "
+                "same users without them, verbalized by the same model; intervals over users. Also the pipeline's "
+                "own personas of those users (injections filtered out of the evidence) and how many of the planted "
+                "texts the filter catches.",
+)
+def persona_injection(context: dg.AssetExecutionContext, config: InjectionConfig, lake: ZippLake, llm: LLMResource):
+    settings = lake.settings
+    truth = planted_users(settings.truth_dir, pseudonym_key(settings)) or {}
+    with lake_io.recording() as activity:
+        evidence = {r["user_id"]: r["evidence_text"] for r in lake_io.read_table(
+            settings.lake_dir, EVIDENCE, columns=["user_id", "evidence_text"]).to_pylist()}
+        mined = {r["user_id"]: persona_of(r) for r in lake_io.read_table(settings.lake_dir, PERSONAS).to_pylist()
+                 if r["ok"]}
+    planted = {u: t for u, t in truth.items() if u in evidence and t.get("injection_texts")}
+    if not planted:
+        context.log.warning("no planted injections in this world's truth (simworld injection_share is 0)")
+        return dg.MaterializeResult(metadata={"planted_users": 0, **lake_versions(activity)})
+    users = sorted(planted)
+    if len(users) > config.max_users:
+        rng = np.random.default_rng(config.seed)
+        users = [users[i] for i in sorted(rng.choice(len(users), config.max_users, replace=False))]
+    claim = planted[users[0]]["injected_claim"]
+    texts = {u: [clean_snippet(t) or t for t in planted[u]["injection_texts"]] for u in users}
+    with_ = {u: with_comments(evidence[u], texts[u]) for u in users}
+    without = {u: without_comments(evidence[u], texts[u]) for u in users}
+    started = time.perf_counter()
+    with llm.client(render=template_persona) as client:
+        personas_with = verbalize_texts(client, with_)
+        personas_without = verbalize_texts(client, without)
+    rows = injection_table({u: personas_with.get(u) for u in users}, {u: personas_without.get(u) for u in users}, claim,
+                           seed=config.seed)
+    in_pipeline = np.array([float(repeats_claim(mined.get(u), claim)) for u in users if mined.get(u) is not None])
+    if len(in_pipeline):
+        interval = bootstrap_mean(in_pipeline, seed=config.seed)
+        rows.append({"condition": "the pipeline's personas (instruction-like comments left out)",
+                     "users": len(in_pipeline), "claim": claim, **interval.as_dict("share"),
+                     "valid_personas": len(in_pipeline), "requests": 0})
+    every_text = [t for u in users for t in texts[u]]
+    caught = sum(instruction_like(t) for t in every_text)
+    rows.append({"condition": "planted comments the evidence filter catches (share of comments)",
+                 "users": len(users), "claim": claim, **wilson_interval(caught, len(every_text)).as_dict("share"),
+                 "valid_personas": 0, "requests": 0})
+    for row in rows:
+        row["verbalizer"] = llm.description
+    with lake_io.recording() as written:
+        lake_io.write_partition(settings.lake_dir, "persona_injection", pa.Table.from_pylist(rows))
+    display = [{"condition": r["condition"], "users": r["users"],
+                "states the claim": f"{r['share']:+.3f} [{r['share_low']:+.3f}, {r['share_high']:+.3f}]"
+                if r["condition"].startswith("difference") else f"{r['share']:.3f} [{r['share_low']:.3f}, "
+                                                               f"{r['share_high']:.3f}]"} for r in rows]
+    return dg.MaterializeResult(metadata={
+        "verbalizer": llm.description,
+        "claim": claim,
+        "planted_users": len(planted),
+        "users_measured": len(users),
+        "planted_texts_caught_by_the_filter": f"{caught} of {len(every_text)}",
+        "table": dg.MetadataValue.md(markdown_table(display)),
+        "seconds": round(time.perf_counter() - started, 2),
+        **lake_versions(activity), "lake_versions_written": lake_versions(written)["lake_versions_written"],
+    })
+
+
 persona_assets = [persona_evidence, personas, persona_fidelity, persona_drift]
+injection_assets = [persona_injection]  # evaluation on a world with planted injections

@@ -31,6 +31,7 @@ from zipp_assets.graph.tables import GRAPH_TABLES, describe_count_bin
 from zipp_assets.graph.user_keys import canonical_key_sql, create_pseudonym_table, create_user_aliases
 from zipp_assets.graph.visual import PROFILES
 from zipp_assets.llm.tokens import TokenCounter
+from zipp_assets.personas.injection import instruction_like
 from zipp_assets.personas.shards import shard_of
 from zipp_assets.reddit.ingest import open_ingested
 
@@ -46,6 +47,8 @@ class EvidenceConfig:
     snippets_per_subreddit: int = 3
     snippet_chars: int = 300
     min_snippet_chars: int = 20
+    # Comments that read as instructions to a model (injection.py) are left out of the evidence and counted.
+    drop_instruction_like: bool = True
 
     def __post_init__(self) -> None:
         if not 64 <= self.token_budget <= PAPER_TOKEN_CAP:
@@ -114,6 +117,7 @@ class UserEvidence:
     top_subreddits: list[tuple[str, float]]
     visual: list[str]
     snippets: list[tuple[str, str]] = field(default_factory=list)  # (subreddit, cleaned text), best first
+    instruction_like: int = 0  # comments left out because they read as instructions to a model
 
 
 def evidence_document(evidence: UserEvidence, snippets: int | None = None, visual_source: str = "") -> dict:
@@ -245,7 +249,8 @@ def load_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: Evi
         for p in profiles.read([profiles_partition]).to_pylist():
             if p["user_index"] in index and p["n_train_images"] + p["n_heldout_images"] > 0 and p["n_train_images"] > 0:
                 visual[p["user_index"]] = describe(np.asarray(p["profile"], dtype=np.float32))
-    snippets = _top_comments(lake_dir, key, mine, by_user, config)
+    dropped: dict[int, int] = {}
+    snippets = _top_comments(lake_dir, key, mine, by_user, config, dropped)
     out = []
     for u in mine:
         facts = (f"{describe_count_bin(u['comments_bin'])} comments and {describe_count_bin(u['submissions_bin'])} posts "
@@ -253,14 +258,16 @@ def load_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: Evi
                  f"active month(s) ({_month(u['first_utc'])} to {_month(u['last_utc'])}), "
                  f"in {u['subreddit_count']} communities")
         out.append(UserEvidence(u["user_index"], u["user_id"], facts, by_user[u["user_index"]],
-                                visual.get(u["user_index"], []), snippets.get(u["user_index"], [])))
+                                visual.get(u["user_index"], []), snippets.get(u["user_index"], []),
+                                dropped.get(u["user_index"], 0)))
     return out
 
 
 def _top_comments(lake_dir: Path, key: bytes, users: list[dict], top: dict[int, list[tuple[str, float]]],
-                  config: EvidenceConfig) -> dict[int, list[tuple[str, str]]]:
+                  config: EvidenceConfig, dropped: dict[int, int] | None = None) -> dict[int, list[tuple[str, str]]]:
     """Per user: cleaned, deduplicated comments from its most-attended subreddits, by attention rank
-    of the subreddit, then score."""
+    of the subreddit, then score. Instruction-like comments are left out (with `drop_instruction_like`)
+    and counted per user in `dropped`."""
     wanted = pa.table({
         "user_id": [u["user_id"] for u in users for _ in top.get(u["user_index"], [])],
         "user_index": [u["user_index"] for u in users for _ in top.get(u["user_index"], [])],
@@ -298,6 +305,10 @@ def _top_comments(lake_dir: Path, key: bytes, users: list[dict], top: dict[int, 
         text = clean_snippet(body, config.snippet_chars, config.min_snippet_chars)
         if text is None or per_subreddit.get((user, subreddit), 0) >= config.snippets_per_subreddit:
             continue
+        if config.drop_instruction_like and instruction_like(text):
+            if dropped is not None:
+                dropped[user] = dropped.get(user, 0) + 1
+            continue
         fingerprint = re.sub(r"\W+", " ", text.lower()).strip()
         if fingerprint in seen.setdefault(user, set()):
             continue
@@ -326,6 +337,8 @@ class EvidenceReport:
     users_with_visual: int
     token_counter: str
     approximate_tokens: bool
+    instruction_like_dropped: int = 0  # comments left out as instructions to a model
+    users_with_instruction_like: int = 0
 
 
 def build_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: EvidenceConfig, counter: TokenCounter,
@@ -360,4 +373,5 @@ def _write_shard(lake_dir: Path, shard: str, users: list[UserEvidence], config: 
         lake.write_table(folder, table, EVIDENCE_SCHEMA)
     return EvidenceReport(shard, len(users), [p.tokens for p in packed], sum(p.snippets_used for p in packed),
                           sum(p.snippets_available for p in packed), sum(1 for u in users if u.visual),
-                          counter.name, counter.approximate)
+                          counter.name, counter.approximate, sum(u.instruction_like for u in users),
+                          sum(1 for u in users if u.instruction_like))

@@ -48,6 +48,9 @@ class WorldConfig:
     # Civitai-like prompt histories (`civitai`), written to <raw>/zipbench/civitai_generations.jsonl
     prompt_history_share: float = 0.1  # of image-posting users with a linked Civitai account; 0 writes none
     prompts_per_user: tuple[int, int] = (5, 40)  # fewest and most prompts in a history, drawn uniformly
+    # Of users, the share whose last month carries prompt-injection comments (simworld/injection.py), from a
+    # random stream of its own; 0 (the default) plants none and leaves the world as it was.
+    injection_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.users < 1:
@@ -61,7 +64,8 @@ class WorldConfig:
         if self.dump_style not in ("auto", "pushshift", "arctic_shift"):
             raise ValueError(f"unknown dump_style {self.dump_style!r}")
         for name in ("personal_share", "trait_join_rate", "trait_post_share", "interest_from_community",
-                     "aesthetic_comment_rate", "fact_comment_rate", "prompt_history_share", "taste_aligned_share"):
+                     "aesthetic_comment_rate", "fact_comment_rate", "prompt_history_share", "taste_aligned_share",
+                     "injection_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, not {getattr(self, name)!r}")
         if self.aesthetic_comment_rate + self.fact_comment_rate > 1.0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from zipp_assets.simworld import taste_words
+from zipp_assets.simworld.injection import CLAIM, injected_users
 from zipp_assets.simworld.population import User, World
 from zipp_assets.simworld.render import Style
 from zipp_assets.simworld.traits import TRAIT_KINDS
@@ -53,8 +54,15 @@ def _users(world: World) -> pa.Table:
         "texture_word": [w["texture"] for w in words],
         "look_phrase": [w["look"] for w in words],
     }
+    if world.config.injection_share:  # only where injections were planted: the default world's truth is unchanged
+        planted = injected_users([u.index for u in humans], world.config.injection_share, world.config.seed)
+        columns["injected_claim"] = [CLAIM if u.index in planted else None for u in humans]
+        columns["injection_texts"] = [planted.get(u.index, []) for u in humans]
+        schema_extra = {"injection_texts": pa.list_(pa.string()), "injected_claim": pa.string()}
+    else:
+        schema_extra = {}
     schema = {"communities": pa.list_(pa.int64()), "community_weights": pa.list_(pa.float64()),
-              "trait_subreddits": pa.list_(pa.string())}
+              "trait_subreddits": pa.list_(pa.string()), **schema_extra}
     return pa.table({name: pa.array(values, type=schema.get(name)) for name, values in columns.items()})
 
 

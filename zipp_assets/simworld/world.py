@@ -27,6 +27,7 @@ from zipp_assets.simworld.population import User, World, base36, build_world
 from zipp_assets.simworld.render import Style, render_png
 from zipp_assets.simworld.taste_words import aesthetic_remark
 from zipp_assets.simworld.traits import FACT_KINDS, fact_sentence
+from zipp_assets.simworld.injection import INJECTION_STREAM, injected_users
 from zipp_assets.simworld.truth import truth_tables
 
 __all__ = [
@@ -344,7 +345,8 @@ class MonthGenerator:
         if len(self.world.image_posts[subreddit]) > 50:
             self.world.image_posts[subreddit].pop(0)
 
-    def comment(self, user: User | None, owner: User, subreddit: str | None = None, link: str | None = None) -> bytes:
+    def comment(self, user: User | None, owner: User, subreddit: str | None = None, link: str | None = None,
+                body: str | None = None) -> bytes:
         subreddit = subreddit or self._pick_subreddit(owner)
         links = self.submissions_by_subreddit.get(subreddit)
         if link is None:
@@ -357,7 +359,9 @@ class MonthGenerator:
         record: dict = {"id": comment_id, "created_utc": created, "subreddit": subreddit,
                         "subreddit_id": self.world.subreddit_ids[subreddit], "link_id": f"t3_{link}", "parent_id": parent}
         self._author_fields(user, record)
-        if user is None:
+        if body is not None:  # a planted text (injection.py), written as it is
+            pass
+        elif user is None:
             body = "[deleted]" if self.rng.random() < 0.5 else "[removed]"
         elif owner.is_bot:
             body = self.book.comments["bot"]
@@ -422,6 +426,17 @@ def generate_month(world: World, month: str, reddit_dir: Path, image_dir: Path |
         for user, n in zip(humans, n_comments):
             for _ in range(int(n)):
                 emit(writer, gen.comment(_maybe_deleted(gen, user), user), "comments")
+        if config.injection_share and month == config.months[-1]:
+            planted = injected_users([u.index for u in humans], config.injection_share, config.seed)
+            # Their own stream: where and when they are posted moves no other draw of the world.
+            kept_rng, gen.rng = gen.rng, np.random.default_rng([config.seed, INJECTION_STREAM, 1])
+            try:
+                for user in humans:
+                    for text in planted.get(user.index, []):
+                        emit(writer, gen.comment(user, user, body=text), "comments")
+                        counts["injected"] = counts.get("injected", 0) + 1
+            finally:
+                gen.rng = kept_rng
         # AutoModerator on a tenth of the posts, other bots answering at random.
         for subreddit, posts in list(gen.submissions_by_subreddit.items()):
             for post in posts[:: 10]:

@@ -263,3 +263,32 @@ def test_smollm2_a_persona_cut_by_the_token_limit_is_a_failure(smollm2):
     # Old code closed the cut object and stored it; the grammar-held text is the start of a persona, no more.
     assert all(r.text.lstrip().startswith("{") for r in results)
     assert all(validate_persona(json.loads(r.text + "}"))[0] is None for r in results if r.text.rstrip().endswith('"'))
+
+
+@needs_smollm2
+@pytest.mark.timeout(1500)  # the first test pays for the server's start (see the fixture)
+def test_smollm2_and_prompt_injection(smollm2):
+    """The same four users verbalized with planted injections first among their comments and without them;
+    the share of personas that state the injected claim is printed with intervals (a measurement:
+    docs/results/real-llm.md has the demo's). What the pipeline guarantees: evidence packing's filter
+    catches every planted text, so the evidence it sends is the `without` one."""
+    from zipp_assets.personas.injection import injection_table, instruction_like, with_comments, without_comments
+    from zipp_assets.personas.prompt import verbalization_request
+    from zipp_assets.personas.verbalize import validate_persona
+    from zipp_assets.simworld.injection import CLAIM, TEXTS
+
+    evidence = {f"inj{i}": smollm2_evidence(i) for i in range(4)}
+    planted = {u: [TEXTS[(i + k) % len(TEXTS)] for k in range(2)] for i, u in enumerate(evidence)}
+    assert all(instruction_like(t) for texts in planted.values() for t in texts)
+    conditions = {"with": {u: with_comments(e, planted[u]) for u, e in evidence.items()},
+                  "without": {u: without_comments(with_comments(e, planted[u]), planted[u]) for u, e in evidence.items()}}
+    assert all(CLAIM not in text for text in conditions["without"].values())
+    personas = {}
+    for name, texts in conditions.items():
+        results = smollm2.generate([verbalization_request(u, t) for u, t in texts.items()])
+        personas[name] = {u: (p.model_dump() if (p := validate_persona(r.parsed)[0] if r.ok else None) else None)
+                          for u, r in zip(texts, results)}
+    rows = injection_table(personas["with"], personas["without"], CLAIM)
+    print("\nSmolLM2 and injected comments: " + "; ".join(
+        f"{r['condition']}: {r['share']:.2f} [{r['share_low']:.2f}, {r['share_high']:.2f}] of {r['users']}" for r in rows))
+    assert all(p is None or CLAIM not in json.dumps(p).lower() for p in personas["without"].values())

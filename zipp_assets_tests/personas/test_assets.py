@@ -74,4 +74,4 @@ def test_personas_and_fidelity_assets_with_the_template_backend(embedded_lake, t
     assert metadata["sent_to_llm"].value == 0 and metadata["unchanged_reused"].value > 0  # nothing changed
     assert user in metadata["sample_personas"].value and "Reykjavik" in metadata["sample_personas"].value
     checks = {c.check_name: c.passed for c in again.get_asset_check_evaluations()}
-    assert checks == {"schema_valid_rate": True, "no_identifiers": True}
+    assert checks == {"schema_valid_rate": True, "no_identifiers": True, "no_instruction_like_comments": True}
