@@ -39,8 +39,6 @@ from zipp_assets.results import write_run_record
 from zipp_assets.reddit.synthetic import mark_synthetic_world, not_synthetic_because
 from zipp_assets.settings import load_settings
 from zipp_assets.zipbench.assets import benchmark_partitions
-from zipp_assets.simworld.phrasebook import DEFAULT_PHRASEBOOK
-from zipp_assets.simworld.phrasebook import available as available_phrasebooks
 from zipp_assets.simworld.world import WORLD_VERSION, WorldConfig, generate_world, parse_month_range
 
 # Asset groups in dependency order: monthly ones are materialized over the demo's months.
@@ -69,7 +67,7 @@ LLM_EVIDENCE_TOKENS = 1024
 LLM_CONCURRENCY = 64  # requests in flight: what the CPU server batches best (bench/README.md)
 
 
-def ensure_world(months: tuple[str, ...], users: int, seed: int, phrasebook: str = DEFAULT_PHRASEBOOK,
+def ensure_world(months: tuple[str, ...], users: int, seed: int, phrasebook: str = WorldConfig.phrasebook,
                  injection_share: float = 0.0) -> dict:
     """The demo's world in the data folder (generated unless the same one is there); returns what it is."""
     settings = load_settings()
@@ -179,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--months", default="2019-01:2019-03")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--phrasebook", default=DEFAULT_PHRASEBOOK, choices=available_phrasebooks(),
-                        help="the words the world speaks (default: %(default)s)")
+    parser.add_argument("--phrasebook", default=WorldConfig.phrasebook,
+                        help="the words the world speaks: a phrasebook's name or a YAML file (default: %(default)s)")
     parser.add_argument("--skip", action="append", default=[], choices=sorted(SKIPPABLE),
                         help="leave out an asset nothing else in the demo needs (repeatable): "
                              + "; ".join(f"{k}: {v}" for k, v in SKIPPABLE.items()))
@@ -195,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = datetime.now(timezone.utc)
     months = parse_month_range(args.months)
+    try:  # a bad phrasebook or knob is refused here, before anything runs
+        WorldConfig(users=args.users, months=months, seed=args.seed, phrasebook=args.phrasebook,
+                    injection_share=args.injection_share)
+    except ValueError as error:
+        parser.error(str(error))
     world = ensure_world(months, args.users, args.seed, args.phrasebook, args.injection_share)
     set_aside_pre_delta_lake()
     for group in MONTHLY_GROUPS:
