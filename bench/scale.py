@@ -142,11 +142,19 @@ def release_free_memory() -> None:
 class Recorder:
     """Stage figures of one worker, written to `path` after every stage so a kill leaves them."""
 
-    def __init__(self, path: Path, worker: str):
+    def __init__(self, path: Path, worker: str, resume: bool = False):
         self.path = path
         self.result = {"worker": worker, "stages": {}, "info": {}, "status": "running", "failed_stage": None}
+        if resume and path.exists():  # a run cut off: keep the stages it finished (and their figures)
+            previous = json.loads(path.read_text())
+            self.result["stages"] = previous.get("stages", {})
+            self.result["info"] = previous.get("info", {})
+            self.result["info"]["resumed"] = self.result["info"].get("resumed", 0) + 1
         self.peak_resettable = reset_peak()
         self.flush()
+
+    def done(self, name: str) -> bool:
+        return name in self.result["stages"]
 
     def flush(self) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -368,19 +376,10 @@ def compare_worker(lakes: list[str], names: list[str], recorder: Recorder, args)
 
 
 def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
-    import dgl
-    import numpy as np
     import torch
 
     from zipp_assets.encoder.data import FORWARD, load_graph_data
-    import pyarrow.compute as pc
-    import torch.nn.functional as F
-
-    from zipp_assets import lake
-    from zipp_assets.encoder.evaluate import KnownLinks, link_scores
-    from zipp_assets.encoder.chunked import DEFAULT_MAX_EDGES
-    from zipp_assets.encoder.inference import embed_users_to_lake, top_k_attention
-    from zipp_assets.encoder.train import TrainConfig, TrainingObjective, build_model, edge_dataloader, infer, optimization_step
+    from zipp_assets.encoder.train import TrainConfig, build_model
 
     info = recorder.result["info"]
     info["torch_threads"] = torch.get_num_threads()
@@ -401,6 +400,32 @@ def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
 
     config = TrainConfig(hidden=args.hidden, heads=4, fanouts=(15, 10), batch_size=args.batch_size, negatives=8,
                          use_image_align=False, device="cpu")
+    # What a later stage needs from an earlier one is saved beside the lake, so a run cut off resumes
+    # at the stage it was in (the graph, held only in memory, is rebuilt: a few minutes at full size).
+    model_file, subreddits_file = lake_dir.parent / "model.pt", lake_dir.parent / "final_subreddits.pt"
+    if recorder.done("training") and model_file.exists():
+        torch.manual_seed(0)
+        model = build_model(data, config)
+        model.load_state_dict(torch.load(model_file))
+        print("  training: done before (resumed)", flush=True)
+    else:
+        model = _training_stage(recorder, data, graph, config, memory, args)
+        torch.save(model.state_dict(), model_file)
+    _inference_stages(recorder, data, graph, model, memory, lake_dir, subreddits_file, args)
+    del graph  # the evaluation is a stage of its own in the pipeline: it starts without the graph
+    release_free_memory()
+    if not recorder.done("evaluation"):
+        _evaluation_stage(recorder, data, torch.load(subreddits_file), memory, lake_dir, args)
+
+
+def _training_stage(recorder: Recorder, data, graph, config, memory: dict, args):
+    import dgl
+    import torch
+
+    from zipp_assets.encoder.data import FORWARD
+    from zipp_assets.encoder.train import TrainingObjective, build_model, edge_dataloader, optimization_step
+
+    nbytes = lambda t: int(t.element_size() * t.nelement())  # noqa: E731
     with recorder.stage("training") as record:
         stage_started = time.perf_counter()
         torch.manual_seed(0)
@@ -447,6 +472,19 @@ def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
         memory["model parameters + AdamW state"] = 3 * sum(nbytes(p) for p in objective.parameters())
         del loader
     print(f"  training: {record['seed_edges_per_second']:,.0f} seed edges/s", flush=True)
+    return model
+
+
+def _inference_stages(recorder: Recorder, data, graph, model, memory: dict, lake_dir: Path, subreddits_file: Path, args):
+    import torch
+
+    from zipp_assets.encoder.chunked import DEFAULT_MAX_EDGES
+    from zipp_assets.encoder.data import FORWARD
+    from zipp_assets.encoder.inference import embed_users_to_lake, top_k_attention
+    from zipp_assets.encoder.train import infer
+
+    nbytes = lambda t: int(t.element_size() * t.nelement())  # noqa: E731
+    info = recorder.result["info"]
 
     # infer() takes 4,096 destination nodes a batch with their full neighbourhoods: the largest batch
     # of subreddits (by incoming edges) is what one GATv2 layer's per-edge tensors must hold at once there;
@@ -456,19 +494,23 @@ def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
     info["largest_subreddit_train_edges"] = int(in_degree.max())
     max_edges = args.max_edges or DEFAULT_MAX_EDGES
     info["inference_max_edges"] = max_edges
-    final_subreddits = torch.zeros(data.num_subreddits, model.hidden)
-    with recorder.stage("inference") as record, tempfile.TemporaryDirectory(dir=lake_dir.parent) as scratch:
-        started = time.perf_counter()
-        counts = embed_users_to_lake(model, graph, data, lake_dir, top_k=10, scratch_dir=Path(scratch),
-                                     max_edges=max_edges, final_subreddits=final_subreddits)
-        record["infer_seconds"] = time.perf_counter() - started
-        record["users_per_second"] = data.num_users / record["infer_seconds"]
-        record["top_k_rows"] = int(counts["attention_rows"])
-        memory["inference user states between layers (memory-mapped file)"] = data.num_users * model.hidden * 4
-        del counts
-    print(f"  inference: {record['users_per_second']:,.0f} users/s", flush=True)
+    if recorder.done("inference") and subreddits_file.exists():
+        final_subreddits = torch.load(subreddits_file)
+        print("  inference: done before (resumed)", flush=True)
+    else:
+        final_subreddits = torch.zeros(data.num_subreddits, model.hidden)
+        with recorder.stage("inference") as record, tempfile.TemporaryDirectory(dir=lake_dir.parent) as scratch:
+            started = time.perf_counter()
+            counts = embed_users_to_lake(model, graph, data, lake_dir, top_k=10, scratch_dir=Path(scratch),
+                                         max_edges=max_edges, final_subreddits=final_subreddits)
+            record["infer_seconds"] = time.perf_counter() - started
+            record["users_per_second"] = data.num_users / record["infer_seconds"]
+            record["top_k_rows"] = int(counts["attention_rows"])
+            del counts
+        torch.save(final_subreddits, subreddits_file)
+        print(f"  inference: {record['users_per_second']:,.0f} users/s", flush=True)
 
-    if args.reference_inference:
+    if args.reference_inference and not recorder.done("inference_in_memory"):
         with recorder.stage("inference_in_memory") as record:
             started = time.perf_counter()
             z, attention = infer(model, graph, data, "cpu")
@@ -484,6 +526,17 @@ def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
             del top, attention, z
         print(f"  inference in memory (reference): {record['users_per_second']:,.0f} users/s", flush=True)
 
+
+def _evaluation_stage(recorder: Recorder, data, final_subreddits, memory: dict, lake_dir: Path, args):
+    import numpy as np
+    import pyarrow.compute as pc
+    import torch
+    import torch.nn.functional as F
+
+    from zipp_assets import lake
+    from zipp_assets.encoder.evaluate import KnownLinks, link_scores
+
+    nbytes = lambda t: int(t.element_size() * t.nelement())  # noqa: E731
     with recorder.stage("evaluation") as record:
         test = data.edges["test"]
         generator = torch.Generator().manual_seed(0)
@@ -509,7 +562,7 @@ def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
 
 
 def worker_main(args) -> int:
-    recorder = Recorder(Path(args.result), args.worker)
+    recorder = Recorder(Path(args.result), args.worker, resume=args.resume)
     lake_dir = Path(args.lake)
     size = parse_size(args.size) if args.worker != "compare" else None
     try:
@@ -554,6 +607,8 @@ def run_worker(worker: str, size: Size, lake_dir: Path, work: Path, args, deadli
         command += ["--max-edges", str(args.max_edges)]
     if args.reference_inference:
         command.append("--reference-inference")
+    if args.resume:
+        command.append("--resume")
     process = subprocess.Popen(command, start_new_session=True)
     try:
         code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -572,14 +627,25 @@ def run_worker(worker: str, size: Size, lake_dir: Path, work: Path, args, deadli
 
 
 def run_size(size: Size, args) -> dict:
-    work = Path(tempfile.mkdtemp(prefix=f"zipp-scale-{size.name}-", dir=args.work_dir))
+    if args.resume:  # one folder per size, kept: a run cut off carries on from what it wrote
+        work = Path(args.work_dir) / f"zipp-scale-{size.name}"
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix=f"zipp-scale-{size.name}-", dir=args.work_dir))
     lake_dir = work / "lake"
     record = {"size": asdict(size), "stages": {}, "info": {}, "status": "ok"}
     deadline = time.monotonic() + args.timeout_per_size
     print(f"\n== {size.name}: {size.edges:,} edges, {size.users:,} users, {size.subreddits:,} subreddits", flush=True)
     try:
         for worker in ("generate", "tables", "encoder"):
-            report = run_worker(worker, size, lake_dir, work, args, deadline)
+            previous = work / f"{worker}.json"
+            report = json.loads(previous.read_text()) if args.resume and previous.exists() else None
+            if report is not None and report.get("status") == "ok":
+                print(f"  {worker}: done before (resumed)", flush=True)
+            else:
+                if worker == "generate" and lake_dir.exists():  # generation cut off: its lake is partial
+                    shutil.rmtree(lake_dir)
+                report = run_worker(worker, size, lake_dir, work, args, deadline)
             record["stages"] |= report["stages"]
             record["info"][worker] = report["info"]
             if worker == "generate":
@@ -593,8 +659,12 @@ def run_size(size: Size, args) -> dict:
                 break
             record["info"][worker]["process_peak_rss"] = report.get("process_peak_rss")
     finally:
-        if not args.keep:
+        if not (args.keep or args.resume):
             shutil.rmtree(work, ignore_errors=True)
+        elif args.resume and not args.keep and record["status"] == "ok":  # finished: its figures are all a rerun needs
+            for name in ("lake", "model.pt", "final_subreddits.pt"):
+                target = work / name
+                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
     return record
 
 
@@ -693,6 +763,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "scale.json")
     parser.add_argument("--work-dir", default=None, help="where the temporary lakes go (default: the system's temp)")
     parser.add_argument("--keep", action="store_true", help="keep each size's lake")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --work-dir: keep each size's folder there and, run again, carry on stage by stage "
+                             "from what an earlier run (cut off at any moment) wrote")
     parser.add_argument("--compare-training", action="store_true",
                         help="instead of the stages: training seed edges/s of every size in one process, interleaved")
     parser.add_argument("--rounds", type=int, default=8, help="with --compare-training")
@@ -706,6 +779,8 @@ def main() -> int:
         parser.error("--steps must exceed --warmup")
     if args.worker:
         return worker_main(args)
+    if args.resume and not args.work_dir:
+        parser.error("--resume needs --work-dir (where each size's folder is kept)")
     sizes = sorted((parse_size(s) for s in args.sizes.split(",")), key=lambda s: s.edges)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     import torch

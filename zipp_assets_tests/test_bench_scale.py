@@ -52,3 +52,41 @@ def test_sizes_give_edges_users_and_subreddits():
     assert (full.users, full.subreddits, full.edges) == (22_000_000, 40_000, 200_000_000)
     assert scale.subreddits_for(200_000_000) == 40_000
     assert 10_000 < scale.parse_size("10M").subreddits < scale.parse_size("100M").subreddits < 40_000
+
+
+@pytest.mark.slow
+def test_a_run_cut_off_resumes_at_the_stage_it_was_in(tmp_path):
+    out = tmp_path / "scale.json"
+    env = os.environ | {"DGLBACKEND": "pytorch"}
+    command = [sys.executable, str(BENCH), "--sizes", "20K", "--steps", "3", "--warmup", "1", "--eval-edges", "200",
+               "--out", str(out), "--work-dir", str(tmp_path), "--resume"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    work = tmp_path / "zipp-scale-20K"
+    assert not (work / "lake").exists()  # a finished size keeps its figures only
+    # Again, as if every process had been killed during inference: the encoder's figures stop at training.
+    first = subprocess.run(command[:-1] + ["--keep", "--resume"], capture_output=True, text=True, timeout=120, env=env)
+    assert "encoder: done before" in first.stdout
+    for name in ("generate", "tables", "encoder"):
+        (work / f"{name}.json").unlink()
+    first = subprocess.run(command[:-1] + ["--keep", "--resume"], capture_output=True, text=True, timeout=120, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert (work / "lake").is_dir() and (work / "model.pt").exists()  # --keep: kept
+    encoder = json.loads((work / "encoder.json").read_text())
+    training = encoder["stages"]["training"]
+    for name in ("inference", "evaluation"):
+        del encoder["stages"][name]
+    encoder.update(status="running", failed_stage="inference")
+    (work / "encoder.json").write_text(json.dumps(encoder))
+    (work / "final_subreddits.pt").unlink()
+    tables_before = (work / "tables.json").read_text()
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "generate: done before" in second.stdout and "tables: done before" in second.stdout
+    assert "training: done before (resumed)" in second.stdout
+    assert (work / "tables.json").read_text() == tables_before
+    [size] = json.loads(out.read_text())["sizes"]
+    assert size["status"] == "ok"
+    assert size["stages"]["training"] == training  # not trained again: the first run's figures
+    assert size["stages"]["inference"]["users_per_second"] > 0 and size["stages"]["evaluation"]["edges"] == 200
+    assert size["info"]["encoder"]["resumed"] == 1

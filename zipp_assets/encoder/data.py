@@ -30,7 +30,7 @@ class GraphData:
     num_subreddits: int
     user_features: torch.Tensor  # float32 [U, F]: activity, never an identity
     subreddit_degree: torch.Tensor  # training-edge count per subreddit
-    edges: dict[str, torch.Tensor]  # split -> int64 [E, 2] (user, subreddit)
+    edges: dict[str, torch.Tensor]  # split -> int64 [E, 2] (user, subreddit), column-major where loaded
     edge_features: dict[str, torch.Tensor]  # split -> float32 [E, F]
     profiles: torch.Tensor  # float32 [U, D] visual profiles (zero rows where none)
     has_profile: torch.Tensor  # bool [U]
@@ -63,11 +63,16 @@ class GraphData:
 
 
 def build_heterograph(pairs: torch.Tensor, features: torch.Tensor, num_users: int, num_subreddits: int) -> dgl.DGLHeteroGraph:
+    """Two sparse formats only: COO, which the edge-prediction sampler reads seed edges' ends from,
+    and CSC, which neighbour sampling and edge-chunked inference read incoming edges from; a CSR
+    copy would add 16 bytes an edge per relation. The ids stay int64: with int32 ids DGL 2.1's CPU
+    sampling and training corrupted the heap (a segfault or abort within an epoch on the tests'
+    graph), which would have halved the graph's memory."""
     users, subreddits = pairs[:, 0], pairs[:, 1]
     graph = dgl.heterograph(
         {FORWARD: (users, subreddits), REVERSE: (subreddits, users)},
         num_nodes_dict={"user": num_users, "subreddit": num_subreddits},
-    )
+    ).formats(["coo", "csc"])
     graph.edges[FORWARD].data["feat"] = features
     graph.edges[REVERSE].data["feat"] = features
     return graph
@@ -122,20 +127,23 @@ class FeatureNormalization:
         return ((matrix - np.asarray(mean)) / np.asarray(std)).astype(np.float32)
 
 
-def user_activity_features(pairs: np.ndarray, edges_table, train: np.ndarray, num_users: int) -> np.ndarray:
-    """[U, len(USER_FEATURES)] from training edges only: a held-out link's comments, posts and score
-    must not reach the model through its input features either. The lake holds each link's counts
-    and score as power-of-two bins; a user's total sums each bin's smallest value."""
-    users = pairs[train, 0]
+_USER_ACTIVITY_COLUMNS = ("comments_bin", "submissions_bin", "score_bin", "active_months")
+
+
+def user_activity_features(users: np.ndarray, train_columns: dict[str, np.ndarray], num_users: int) -> np.ndarray:
+    """[U, len(USER_FEATURES)] from training edges only (`users` and `train_columns` hold the training
+    links' rows): a held-out link's comments, posts and score must not reach the model through its
+    input features either. The lake holds each link's counts and score as power-of-two bins; a
+    user's total sums each bin's smallest value."""
 
     def per_user(column: str) -> np.ndarray:
-        return np.bincount(users, weights=bin_floor(edges_table[column].to_numpy()[train]), minlength=num_users)
+        return np.bincount(users, weights=bin_floor(train_columns[column]), minlength=num_users)
 
     score = per_user("score_bin")
     # Distinct active months over training links only are not in graph_edges; the busiest training
     # link's month count is the nearest lower bound it holds.
     months = np.zeros(num_users)
-    np.maximum.at(months, users, edges_table["active_months"].to_numpy()[train].astype(np.float64))
+    np.maximum.at(months, users, train_columns["active_months"].astype(np.float64))
     return np.stack(
         [
             np.log1p(per_user("comments_bin")),
@@ -158,23 +166,38 @@ def load_graph_data(lake_dir: Path, image_encoder_name: str | None,
     subreddits = tables["subreddits"].read(columns=["subreddit_index", "subreddit"]).sort_by("subreddit_index")
     subreddit_names = subreddits["subreddit"].to_pylist()
     num_subreddits = len(subreddit_names)
-    edges_table = tables["graph_edges"].read()
-    split = edges_table["split"]
+    # One column at a time (at 200M edges the whole table is about 12 GB in Arrow), each split's rows
+    # copied out of it at once; the edge features go straight into float32 per split.
+    graph_edges = tables["graph_edges"]
+    split = graph_edges.read(columns=["split"])["split"]
     masks = {s: pc.equal(split, s).to_numpy(zero_copy_only=False) for s in ("train", "val", "test")}
+    del split
     train = masks["train"]
-    pairs = np.stack([edges_table["user_index"].to_numpy(), edges_table["subreddit_index"].to_numpy()], axis=1)
-    # float32 from the start, filled and standardised a column at a time: at 200M edges a float64
-    # [edges, features] matrix and its standardised copy would be 8 GB and 4 GB more at the peak.
-    features = np.empty((edges_table.num_rows, len(EDGE_FEATURES)), np.float32)
-    for j, column in enumerate(EDGE_FEATURES):
-        features[:, j] = edges_table[column].to_numpy()
-    user_matrix = user_activity_features(pairs, edges_table, train, num_users)
+
+    def column(name: str) -> np.ndarray:
+        return graph_edges.read(columns=[name])[name].to_numpy()
+
+    user_index, subreddit_index = column("user_index"), column("subreddit_index")
+    # [E, 2] views of [2, E] arrays: each column contiguous, so DGL builds the message graph's COO
+    # of both relations on these very arrays instead of copying them (16 bytes an edge).
+    edges = {s: torch.from_numpy(np.stack([user_index[m], subreddit_index[m]]).astype(np.int64, copy=False)).T
+             for s, m in masks.items()}
+    user_matrix = user_activity_features(user_index[train], {c: column(c)[train] for c in _USER_ACTIVITY_COLUMNS},
+                                         num_users)
+    del user_index
+    features = {s: np.empty((int(m.sum()), len(EDGE_FEATURES)), np.float32) for s, m in masks.items()}
+    for j, name in enumerate(EDGE_FEATURES):
+        values = column(name)
+        for s, m in masks.items():
+            features[s][:, j] = values[m]
+        del values
     if normalization is None:
-        normalization = FeatureNormalization.fit_rows(user_matrix, features, train)
-    FeatureNormalization.apply_in_place(features, normalization.edge_mean, normalization.edge_std)
-    edges = {s: torch.from_numpy(pairs[m].astype(np.int64)) for s, m in masks.items()}
-    edge_features = {s: torch.from_numpy(features[m]) for s, m in masks.items()}
-    subreddit_degree = np.bincount(pairs[train][:, 1], minlength=num_subreddits)
+        normalization = FeatureNormalization.fit_rows(user_matrix, features["train"], slice(None))
+    for matrix in features.values():
+        FeatureNormalization.apply_in_place(matrix, normalization.edge_mean, normalization.edge_std)
+    edge_features = {s: torch.from_numpy(matrix) for s, matrix in features.items()}
+    subreddit_degree = np.bincount(subreddit_index[train], minlength=num_subreddits)
+    del subreddit_index
     profiles = torch.zeros((num_users, 1))
     has_profile = torch.zeros(num_users, dtype=torch.bool)
     heldout: dict[int, list[str]] = {}

@@ -26,10 +26,14 @@ class KnownLinks:
     held-out link is ranked against are the subreddits outside these rows (OGB's filtered setting)."""
 
     def __init__(self, data: GraphData):
-        pairs = torch.cat([data.edges[split] for split in ("train", "val", "test")])
-        order = torch.argsort(pairs[:, 0] * data.num_subreddits + pairs[:, 1])
-        self.indices = pairs[order, 1]
-        counts = torch.bincount(pairs[:, 0], minlength=data.num_users)
+        # Sorted keys user * S + subreddit, sorted in place, then only their subreddit part kept (int32):
+        # at 200M links that is 1.6 GB at the peak instead of pairs, keys, an argsort and a gather.
+        splits = [data.edges[split] for split in ("train", "val", "test")]
+        keys = torch.cat([pairs[:, 0] * data.num_subreddits + pairs[:, 1] for pairs in splits]).numpy()
+        keys.sort()
+        self.indices = torch.from_numpy((keys % data.num_subreddits).astype(np.int32))
+        del keys
+        counts = sum(torch.bincount(pairs[:, 0], minlength=data.num_users) for pairs in splits)
         self.indptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
         self.num_subreddits = data.num_subreddits
 
@@ -40,7 +44,7 @@ class KnownLinks:
         rows = torch.repeat_interleave(torch.arange(len(users)), counts)
         offsets = torch.arange(total) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
         mask = torch.zeros((len(users), self.num_subreddits), dtype=torch.bool)
-        mask[rows, self.indices[torch.repeat_interleave(starts, counts) + offsets]] = True
+        mask[rows, self.indices[torch.repeat_interleave(starts, counts) + offsets].long()] = True
         return mask
 
 

@@ -1,8 +1,9 @@
 """Embeddings and attention for every user, written to the lake.
 
 `embed_users_to_lake` is the path that scales: the last layer's output goes to the lake chunk by
-chunk, and between layers the users' hidden states live in a memory-mapped scratch file, so
-memory does not grow with the number of users beyond the graph itself. GATv2 layers run in groups of
+chunk, and the layer before it computes its users a group at a time as the last layer reads them
+(deeper models keep earlier layers' user states in a memory-mapped scratch file), so memory does
+not grow with the number of users beyond the graph itself. GATv2 layers run in groups of
 at most `max_edges` incoming edges (`chunked`), so neither does it grow with a subreddit's size.
 Embeddings and attention are committed under a build id of their own (a kill between their two
 commits leaves them disagreeing, and readers refuse the pair), each commit recording the graph build

@@ -12,7 +12,7 @@ from zipp_assets.encoder.model import PersonaEncoder
 from zipp_assets.encoder.train import infer
 
 
-def _world(seed=0, users=60, subreddits=12):
+def _world(seed=0, users=60, subreddits=12, layers=2):
     """A heavy-tailed graph: subreddit 0 holds most edges, the last subreddit none, the last user none."""
     rng = np.random.default_rng(seed)
     pairs = set()
@@ -25,7 +25,7 @@ def _world(seed=0, users=60, subreddits=12):
     features = torch.randn(len(pairs), 3, generator=torch.Generator().manual_seed(seed))
     graph = build_heterograph(pairs, features, users, subreddits)
     torch.manual_seed(seed)
-    model = PersonaEncoder(user_feature_dim=5, num_subreddits=subreddits, edge_dim=3, hidden=16, heads=4).eval()
+    model = PersonaEncoder(user_feature_dim=5, num_subreddits=subreddits, edge_dim=3, hidden=16, heads=4, layers=layers).eval()
     user_features = torch.randn(users, 5, generator=torch.Generator().manual_seed(seed + 1))
     return graph, model, user_features
 
@@ -43,14 +43,21 @@ def _chunked(graph, model, user_features, max_edges, store, final_subreddits=Non
 
 
 @pytest.mark.parametrize("max_edges", [1, 3, 7, 1_000])  # 1 and 3: every big subreddit in slices (online softmax)
-@pytest.mark.parametrize("store", ["memory", "numpy"])
-def test_edge_chunked_layers_equal_the_dgl_layers(max_edges, store):
-    graph, model, user_features = _world()
+@pytest.mark.parametrize("store,layers", [("memory", 2), ("memory", 3), ("numpy", 3), ("memory", 1)])
+def test_edge_chunked_layers_equal_the_dgl_layers(max_edges, store, layers):
+    graph, model, user_features = _world(layers=layers)
     with torch.no_grad():
         reference, reference_attention = infer(model, graph, SimpleNamespace(user_features=user_features))
-    make_store = (lambda n, h: torch.zeros(n, h)) if store == "memory" else (lambda n, h: np.zeros((n, h), np.float32))
+    stores = []
+
+    def make_store(n, h):
+        stores.append((n, h))
+        return torch.zeros(n, h) if store == "memory" else np.zeros((n, h), np.float32)
+
     final_subreddits = torch.full((graph.num_nodes("subreddit"), model.hidden), torch.nan)
     users, attention = _chunked(graph, model, user_features, max_edges, make_store, final_subreddits)
+    # the layer before the last computes its users a group at a time: only deeper models store users
+    assert len(stores) == max(0, layers - 2)
     torch.testing.assert_close(final_subreddits, reference["subreddit"], rtol=1e-5, atol=1e-5)
     assert sorted(users) == list(range(graph.num_nodes("user")))
     got = torch.stack([users[u] for u in range(graph.num_nodes("user"))])
