@@ -25,8 +25,18 @@ A size is a number of edges (20K, 1M, 10M, 100M, 200M...) or `full` (22M users, 
              inference.top_k_attention, the reference the pipeline's path replaced
   evaluation evaluate.KnownLinks + link_scores on a fixed, seeded sample of `--eval-edges`
              held-out test edges against every subreddit, the sample's users read back from the lake
+  evidence   zipp_assets.personas.evidence.build_evidence for every user of all 16 shards with the
+             template backend's token counter: attention top-10 from the inference stage, comment
+             snippets (generated first, not timed: one comment for about half of the first month's
+             (user, subreddit) rows), packed under 2,048 tokens and written to the lake (users/s)
 
-Each size runs in three subprocesses (generate; tables; the encoder stages), as the pipeline runs
+With `--resume --work-dir DIR`, each size keeps its folder under DIR and every worker its figures
+there; the same command run again (after every process was killed, at any moment) skips what
+finished and carries on at the stage it was in: the model and the subreddits' last states are saved
+after training and inference, the graph (held in memory only) is rebuilt. A finished size keeps only
+its figures.
+
+Each size runs in four subprocesses (generate; tables; the encoder stages; evidence), as the pipeline runs
 the graph tables and the encoder as separate assets, so nothing one leaves behind counts against
 the next. Within a process each stage's peak RSS is the kernel's high-water mark (VmHWM) reset at
 the stage's start (/proc/self/clear_refs), so it is that stage's own peak, not the process's so
@@ -66,7 +76,9 @@ os.environ.setdefault("DGLBACKEND", "pytorch")
 
 GIB = 2**30
 MONTHS = 4
-STAGES = ("tables", "graph", "training", "inference", "inference_in_memory", "evaluation")
+STAGES = ("tables", "graph", "training", "inference", "inference_in_memory", "evaluation", "evidence")
+COMMENT_MONTH = "2019-01"
+COMMENT_SHARE = 0.5  # of that month's (user, subreddit) rows: one comment each
 
 
 @dataclass(frozen=True)
@@ -281,6 +293,82 @@ def generate(lake_dir: Path, size: Size, recorder: Recorder, seed: int = 0, chun
             lake.write_table(together.partition("reddit_submissions_quarantine", partition), QUARANTINE_SCHEMA.empty_table())
     recorder.result["info"].update(generated_pairs=int(pairs), generated_rows=int(rows),
                                    max_user_degree=int(degree.max()), users_with_one_subreddit=float((degree == 1).mean()))
+
+
+def generate_comments(lake_dir: Path, seed: int = 1) -> int:
+    """Comments for the evidence stage (not timed): one for about half of the first month's (user,
+    subreddit) rows, by that user in that subreddit, streamed batch by batch. Bodies are sentences of
+    ordinary English words (not any world's vocabulary: this measures packing, not content), some
+    with a link or a username for the cleaner to remove. Nothing is written twice."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from zipp_assets import lake
+    from zipp_assets.reddit.schemas import COMMENTS_SCHEMA, QUARANTINE_SCHEMA
+
+    if lake.table_exists(lake_dir, "reddit_comments"):
+        return -1
+    rng = np.random.default_rng(seed)
+    words = pa.array("the a this that my our it was is really very just so quite good great nice odd new old "
+                     "time year week day thing way place photo picture light colour shot print post game "
+                     "guide build set store trip walk night morning think know love like found made took "
+                     "saw tried used wanted needed about with from after before over under again still "
+                     "never always maybe honestly probably".split())
+    extras = pa.array(["", "", "", "", " see https://example.com/x", " thanks u/someone", " (edit: typo)"])
+    edges = lake.open_table(lake_dir, "reddit_user_subreddit_edges").to_dataset([{"month": COMMENT_MONTH}])
+    written = 0
+    with lake.build(lake_dir) as together:
+        partition = {"month": COMMENT_MONTH}
+        with lake.RotatingParquetWriter(together.partition("reddit_comments", partition), COMMENTS_SCHEMA) as out:
+            for batch in edges.to_batches(columns=["user_key", "subreddit", "first_utc"], batch_size=1_000_000):
+                keep = rng.random(batch.num_rows) < COMMENT_SHARE
+                rows = pa.Table.from_batches([batch]).filter(pa.array(keep))
+                n = rows.num_rows
+                length = rng.integers(6, 40, n)
+                parts = [pc.if_else(pa.array(length > j), words.take(pa.array(rng.integers(0, len(words), n))), "")
+                         for j in range(40)]
+                body = pc.utf8_trim_whitespace(pc.binary_join_element_wise(*parts, " "))
+                body = pc.binary_join_element_wise(body, extras.take(pa.array(rng.integers(0, len(extras), n))), "")
+                ids = pc.binary_join_element_wise("c", pc.cast(pa.array(np.arange(written, written + n)), pa.string()), "")
+                out.write(pa.table({
+                    "id": ids, "link_id": pa.nulls(n, pa.string()), "parent_id": pa.nulls(n, pa.string()),
+                    "subreddit": rows["subreddit"], "subreddit_id": pa.nulls(n, pa.string()),
+                    "author": pa.nulls(n, pa.string()), "author_fullname": pa.nulls(n, pa.string()),
+                    "user_key": rows["user_key"], "created_utc": rows["first_utc"],
+                    "score": pa.array(rng.zipf(2.0, n).clip(max=10_000), pa.int64()),
+                    "edited": pa.array(np.zeros(n, bool)), "distinguished": pa.nulls(n, pa.string()), "body": body,
+                }))
+                written += n
+        lake.write_table(together.partition("reddit_comments_quarantine", partition), QUARANTINE_SCHEMA.empty_table())
+    return written
+
+
+def evidence_worker(lake_dir: Path, recorder: Recorder) -> None:
+    from zipp_assets.llm.tokens import token_counter
+    from zipp_assets.personas.evidence import EvidenceConfig, build_evidence
+    from zipp_assets.personas.shards import SHARD_KEYS
+
+    info = recorder.result["info"]
+    started = time.perf_counter()
+    made = generate_comments(lake_dir)
+    if made >= 0:
+        info.update(comments_generated=made, comments_seconds=time.perf_counter() - started)
+        recorder.flush()
+    release_free_memory()
+    counter = token_counter("template")
+    with recorder.stage("evidence") as record:
+        started = time.perf_counter()
+        reports = build_evidence(lake_dir, b"bench-scale", SHARD_KEYS, EvidenceConfig(), counter,
+                                 progress=lambda line: print(f"    {line}", flush=True))
+        users = sum(r.users for r in reports)
+        record.update(users=users, token_counter=counter.name, users_per_second=users / (time.perf_counter() - started),
+                      mean_tokens=sum(sum(r.tokens) for r in reports) / max(1, users),
+                      snippets_used=sum(r.snippets_used for r in reports),
+                      snippets_available=sum(r.snippets_available for r in reports),
+                      instruction_like_dropped=sum(r.instruction_like_dropped for r in reports))
+        del reports
+    print(f"  evidence: {record['users_per_second']:,.0f} users/s", flush=True)
 
 
 # ---------------------------------------------------------------- stages
@@ -575,6 +663,8 @@ def worker_main(args) -> int:
             recorder.result["info"]["peak_rss"] = peak_bytes()
         elif args.worker == "tables":
             tables_worker(lake_dir, recorder, args.memory_limit)
+        elif args.worker == "evidence":
+            evidence_worker(lake_dir, recorder)
         else:
             encoder_worker(lake_dir, recorder, args)
     except MemoryError:
@@ -637,7 +727,7 @@ def run_size(size: Size, args) -> dict:
     deadline = time.monotonic() + args.timeout_per_size
     print(f"\n== {size.name}: {size.edges:,} edges, {size.users:,} users, {size.subreddits:,} subreddits", flush=True)
     try:
-        for worker in ("generate", "tables", "encoder"):
+        for worker in ("generate", "tables", "encoder", "evidence"):
             previous = work / f"{worker}.json"
             report = json.loads(previous.read_text()) if args.resume and previous.exists() else None
             if report is not None and report.get("status") == "ok":
@@ -685,6 +775,8 @@ def print_table(record: dict) -> None:
             rate = f"{stage['users_per_second']:,.0f} users/s"
         elif name == "evaluation":
             rate = f"{stage['edges_per_second']:,.0f} held-out edges/s"
+        elif name == "evidence":
+            rate = f"{stage['users_per_second']:,.0f} users/s, {stage['mean_tokens']:,.0f} tokens a user"
         print(f"  {name:11s} {stage['seconds']:9.1f} {stage['rss_before'] / GIB:10.2f} {stage['peak_rss'] / GIB:13.2f} {stage['rss_after_trim'] / GIB:9.2f}  {rate}")
 
 
@@ -770,7 +862,7 @@ def main() -> int:
                         help="instead of the stages: training seed edges/s of every size in one process, interleaved")
     parser.add_argument("--rounds", type=int, default=8, help="with --compare-training")
     parser.add_argument("--batches-per-round", type=int, default=4, help="with --compare-training")
-    parser.add_argument("--worker", choices=("generate", "tables", "encoder", "compare"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("generate", "tables", "encoder", "evidence", "compare"), help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     parser.add_argument("--lake", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "scale.py"
-STAGES = ("tables", "graph", "training", "inference", "evaluation")
+STAGES = ("tables", "graph", "training", "inference", "evaluation", "evidence")
 
 
 @pytest.mark.slow
@@ -37,6 +37,11 @@ def test_scale_benchmark_times_every_stage_at_a_tiny_size(tmp_path):
     assert size["stages"]["training"]["batches"] == 4 and size["stages"]["training"]["seed_edges_per_second"] > 0
     assert size["stages"]["inference"]["users_per_second"] > 0
     assert size["stages"]["evaluation"]["edges"] == 500
+    # every graph user's evidence was packed, with snippets of the generated comments, under the budget
+    evidence = size["stages"]["evidence"]
+    assert evidence["users"] == info["tables"]["users"] and 0 < evidence["mean_tokens"] <= 2048
+    assert 0 < evidence["snippets_used"] <= evidence["snippets_available"]
+    assert info["evidence"]["comments_generated"] > 0
     assert all(v > 0 for v in info["encoder"]["memory_bytes"].values())
     assert math.isfinite(size["stages"]["evaluation"]["mean_auc_untrained_model"])
     assert not any(tmp_path.glob("zipp-scale-*"))  # the temporary lake is removed

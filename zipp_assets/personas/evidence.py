@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from zipp_assets.graph.user_keys import canonical_key_sql, create_pseudonym_tabl
 from zipp_assets.graph.visual import PROFILES
 from zipp_assets.llm.tokens import TokenCounter
 from zipp_assets.personas.injection import instruction_like
-from zipp_assets.personas.shards import shard_of
+from zipp_assets.personas.shards import shard_sql
 from zipp_assets.reddit.ingest import open_ingested
 
 EVIDENCE_VERSION = "evidence-v3"  # v2: activity counts as ranges; v3: a JSON document, attention joined by user key
@@ -216,10 +216,17 @@ def _month(value) -> str:
     return value.strftime("%Y-%m") if value is not None else "?"
 
 
-def load_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: EvidenceConfig,
-                  describe: Callable[[np.ndarray], list[str]] | None, profiles_partition: dict | None) -> list[UserEvidence]:
-    """Evidence of every graph user in `shards`, from the lake (users, attention, comments, profiles).
-    One pass for all the shards of a range run: comment keys are pseudonymised once."""
+def iter_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: EvidenceConfig,
+                  describe: Callable[[np.ndarray], list[str]] | None, profiles_partition: dict | None,
+                  batch_users: int = 20_000) -> Iterator[tuple[str, Iterator[list[UserEvidence]]]]:
+    """Evidence of every graph user in `shards`, from the lake (users, attention, comments, profiles):
+    for each shard in turn, (shard, its users in batches of at most `batch_users`, in user index
+    order). Each shard's batches must be read before the next shard is asked for.
+
+    The joins run in DuckDB and come back as Arrow tables of one shard (about 1.4M users and 14M
+    attention rows at 22M users); Python objects exist only for the batch being built, so memory
+    follows the shard and the batch, not the graph. Comment authors are pseudonymised once for all
+    the shards of a run."""
     graph = lake.open_tables(lake_dir, GRAPH_TABLES)
     # One encoding run: the pair shares its own build id (a run killed between the two commits is refused).
     attention = lake.open_tables(lake_dir, ["user_embeddings", "user_top_subreddits"])
@@ -227,81 +234,130 @@ def load_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: Evi
     # refuse a graph rebuilt since, and join on the user's key, so no row can attach one user's
     # communities to another.
     lake.check_built_from(attention["user_top_subreddits"], None, graph["users"])
-    users = graph["users"].read().to_pylist()
-    wanted_shards = set(shards)
-    mine = [u for u in users if shard_of(u["user_id"]) in wanted_shards]
-    if not mine:
-        return []
-    index = {u["user_index"] for u in mine}
-    keys = {u["user_id"] for u in mine}
-    columns = ["user_id", "rank", "subreddit", "weight"]
-    top = [r for r in attention["user_top_subreddits"].read(columns=columns).to_pylist()
-           if r["user_id"] in keys and r["rank"] <= config.top_subreddits]
-    by_key: dict[str, list[tuple[str, float]]] = {}
-    for r in sorted(top, key=lambda r: (r["user_id"], r["rank"])):
-        by_key.setdefault(r["user_id"], []).append((r["subreddit"], float(r["weight"])))
-    by_user = {u["user_index"]: by_key.get(u["user_id"], []) for u in mine}
-    visual: dict[int, list[str]] = {}
     profiles = lake.open_table(lake_dir, PROFILES) if describe is not None and profiles_partition is not None \
         and lake.table_exists(lake_dir, PROFILES) else None
-    if profiles is not None and profiles.has_partition(profiles_partition):
+    if profiles is not None and not profiles.has_partition(profiles_partition):
+        profiles = None
+    if profiles is not None:
         lake.check_built_from(profiles, profiles_partition, graph["users"])  # indexed by this graph's users
-        for p in profiles.read([profiles_partition]).to_pylist():
-            if p["user_index"] in index and p["n_train_images"] + p["n_heldout_images"] > 0 and p["n_train_images"] > 0:
-                visual[p["user_index"]] = describe(np.asarray(p["profile"], dtype=np.float32))
+    with duckdb.connect() as con:
+        con.register("users", graph["users"].to_dataset())
+        con.register("top", attention["user_top_subreddits"].to_dataset())
+        if profiles is not None:
+            con.register("profiles", profiles.to_dataset([profiles_partition]))
+        comments_join = _prepare_comments(con, lake_dir, key)
+        for shard in shards:
+            users = con.sql(f"SELECT * FROM users WHERE {shard_sql('user_id')} = $shard ORDER BY user_index",
+                            params={"shard": shard}).to_arrow_table()
+            if users.num_rows == 0:
+                yield shard, iter(())
+                continue
+            con.register("shard_users", users.select(["user_index", "user_id"]))
+            con.sql("""CREATE OR REPLACE TEMP TABLE wanted AS
+                       SELECT u.user_index, u.user_id, t.subreddit, t.weight,
+                              row_number() OVER (PARTITION BY u.user_index ORDER BY t.rank) - 1 AS subreddit_rank
+                       FROM top t JOIN shard_users u USING (user_id) WHERE t.rank <= $k""",
+                    params={"k": config.top_subreddits})
+            top = con.sql("SELECT user_index, subreddit, weight FROM wanted ORDER BY user_index, subreddit_rank").to_arrow_table()
+            visual = con.sql("SELECT p.user_index, p.profile FROM profiles p JOIN shard_users u USING (user_index) "
+                             "WHERE p.n_train_images > 0 ORDER BY p.user_index").to_arrow_table() if profiles is not None else None
+            comments = _candidate_comments(con, comments_join, config) if comments_join is not None else None
+            yield shard, _batches(users, top, visual, comments, config, describe, batch_users)
+            con.unregister("shard_users")
+
+
+def _batches(users: pa.Table, top: pa.Table, visual: pa.Table | None, comments: pa.Table | None,
+             config: EvidenceConfig, describe: Callable[[np.ndarray], list[str]] | None,
+             batch_users: int) -> Iterator[list[UserEvidence]]:
+    index = users["user_index"].to_numpy()
+    for first in range(0, users.num_rows, batch_users):
+        low, high = int(index[first]), int(index[min(first + batch_users, users.num_rows) - 1])
+        yield _evidence_batch(users.slice(first, batch_users), _rows_between(top, low, high),
+                              _rows_between(visual, low, high), _rows_between(comments, low, high), config, describe)
+
+
+def _rows_between(table: pa.Table | None, low: int, high: int) -> pa.Table | None:
+    """Rows of `table` (sorted by user_index) whose user_index is within [low, high]."""
+    if table is None:
+        return None
+    index = table["user_index"].to_numpy()
+    start, stop = np.searchsorted(index, low, side="left"), np.searchsorted(index, high, side="right")
+    return table.slice(int(start), int(stop - start))
+
+
+def _evidence_batch(users: pa.Table, top: pa.Table, visual: pa.Table | None, comments: pa.Table | None,
+                    config: EvidenceConfig, describe: Callable[[np.ndarray], list[str]] | None) -> list[UserEvidence]:
+    by_user: dict[int, list[tuple[str, float]]] = {}
+    for user, subreddit, weight in zip(*(top[c].to_pylist() for c in ("user_index", "subreddit", "weight"))):
+        by_user.setdefault(user, []).append((subreddit, float(weight)))
+    described: dict[int, list[str]] = {}
+    if visual is not None and describe is not None:
+        profiles = visual["profile"].to_numpy(zero_copy_only=False)
+        for user, profile in zip(visual["user_index"].to_pylist(), profiles):
+            described[user] = describe(np.asarray(profile, dtype=np.float32))
     dropped: dict[int, int] = {}
-    snippets = _top_comments(lake_dir, key, mine, by_user, config, dropped)
+    snippets = _snippets(comments, config, dropped) if comments is not None else {}
     out = []
-    for u in mine:
+    for u in users.to_pylist():
         facts = (f"{describe_count_bin(u['comments_bin'])} comments and {describe_count_bin(u['submissions_bin'])} posts "
                  f"over {u['active_months']} "
                  f"active month(s) ({_month(u['first_utc'])} to {_month(u['last_utc'])}), "
                  f"in {u['subreddit_count']} communities")
-        out.append(UserEvidence(u["user_index"], u["user_id"], facts, by_user[u["user_index"]],
-                                visual.get(u["user_index"], []), snippets.get(u["user_index"], []),
+        out.append(UserEvidence(u["user_index"], u["user_id"], facts, by_user.get(u["user_index"], []),
+                                described.get(u["user_index"], []), snippets.get(u["user_index"], []),
                                 dropped.get(u["user_index"], 0)))
     return out
 
 
-def _top_comments(lake_dir: Path, key: bytes, users: list[dict], top: dict[int, list[tuple[str, float]]],
-                  config: EvidenceConfig, dropped: dict[int, int] | None = None) -> dict[int, list[tuple[str, str]]]:
+def load_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: EvidenceConfig,
+                  describe: Callable[[np.ndarray], list[str]] | None, profiles_partition: dict | None) -> list[UserEvidence]:
+    """Every user's evidence of `shards` in one list (small graphs, tests); `iter_evidence` in batches."""
+    return [u for _, batches in iter_evidence(lake_dir, key, shards, config, describe, profiles_partition)
+            for batch in batches for u in batch]
+
+
+def _prepare_comments(con: duckdb.DuckDBPyConnection, lake_dir: Path, key: bytes) -> str | None:
+    """Register the comments and pseudonymise their authors once (temp table `pseudonyms`); the join
+    clause from a comment to its author's canonical key, or None where no comments were ingested."""
+    if not lake.table_exists(lake_dir, "reddit_comments"):
+        return None
+    con.register("comments", open_ingested(lake_dir, "comments").to_dataset())
+    create_user_aliases(con, lake_dir)
+    canonical, join = canonical_key_sql("c.user_key")
+    con.sql(f"CREATE TEMP TABLE comment_keys AS SELECT DISTINCT {canonical} AS user_key "
+            f"FROM comments c {join} WHERE c.user_key IS NOT NULL").fetchall()
+    create_pseudonym_table(con, "SELECT user_key FROM comment_keys", key, "pseudonyms")
+    return join
+
+
+def _candidate_comments(con: duckdb.DuckDBPyConnection, join: str, config: EvidenceConfig) -> pa.Table:
+    """The `wanted` users' comments in their most-attended subreddits, a few candidates per subreddit,
+    by user, attention rank of the subreddit, then score."""
+    canonical, _ = canonical_key_sql("c.user_key")
+    return con.sql(
+        f"""
+        SELECT w.user_index, w.subreddit, w.subreddit_rank, c.body, coalesce(c.score, 0) AS score, c.id
+        FROM comments c {join}
+        JOIN pseudonyms p ON p.user_key = {canonical}
+        JOIN wanted w ON w.user_id = p.user_id AND w.subreddit = c.subreddit
+        WHERE c.body IS NOT NULL
+        QUALIFY row_number() OVER (PARTITION BY w.user_index, w.subreddit ORDER BY coalesce(c.score, 0) DESC, c.id)
+                <= $candidates
+        ORDER BY w.user_index, w.subreddit_rank, score DESC, c.id
+        """,
+        params={"candidates": config.snippets_per_subreddit * 4},
+    ).to_arrow_table()
+
+
+def _snippets(comments: pa.Table, config: EvidenceConfig, dropped: dict[int, int] | None = None
+              ) -> dict[int, list[tuple[str, str]]]:
     """Per user: cleaned, deduplicated comments from its most-attended subreddits, by attention rank
     of the subreddit, then score. Instruction-like comments are left out (with `drop_instruction_like`)
     and counted per user in `dropped`."""
-    wanted = pa.table({
-        "user_id": [u["user_id"] for u in users for _ in top.get(u["user_index"], [])],
-        "user_index": [u["user_index"] for u in users for _ in top.get(u["user_index"], [])],
-        "subreddit": [s for u in users for s, _ in top.get(u["user_index"], [])],
-        "subreddit_rank": [r for u in users for r, _ in enumerate(top.get(u["user_index"], []))],
-    }, schema=pa.schema([("user_id", pa.string()), ("user_index", pa.int64()), ("subreddit", pa.string()),
-                         ("subreddit_rank", pa.int64())]))
-    if not lake.table_exists(lake_dir, "reddit_comments") or wanted.num_rows == 0:
-        return {}
-    with duckdb.connect() as con:
-        con.register("comments", open_ingested(lake_dir, "comments").to_dataset())
-        create_user_aliases(con, lake_dir)
-        canonical, join = canonical_key_sql("c.user_key")
-        con.sql(f"CREATE TEMP TABLE comment_keys AS SELECT DISTINCT {canonical} AS user_key "
-                f"FROM comments c {join} WHERE c.user_key IS NOT NULL").fetchall()
-        create_pseudonym_table(con, "SELECT user_key FROM comment_keys", key, "pseudonyms")
-        con.register("wanted", wanted)
-        rows = con.sql(
-            f"""
-            SELECT w.user_index, w.subreddit, w.subreddit_rank, c.body, coalesce(c.score, 0) AS score, c.id
-            FROM comments c {join}
-            JOIN pseudonyms p ON p.user_key = {canonical}
-            JOIN wanted w ON w.user_id = p.user_id AND w.subreddit = c.subreddit
-            WHERE c.body IS NOT NULL
-            QUALIFY row_number() OVER (PARTITION BY w.user_index, w.subreddit ORDER BY coalesce(c.score, 0) DESC, c.id)
-                    <= $candidates
-            ORDER BY w.user_index, w.subreddit_rank, score DESC, c.id
-            """,
-            params={"candidates": config.snippets_per_subreddit * 4},
-        ).fetchall()
     out: dict[int, list[tuple[str, str]]] = {}
     seen: dict[int, set[str]] = {}
     per_subreddit: dict[tuple[int, str], int] = {}
-    for user, subreddit, _rank, body, _score, _id in rows:
+    for user, subreddit, body in zip(*(comments[c].to_pylist() for c in ("user_index", "subreddit", "body"))):
         text = clean_snippet(body, config.snippet_chars, config.min_snippet_chars)
         if text is None or per_subreddit.get((user, subreddit), 0) >= config.snippets_per_subreddit:
             continue
@@ -343,22 +399,36 @@ class EvidenceReport:
 
 def build_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: EvidenceConfig, counter: TokenCounter,
                    describe: Callable[[np.ndarray], list[str]] | None = None, profiles_partition: dict | None = None,
-                   visual_source: str = "", progress: Callable[[str], None] | None = None) -> list[EvidenceReport]:
-    """Write the `persona_evidence` partition of each shard (each replaced whole on a re-run)."""
-    everyone = load_evidence(lake_dir, key, shards, config, describe, profiles_partition)
+                   visual_source: str = "", progress: Callable[[str], None] | None = None,
+                   batch_users: int = 20_000) -> list[EvidenceReport]:
+    """Write the `persona_evidence` partition of each shard (each replaced whole on a re-run), a batch
+    of users at a time: packed, written and let go."""
     reports = []
-    for shard in shards:
-        users = [u for u in everyone if shard_of(u.user_id) == shard]
-        reports.append(_write_shard(lake_dir, shard, users, config, counter, visual_source))
+    for shard, batches in iter_evidence(lake_dir, key, shards, config, describe, profiles_partition, batch_users):
+        report = EvidenceReport(shard, 0, [], 0, 0, 0, counter.name, counter.approximate)
+        with lake.atomic_partition(lake_dir, EVIDENCE, {"shard": shard}) as folder:
+            with lake.RotatingParquetWriter(folder, EVIDENCE_SCHEMA) as writer:
+                for users in batches:
+                    writer.write(_packed_table(shard, users, config, counter, visual_source, report))
+            if writer.rows_written == 0:  # a shard without users still gets its (empty) partition
+                lake.write_table(folder, EVIDENCE_SCHEMA.empty_table(), EVIDENCE_SCHEMA)
+        reports.append(report)
         if progress:
-            progress(f"shard {shard}: {len(users):,} users")
+            progress(f"shard {shard}: {report.users:,} users")
     return reports
 
 
-def _write_shard(lake_dir: Path, shard: str, users: list[UserEvidence], config: EvidenceConfig, counter: TokenCounter,
-                 visual_source: str) -> EvidenceReport:
+def _packed_table(shard: str, users: list[UserEvidence], config: EvidenceConfig, counter: TokenCounter,
+                  visual_source: str, report: EvidenceReport) -> pa.Table:
     packed = [pack(u, counter, config.token_budget, visual_source) for u in users]
-    table = pa.table({
+    report.users += len(users)
+    report.tokens.extend(p.tokens for p in packed)
+    report.snippets_used += sum(p.snippets_used for p in packed)
+    report.snippets_available += sum(p.snippets_available for p in packed)
+    report.users_with_visual += sum(1 for u in users if u.visual)
+    report.instruction_like_dropped += sum(u.instruction_like for u in users)
+    report.users_with_instruction_like += sum(1 for u in users if u.instruction_like)
+    return pa.table({
         "user_index": [u.user_index for u in users], "user_id": [u.user_id for u in users],
         "shard": [shard] * len(users),
         "top_subreddits": [[s for s, _ in u.top_subreddits] for u in users],
@@ -369,9 +439,3 @@ def _write_shard(lake_dir: Path, shard: str, users: list[UserEvidence], config: 
         "token_counter": [counter.name] * len(users), "evidence_hash": [p.evidence_hash for p in packed],
         "evidence_version": [EVIDENCE_VERSION] * len(users),
     }, schema=EVIDENCE_SCHEMA)
-    with lake.atomic_partition(lake_dir, EVIDENCE, {"shard": shard}) as folder:
-        lake.write_table(folder, table, EVIDENCE_SCHEMA)
-    return EvidenceReport(shard, len(users), [p.tokens for p in packed], sum(p.snippets_used for p in packed),
-                          sum(p.snippets_available for p in packed), sum(1 for u in users if u.visual),
-                          counter.name, counter.approximate, sum(u.instruction_like for u in users),
-                          sum(1 for u in users if u.instruction_like))

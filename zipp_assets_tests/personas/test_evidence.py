@@ -161,11 +161,22 @@ def test_every_user_gets_evidence_once_without_usernames_or_links(embedded_lake,
         parsed = parse_evidence(r["evidence_text"])
         assert {subreddit for subreddit, _ in parsed.comments} <= set(r["top_subreddits"])
         assert [s for s, _ in parsed.communities] == r["top_subreddits"] and len(parsed.comments) == r["snippets_used"]
-    # A re-run replaces the shard (same hashes, no duplicates).
-    build_evidence(embedded_lake, KEY, SHARD_KEYS[:1], config, counter, pixel_stats_descriptors, profiles)
+    # A re-run replaces the shard (same hashes, no duplicates), here in batches of 3 users: the same evidence.
+    build_evidence(embedded_lake, KEY, SHARD_KEYS[:1], config, counter, pixel_stats_descriptors, profiles, batch_users=3)
     again = lake.read_table(embedded_lake, EVIDENCE).to_pylist()
     assert len(again) == len(rows)
     assert {r["user_id"]: r["evidence_hash"] for r in again} == {r["user_id"]: r["evidence_hash"] for r in rows}
+
+
+def test_shards_in_sql_are_the_shards_in_python():
+    import duckdb
+
+    from zipp_assets.personas.shards import shard_sql
+
+    ids = [f"u_{i:020x}" for i in range(3000)] + ["", "t2_abc", "ünïcode", "x" * 300]
+    pseudonyms = pa.table({"user_id": ids})
+    got = duckdb.sql(f"SELECT {shard_sql('user_id')} AS shard FROM pseudonyms").to_arrow_table()["shard"].to_pylist()
+    assert got == [shard_of(i) for i in ids]
 
 
 def test_attention_is_joined_by_user_key_and_a_rebuilt_graph_is_refused(embedded_lake, tmp_path):
