@@ -49,8 +49,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401 (pa.compute)
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -398,6 +399,26 @@ def open_tables(root: LakeRoot, datasets: Sequence[str], partitions: Sequence[Pa
     else:
         check_same_build(tables)
     return snapshots
+
+
+def vector_matrix(column: pa.ChunkedArray | pa.Array, dtype=np.float32) -> np.ndarray:
+    """A column of equal-length vectors (fixed- or variable-size lists) as an [rows, dim] array, through
+    Arrow's flat values: no Python float per element (a 768-d embedding is 27 KB as a Python list)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    rows = len(column)
+    if rows == 0:
+        return np.zeros((0, 0), dtype)
+    if column.null_count:
+        raise ValueError(f"{column.null_count} of {rows} vectors are null")
+    values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=dtype)
+    if len(values) % rows:
+        raise ValueError(f"{len(values)} values do not make {rows} vectors of one length")
+    matrix = values.reshape(rows, len(values) // rows)
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    if (lengths != matrix.shape[1]).any():
+        raise ValueError("vectors of different lengths")
+    return matrix
 
 
 def read_table(root: LakeRoot, dataset: str, partitions: Sequence[Partition] | None = None,

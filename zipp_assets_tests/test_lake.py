@@ -371,3 +371,21 @@ def test_a_process_that_read_a_table_exits_cleanly(tmp_path):
     for _ in range(5):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+
+
+def test_vector_columns_become_matrices_without_python_floats_and_bad_ones_are_refused():
+    import numpy as np
+    import pyarrow as pa
+
+    fixed = pa.chunked_array([pa.FixedSizeListArray.from_arrays(pa.array(np.arange(6, dtype=np.float32)), 3),
+                              pa.FixedSizeListArray.from_arrays(pa.array([6.0, 7.0, 8.0], pa.float32()), 3)])
+    np.testing.assert_array_equal(lake.vector_matrix(fixed), np.arange(9, dtype=np.float32).reshape(3, 3))
+    variable = pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float64()))
+    assert lake.vector_matrix(variable).dtype == np.float32 and lake.vector_matrix(variable).shape == (2, 2)
+    assert lake.vector_matrix(pa.chunked_array([], pa.list_(pa.float32()))).shape == (0, 0)
+    with pytest.raises(ValueError, match="different lengths"):
+        lake.vector_matrix(pa.array([[1.0], [2.0, 3.0, 4.0]], pa.list_(pa.float32())))
+    with pytest.raises(ValueError, match="null"):
+        lake.vector_matrix(pa.array([[1.0, 2.0], None], pa.list_(pa.float32())))
+    with pytest.raises(ValueError, match="one length"):
+        lake.vector_matrix(pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32())))

@@ -215,9 +215,8 @@ def build_visual_profiles(
         ).to_arrow_table()
     user_index = rows["user_index"].to_numpy()
     heldout = rows["heldout"].to_numpy(zero_copy_only=False)
-    vectors = np.asarray(rows["embedding"].combine_chunks().flatten().to_numpy(), dtype=np.float32)
-    dim = len(vectors) // max(rows.num_rows, 1)
-    vectors = vectors.reshape(rows.num_rows, dim) if rows.num_rows else np.zeros((0, 0), np.float32)
+    vectors = lake.vector_matrix(rows["embedding"])
+    dim = vectors.shape[1]
     url_keys = rows["url_key"].to_pylist()
     ids = dict(zip(users["user_index"].to_pylist(), users["user_id"].to_pylist()))
     out = {"user_index": [], "user_id": [], "n_train_images": [], "n_heldout_images": [], "profile": [], "heldout_url_keys": []}

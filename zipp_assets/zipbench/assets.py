@@ -9,7 +9,9 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from zipp_assets import lake as lake_io
 from zipp_assets.graph.pseudonyms import pseudonym_key
@@ -327,10 +329,11 @@ def _all_manifests(lake_dir: Path) -> list[dict]:
     return manifest
 
 
-def _reference_embeddings(lake_dir: Path, encoder_name: str, users: list[dict]) -> dict[str, list[float]]:
+def _reference_embeddings(lake_dir: Path, encoder_name: str, users: list[dict]) -> dict[str, np.ndarray]:
     wanted = {k for u in users for k in u["reference_url_keys"]}
     table = lake_io.read_table(lake_dir, "image_embeddings", [{"encoder": encoder_slug(encoder_name)}])
-    return {k: e for k, e in zip(table["url_key"].to_pylist(), table["embedding"].to_pylist()) if k in wanted}
+    table = table.filter(pc.is_in(table["url_key"], pa.array(sorted(wanted), pa.string())))
+    return dict(zip(table["url_key"].to_pylist(), lake_io.vector_matrix(table["embedding"])))
 
 
 def _embedding_table(columns: dict[str, list], embeddings, dim: int) -> pa.Table:
@@ -351,8 +354,6 @@ def _embedding_table(columns: dict[str, list], embeddings, dim: int) -> pa.Table
 def zipbench_scores(context: dg.AssetExecutionContext, config: ScoresConfig, lake: ZippLake,
                     image_encoder: ImageEncoderResource, llm: LLMResource):
     def run() -> dict:
-        import numpy as np
-
         from zipp_assets.zipbench.judge import EmbeddingJudge, VisionLanguageJudge
         from zipp_assets.zipbench.rewrite import persona_roleplay
         from zipp_assets.zipbench.scoring import score_images
@@ -361,8 +362,7 @@ def zipbench_scores(context: dg.AssetExecutionContext, config: ScoresConfig, lak
         users = lake_io.read_table(settings.lake_dir, USERS).to_pylist()
         manifest = _all_manifests(settings.lake_dir)
         encoder = image_encoder.build()
-        references = {k: np.asarray(v, np.float32) for k, v in
-                      _reference_embeddings(settings.lake_dir, image_encoder.encoder_name, users).items()}
+        references = _reference_embeddings(settings.lake_dir, image_encoder.encoder_name, users)
         personas = _effective_personas(settings.lake_dir)
         persona_text = {u["user_id"]: persona_roleplay(personas[u["user_id"]]) for u in users if u["user_id"] in personas}
         if config.judge not in ("embedding", "vision_language"):
@@ -561,8 +561,6 @@ def zipbench_summary(context: dg.AssetExecutionContext, config: SummaryConfig, l
     def run() -> dict:
         import json
 
-        import numpy as np
-
         from zipp_assets.zipbench.raking import DEFAULT_TARGETS, load_demographic_targets
         from zipp_assets.zipbench.scoring import (
             ALL_USERS,
@@ -580,13 +578,13 @@ def zipbench_summary(context: dg.AssetExecutionContext, config: SummaryConfig, l
         rows = lake_io.read_table(settings.lake_dir, SCORES).to_pylist()
         judgements = [j for j in lake_io.read_table(settings.lake_dir, JUDGEMENTS).to_pylist() if j.get("method")]
         embedded = lake_io.read_table(settings.lake_dir, GENERATED_EMBEDDINGS)
-        vectors = dict(zip(embedded["image_path"].to_pylist(), np.asarray(embedded["embedding"].to_pylist(), np.float32)))
+        vectors = dict(zip(embedded["image_path"].to_pylist(), lake_io.vector_matrix(embedded["embedding"])))
         index = {u["user_id"]: i for i, u in enumerate(users)}
         manifest = [m for m in manifest if m["user_id"] in index]
         references = lake_io.read_table(settings.lake_dir, REFERENCE_EMBEDDINGS)
         scores = ImageScores(rows=rows, judgements=judgements,
                              generated_embeddings=np.stack([vectors[m["image_path"]] for m in manifest]),
-                             reference_embeddings=np.asarray(references["embedding"].to_pylist(), np.float32),
+                             reference_embeddings=lake_io.vector_matrix(references["embedding"]),
                              reference_user=np.asarray([index[u] for u in references["user_id"].to_pylist()], np.int64),
                              judge=judgements[0]["judge"] if judgements else "none",
                              text_scores=any(np.isfinite(r["clip_text"]) for r in rows), seconds=0.0)
