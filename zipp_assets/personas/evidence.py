@@ -218,7 +218,8 @@ def _month(value) -> str:
 
 def iter_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: EvidenceConfig,
                   describe: Callable[[np.ndarray], list[str]] | None, profiles_partition: dict | None,
-                  batch_users: int = 20_000) -> Iterator[tuple[str, Iterator[list[UserEvidence]]]]:
+                  batch_users: int = 20_000, memory_limit: str = "2GB",
+                  ) -> Iterator[tuple[str, Iterator[list[UserEvidence]]]]:
     """Evidence of every graph user in `shards`, from the lake (users, attention, comments, profiles):
     for each shard in turn, (shard, its users in batches of at most `batch_users`, in user index
     order). Each shard's batches must be read before the next shard is asked for.
@@ -240,7 +241,8 @@ def iter_evidence(lake_dir: Path, key: bytes, shards: Sequence[str], config: Evi
         profiles = None
     if profiles is not None:
         lake.check_built_from(profiles, profiles_partition, graph["users"])  # indexed by this graph's users
-    with duckdb.connect() as con:
+    # Bounded like the graph tables' (DuckDB's own default is 80% of the machine), spilling past it.
+    with lake.spilling_duckdb(memory_limit) as con:
         con.register("users", graph["users"].to_dataset())
         con.register("top", attention["user_top_subreddits"].to_dataset())
         if profiles is not None:
