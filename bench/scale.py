@@ -463,6 +463,11 @@ def compare_worker(lakes: list[str], names: list[str], recorder: Recorder, args)
         for name, run in runs.items()}
 
 
+def nbytes(tensor) -> int:
+    """Bytes of a tensor's elements."""
+    return int(tensor.element_size() * tensor.nelement())
+
+
 def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
     import torch
 
@@ -478,7 +483,6 @@ def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
         started = time.perf_counter()
         graph = data.message_graph()
         record["dgl_build_seconds"] = time.perf_counter() - started
-    nbytes = lambda t: int(t.element_size() * t.nelement())  # noqa: E731
     memory = {f"edges[{s}] int64 pairs": nbytes(t) for s, t in data.edges.items()}
     memory |= {f"edge_features[{s}] float32": nbytes(t) for s, t in data.edge_features.items()}
     memory |= {"user_features float32": nbytes(data.user_features), "subreddit_degree": nbytes(data.subreddit_degree)}
@@ -513,7 +517,6 @@ def _training_stage(recorder: Recorder, data, graph, config, memory: dict, args)
     from zipp_assets.encoder.data import FORWARD
     from zipp_assets.encoder.train import TrainingObjective, build_model, edge_dataloader, optimization_step
 
-    nbytes = lambda t: int(t.element_size() * t.nelement())  # noqa: E731
     with recorder.stage("training") as record:
         stage_started = time.perf_counter()
         torch.manual_seed(0)
@@ -571,7 +574,6 @@ def _inference_stages(recorder: Recorder, data, graph, model, memory: dict, lake
     from zipp_assets.encoder.inference import embed_users_to_lake, top_k_attention
     from zipp_assets.encoder.train import infer
 
-    nbytes = lambda t: int(t.element_size() * t.nelement())  # noqa: E731
     info = recorder.result["info"]
 
     # infer() takes 4,096 destination nodes a batch with their full neighbourhoods: the largest batch
@@ -624,7 +626,6 @@ def _evaluation_stage(recorder: Recorder, data, final_subreddits, memory: dict, 
     from zipp_assets import lake
     from zipp_assets.encoder.evaluate import KnownLinks, link_scores
 
-    nbytes = lambda t: int(t.element_size() * t.nelement())  # noqa: E731
     with recorder.stage("evaluation") as record:
         test = data.edges["test"]
         generator = torch.Generator().manual_seed(0)
