@@ -13,7 +13,8 @@ A size is a number of edges (20K, 1M, 10M, 100M, 200M...) or `full` (22M users, 
              users' subreddit counts Lomax (Pareto II, shape 2), subreddit popularity Zipf
              (exponent 1.05), per-row comment counts Zipf; not a stage, not timed
   tables     zipp_assets.graph.tables.build_graph_tables (DuckDB, its default 2GB memory limit)
-  graph      zipp_assets.encoder.data.load_graph_data + GraphData.message_graph (the DGL graph)
+  graph      zipp_assets.encoder.data.load_graph_data + GraphData.message_graph (the DGL graph, its
+             CSC built here rather than at the sampler's first batch)
   training   the project's edge_dataloader and optimization_step over TrainingObjective
              (hidden 128, 4 heads, fan-outs 15,10, batches of 512 seed edges, 8 negatives, no
              ImageAlign); `--steps` batches, seed edges/s over those after `--warmup`
@@ -429,7 +430,7 @@ def compare_worker(lakes: list[str], names: list[str], recorder: Recorder, args)
         dgl.seed(0)
         objective = TrainingObjective(build_model(data, config), data, config)
         optimizer = torch.optim.AdamW(objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        loader = edge_dataloader(graph, torch.arange(graph.num_edges(FORWARD)), data, config)
+        loader = edge_dataloader(graph, None, data, config)
         run = {"objective": objective, "optimizer": optimizer, "loader": loader, "iterator": iter(loader)}
         for _ in range(args.warmup):
             optimization_step(objective, optimizer, _next_batch(run))
@@ -484,7 +485,7 @@ def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
         graph = data.message_graph()
         record["dgl_build_seconds"] = time.perf_counter() - started
     memory = {f"edges[{s}] int64 pairs": nbytes(t) for s, t in data.edges.items()}
-    memory |= {f"edge_features[{s}] float32": nbytes(t) for s, t in data.edge_features.items()}
+    memory |= {f"edge_features[{s}] float32": nbytes(t) for s, t in data.edge_features.items()}  # train only
     memory |= {"user_features float32": nbytes(data.user_features), "subreddit_degree": nbytes(data.subreddit_degree)}
     memory |= {f"dgl {k} (computed)": v for k, v in _graph_structure_bytes(graph).items()}
     info.update(train_edges=graph.num_edges(FORWARD), test_edges=len(data.edges["test"]), memory_bytes=memory)
@@ -524,8 +525,7 @@ def _training_stage(recorder: Recorder, data, graph, config, memory: dict, args)
         model = build_model(data, config)
         objective = TrainingObjective(model, data, config)
         optimizer = torch.optim.AdamW(objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        seeds = torch.arange(graph.num_edges(FORWARD))
-        loader = edge_dataloader(graph, seeds, data, config)
+        loader = edge_dataloader(graph, None, data, config)  # every training edge, as the pipeline's train()
         setup_done = time.perf_counter()
         record["setup_seconds"] = setup_done - stage_started
         batches = timed_seeds = 0
@@ -558,7 +558,7 @@ def _training_stage(recorder: Recorder, data, graph, config, memory: dict, args)
                       block_edges_per_batch=block_edges / timed, input_nodes_per_batch=input_nodes / timed)
         del iterator
         memory["training memberships (sorted int64 keys)"] = nbytes(objective.memberships)
-        memory["training seed ids int64"] = nbytes(seeds)
+        memory["training seed order (int32 permutation)"] = 4 * graph.num_edges(FORWARD)
         memory |= {f"dgl {k} (computed)": v for k, v in _graph_structure_bytes(graph).items()}
         memory["model parameters + AdamW state"] = 3 * sum(nbytes(p) for p in objective.parameters())
         del loader

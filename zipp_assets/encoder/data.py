@@ -31,7 +31,7 @@ class GraphData:
     user_features: torch.Tensor  # float32 [U, F]: activity, never an identity
     subreddit_degree: torch.Tensor  # training-edge count per subreddit
     edges: dict[str, torch.Tensor]  # split -> int64 [E, 2] (user, subreddit), column-major where loaded
-    edge_features: dict[str, torch.Tensor]  # split -> float32 [E, F]
+    edge_features: dict[str, torch.Tensor]  # "train" -> float32 [E, F] (held-out links' are never loaded)
     profiles: torch.Tensor  # float32 [U, D] visual profiles (zero rows where none)
     has_profile: torch.Tensor  # bool [U]
     heldout_images: dict[int, list[str]]
@@ -51,7 +51,10 @@ class GraphData:
         """Sorted keys user * S + subreddit of the training links: membership tests by binary search,
         without a dense users x subreddits matrix."""
         pairs = self.edges["train"]
-        return torch.sort(pairs[:, 0] * self.num_subreddits + pairs[:, 1]).values
+        keys = (pairs[:, 0] * self.num_subreddits).numpy()
+        keys += pairs[:, 1].numpy()
+        keys.sort()  # in place: torch.sort would add values and int64 indices beside the keys
+        return torch.from_numpy(keys)
 
     def message_graph(self, exclude_users: torch.Tensor | None = None) -> dgl.DGLHeteroGraph:
         """Training edges in both directions, optionally without some users' edges (inductive tests)."""
@@ -73,6 +76,9 @@ def build_heterograph(pairs: torch.Tensor, features: torch.Tensor, num_users: in
         {FORWARD: (users, subreddits), REVERSE: (subreddits, users)},
         num_nodes_dict={"user": num_users, "subreddit": num_subreddits},
     ).formats(["coo", "csc"])
+    # CSC now, while nothing else is held: the sampler would otherwise build it at its first batch,
+    # beside the training state (DGL sorts a copy of the edges to build it).
+    graph.create_formats_()
     graph.edges[FORWARD].data["feat"] = features
     graph.edges[REVERSE].data["feat"] = features
     return graph
@@ -130,74 +136,119 @@ class FeatureNormalization:
 _USER_ACTIVITY_COLUMNS = ("comments_bin", "submissions_bin", "score_bin", "active_months")
 
 
+class _UserActivity:
+    """Per-user sums behind `USER_FEATURES`, accumulated batch by batch over the training links' rows."""
+
+    def __init__(self, num_users: int):
+        self.num_users = num_users
+        self.sums = {c: np.zeros(num_users) for c in ("comments_bin", "submissions_bin", "score_bin")}
+        self.links = np.zeros(num_users)
+        self.months = np.zeros(num_users)
+
+    def add(self, users: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        if not len(users):
+            return
+        # counts over the batch's own span of user ids: a batch of a user-sorted table is a narrow one
+        low, high = int(users.min()), int(users.max()) + 1
+        local = users - low
+        for name, total in self.sums.items():
+            total[low:high] += np.bincount(local, weights=bin_floor(columns[name]), minlength=high - low)
+        self.links[low:high] += np.bincount(local, minlength=high - low)
+        # Distinct active months over training links only are not in graph_edges; the busiest training
+        # link's month count is the nearest lower bound it holds.
+        np.maximum.at(self.months, users, columns["active_months"].astype(np.float64))
+
+    def features(self) -> np.ndarray:
+        score = self.sums["score_bin"]
+        return np.stack([np.log1p(self.sums["comments_bin"]), np.log1p(self.sums["submissions_bin"]),
+                         np.log1p(self.links), self.months, np.sign(score) * np.log1p(np.abs(score))], axis=1)
+
+
 def user_activity_features(users: np.ndarray, train_columns: dict[str, np.ndarray], num_users: int) -> np.ndarray:
     """[U, len(USER_FEATURES)] from training edges only (`users` and `train_columns` hold the training
     links' rows): a held-out link's comments, posts and score must not reach the model through its
     input features either. The lake holds each link's counts and score as power-of-two bins; a
     user's total sums each bin's smallest value."""
+    activity = _UserActivity(num_users)
+    activity.add(users, train_columns)
+    return activity.features()
 
-    def per_user(column: str) -> np.ndarray:
-        return np.bincount(users, weights=bin_floor(train_columns[column]), minlength=num_users)
 
-    score = per_user("score_bin")
-    # Distinct active months over training links only are not in graph_edges; the busiest training
-    # link's month count is the nearest lower bound it holds.
-    months = np.zeros(num_users)
-    np.maximum.at(months, users, train_columns["active_months"].astype(np.float64))
-    return np.stack(
-        [
-            np.log1p(per_user("comments_bin")),
-            np.log1p(per_user("submissions_bin")),
-            np.log1p(np.bincount(users, minlength=num_users)),
-            months,
-            np.sign(score) * np.log1p(np.abs(score)),
-        ],
-        axis=1,
-    )
+_SPLITS = ("train", "val", "test")
+_EDGE_COLUMNS = ["user_index", "subreddit_index", *dict.fromkeys([*EDGE_FEATURES, *_USER_ACTIVITY_COLUMNS])]
+
+
+def _batches(table: lake.TableSnapshot, columns: list[str], batch_rows: int):
+    """The table's rows in order, `batch_rows` at a time, with no read-ahead: Arrow's defaults read up
+    to 4 files and 16 batches ahead, which at 100M edges held 6 GB more than the arrays being filled."""
+    return table.to_dataset().to_batches(columns=columns, batch_size=batch_rows, use_threads=False,
+                                         batch_readahead=0, fragment_readahead=0)
+
+
+def _split_codes(graph_edges: lake.TableSnapshot, batch_rows: int) -> np.ndarray:
+    """Each edge's split as its position in `_SPLITS` (uint8), in the table's row order."""
+    codes = []
+    for batch in _batches(graph_edges, ["split"], batch_rows):
+        split = batch.column(0)
+        code = np.full(len(split), 255, np.uint8)
+        for i, name in enumerate(_SPLITS):
+            code[pc.equal(split, name).to_numpy(zero_copy_only=False)] = i
+        codes.append(code)
+    codes = np.concatenate(codes) if codes else np.zeros(0, np.uint8)
+    if (codes == 255).any():
+        raise ValueError("graph_edges has rows whose split is not train, val or test")
+    return codes
 
 
 def load_graph_data(lake_dir: Path, image_encoder_name: str | None,
-                    normalization: FeatureNormalization | None = None) -> GraphData:
+                    normalization: FeatureNormalization | None = None, batch_rows: int = 1 << 22) -> GraphData:
     """The graph tables as tensors, from one version of each, after checking that they (and the
     visual profiles) come from one graph build. `normalization` (from a checkpoint) standardises the
-    inputs as at training time; without it, statistics are fitted on this graph's training edges."""
+    inputs as at training time; without it, statistics are fitted on this graph's training edges.
+
+    `graph_edges` is read in record batches of `batch_rows` straight into the arrays the model uses
+    (at 200M edges the table is about 12 GB in Arrow; the arrays are 16 bytes an edge for the links
+    and 20 a training edge for its features), so the peak is those arrays and one batch. Held-out links'
+    features are not loaded: nothing may read them (they describe the links the model must predict)."""
     tables = lake.open_tables(lake_dir, GRAPH_TABLES)
     num_users = tables["users"].read(columns=["user_index"]).num_rows
     subreddits = tables["subreddits"].read(columns=["subreddit_index", "subreddit"]).sort_by("subreddit_index")
     subreddit_names = subreddits["subreddit"].to_pylist()
     num_subreddits = len(subreddit_names)
-    # One column at a time (at 200M edges the whole table is about 12 GB in Arrow), each split's rows
-    # copied out of it at once; the edge features go straight into float32 per split.
     graph_edges = tables["graph_edges"]
-    split = graph_edges.read(columns=["split"])["split"]
-    masks = {s: pc.equal(split, s).to_numpy(zero_copy_only=False) for s in ("train", "val", "test")}
-    del split
-    train = masks["train"]
-
-    def column(name: str) -> np.ndarray:
-        return graph_edges.read(columns=[name])[name].to_numpy()
-
-    user_index, subreddit_index = column("user_index"), column("subreddit_index")
-    # [E, 2] views of [2, E] arrays: each column contiguous, so DGL builds the message graph's COO
-    # of both relations on these very arrays instead of copying them (16 bytes an edge).
-    edges = {s: torch.from_numpy(np.stack([user_index[m], subreddit_index[m]]).astype(np.int64, copy=False)).T
-             for s, m in masks.items()}
-    user_matrix = user_activity_features(user_index[train], {c: column(c)[train] for c in _USER_ACTIVITY_COLUMNS},
-                                         num_users)
-    del user_index
-    features = {s: np.empty((int(m.sum()), len(EDGE_FEATURES)), np.float32) for s, m in masks.items()}
-    for j, name in enumerate(EDGE_FEATURES):
-        values = column(name)
-        for s, m in masks.items():
-            features[s][:, j] = values[m]
-        del values
+    codes = _split_codes(graph_edges, batch_rows)
+    counts = np.bincount(codes, minlength=len(_SPLITS))
+    # [2, E] per split, handed on as [E, 2] views: each column contiguous, so DGL builds the message
+    # graph's COO of both relations on these very arrays instead of copying them (16 bytes an edge).
+    pairs = {s: np.empty((2, int(n)), np.int64) for s, n in zip(_SPLITS, counts)}
+    train_features = np.empty((int(counts[0]), len(EDGE_FEATURES)), np.float32)
+    activity = _UserActivity(num_users)
+    filled = dict.fromkeys(_SPLITS, 0)
+    row = 0
+    for batch in _batches(graph_edges, _EDGE_COLUMNS, batch_rows):
+        columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in _EDGE_COLUMNS}
+        code = codes[row:row + batch.num_rows]
+        row += batch.num_rows
+        for i, split in enumerate(_SPLITS):
+            keep = code == i
+            start, stop = filled[split], filled[split] + int(keep.sum())
+            pairs[split][0, start:stop] = columns["user_index"][keep]
+            pairs[split][1, start:stop] = columns["subreddit_index"][keep]
+            filled[split] = stop
+            if split == "train":
+                for j, name in enumerate(EDGE_FEATURES):
+                    train_features[start:stop, j] = columns[name][keep]
+                activity.add(columns["user_index"][keep], {c: columns[c][keep] for c in _USER_ACTIVITY_COLUMNS})
+        del batch, columns
+    if row != len(codes):
+        raise ValueError(f"graph_edges gave {row} rows on the second read and {len(codes)} on the first")
+    user_matrix = activity.features()
+    del activity
     if normalization is None:
-        normalization = FeatureNormalization.fit_rows(user_matrix, features["train"], slice(None))
-    for matrix in features.values():
-        FeatureNormalization.apply_in_place(matrix, normalization.edge_mean, normalization.edge_std)
-    edge_features = {s: torch.from_numpy(matrix) for s, matrix in features.items()}
-    subreddit_degree = np.bincount(subreddit_index[train], minlength=num_subreddits)
-    del subreddit_index
+        normalization = FeatureNormalization.fit_rows(user_matrix, train_features, slice(None))
+    FeatureNormalization.apply_in_place(train_features, normalization.edge_mean, normalization.edge_std)
+    subreddit_degree = np.bincount(pairs["train"][1], minlength=num_subreddits)
+    edges = {s: torch.from_numpy(p).T for s, p in pairs.items()}
     profiles = torch.zeros((num_users, 1))
     has_profile = torch.zeros(num_users, dtype=torch.bool)
     heldout: dict[int, list[str]] = {}
@@ -219,7 +270,7 @@ def load_graph_data(lake_dir: Path, image_encoder_name: str | None,
         user_features=torch.from_numpy(FeatureNormalization.apply(user_matrix, normalization.user_mean, normalization.user_std)),
         subreddit_degree=torch.from_numpy(subreddit_degree.astype(np.float32)),
         edges=edges,
-        edge_features=edge_features,
+        edge_features={"train": torch.from_numpy(train_features)},
         profiles=profiles,
         has_profile=has_profile,
         heldout_images=heldout,

@@ -41,3 +41,44 @@ def test_column_wise_fit_and_apply_match_the_matrix_ones_and_check_the_width():
     assert empty.edge_mean == [0.0] * 4 and empty.edge_std == [1.0] * 4
     with pytest.raises(ValueError, match="4 features but normalisation statistics for 3"):
         FeatureNormalization.apply_in_place(matrix, [0.0] * 3, [1.0] * 3)
+
+
+@pytest.mark.parametrize("batch_rows", [7, 1 << 22])
+def test_batched_load_equals_the_whole_table_read_at_once(encoder_lake, graph_data, batch_rows):
+    """The record-batch reader fills the same arrays as masking the whole table: links per split in
+    the table's order, training features, users' activity and subreddits' degrees."""
+    from zipp_assets.encoder.data import USER_FEATURES, load_graph_data, user_activity_features
+    from zipp_assets.imaging.encoders import PixelStatsEncoder
+
+    data = load_graph_data(encoder_lake, PixelStatsEncoder.name, batch_rows=batch_rows)
+    edges = lake.read_table(encoder_lake, "graph_edges")
+    split = edges["split"]
+    masks = {s: pc.equal(split, s).to_numpy(zero_copy_only=False) for s in ("train", "val", "test")}
+    users, subreddits = edges["user_index"].to_numpy(), edges["subreddit_index"].to_numpy()
+    for s, mask in masks.items():
+        assert mask.any()
+        np.testing.assert_array_equal(data.edges[s].numpy(), np.stack([users[mask], subreddits[mask]], axis=1))
+    assert set(data.edge_features) == {"train"}  # held-out links' features are never loaded
+    train = masks["train"]
+    torch_equal = np.testing.assert_array_equal
+    torch_equal(data.edge_features["train"].numpy(), graph_data.edge_features["train"].numpy())
+    columns = {c: edges[c].to_numpy()[train] for c in ("comments_bin", "submissions_bin", "score_bin", "active_months")}
+    expected_users = user_activity_features(users[train], columns, data.num_users)
+    assert expected_users.shape == (data.num_users, len(USER_FEATURES))
+    norm = data.normalization
+    np.testing.assert_array_equal(data.user_features.numpy(),
+                                  FeatureNormalization.apply(expected_users, norm.user_mean, norm.user_std))
+    torch_equal(data.subreddit_degree.numpy(), np.bincount(subreddits[train], minlength=data.num_subreddits))
+
+
+def test_user_activity_sums_bins_counts_links_and_keeps_the_busiest_month():
+    from zipp_assets.encoder.data import user_activity_features
+
+    users = np.array([2, 0, 2, 2])
+    columns = {"comments_bin": np.array([1, 0, 2, 3]), "submissions_bin": np.array([0, 1, 0, 0]),
+               "score_bin": np.array([-2, 1, 1, 0]), "active_months": np.array([1, 4, 3, 2])}
+    matrix = user_activity_features(users, columns, num_users=4)
+    # bin b stands for 2^|b| - 1 (signed): user 2 has 1 + 3 + 7 comments, -3 + 1 + 0 score, 3 links
+    np.testing.assert_allclose(matrix[2], [np.log1p(11), 0.0, np.log1p(3), 3.0, -np.log1p(2)])
+    np.testing.assert_allclose(matrix[0], [0.0, np.log1p(1), np.log1p(1), 4.0, np.log1p(1)])
+    assert not matrix[[1, 3]].any()  # users without training links

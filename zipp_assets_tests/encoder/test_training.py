@@ -253,3 +253,45 @@ def test_training_masks_the_users_own_subreddits_in_every_batch(graph_data, monk
     pairs = graph_data.edges["train"]
     assert torch.equal(keys, torch.sort(pairs[:, 0] * graph_data.num_subreddits + pairs[:, 1]).values)
     assert bool(is_member(keys, pairs[:5, 0], pairs[:5, 1], graph_data.num_subreddits).all())
+
+
+@pytest.mark.parametrize("every", [None, 2])
+def test_seed_edge_batches_are_dgls_dataloader_batches(graph_data, every):
+    """The compact loader gives DGL's DataLoader's batches: the same seed edges in the same order and
+    the same negatives. (The neighbours sampled for them are not compared: DGL's CPU sampler draws
+    them from per-thread generators, so two passes of DGL's own loader differ there too.)"""
+    import numpy as np
+
+    from zipp_assets.encoder.train import SeedEdgeBatches
+
+    graph = graph_data.message_graph()
+    all_edges = torch.arange(graph.num_edges(FORWARD))
+    # None: every edge, with no id tensor; every other edge: positions and ids differ
+    seeds = all_edges if every is None else all_edges[::every]
+    ours = edge_dataloader(graph, None if every is None else seeds, graph_data, dataclasses.replace(FAST, batch_size=100))
+    assert isinstance(ours, SeedEdgeBatches) and len(ours) == -(-len(seeds) // 100)
+    reference = dgl.dataloading.DataLoader(graph, {FORWARD: seeds}, ours.edge_sampler, batch_size=100, shuffle=True)
+
+    def batches(loader):
+        np.random.seed(3)
+        ours.edge_sampler.negative_sampler.generator.manual_seed(5)
+        return [(pos.edges[FORWARD].data[dgl.EID],
+                 torch.stack([neg.nodes["user"].data[dgl.NID][neg.edges(etype=FORWARD)[0]],
+                              neg.nodes["subreddit"].data[dgl.NID][neg.edges(etype=FORWARD)[1]]]))
+                for _, pos, neg, _ in loader]
+
+    expected, got = batches(reference), batches(ours)
+    assert len(got) == len(expected) == len(ours)
+    for (seed_ids, negatives), (seed_ids2, negatives2) in zip(expected, got):
+        assert torch.equal(seed_ids, seed_ids2) and torch.equal(negatives, negatives2)
+    order = torch.cat([seed_ids for seed_ids, _ in got])
+    assert torch.equal(torch.sort(order).values, seeds) and not torch.equal(order, seeds)  # each seed once, shuffled
+    again = torch.cat([pos.edges[FORWARD].data[dgl.EID] for _, pos, _, _ in ours])
+    assert not torch.equal(order, again)  # the next pass draws a new order
+
+
+def test_ddp_and_workers_keep_dgls_dataloader(graph_data):
+    graph = graph_data.message_graph()
+    seeds = torch.arange(graph.num_edges(FORWARD))
+    loader = edge_dataloader(graph, seeds, graph_data, dataclasses.replace(FAST, num_workers=1))
+    assert isinstance(loader, dgl.dataloading.DataLoader)
