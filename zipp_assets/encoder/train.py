@@ -144,7 +144,7 @@ class SeedEdgeBatches:
         self.count = graph.num_edges(FORWARD) if seed_eids is None else len(seed_eids)
 
     def __len__(self) -> int:
-        return -(-self.count // self.batch_size)
+        return (self.count + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
         order = np.arange(self.count, dtype=np.int32 if self.count < 2**31 else np.int64)
