@@ -459,6 +459,9 @@ def list_tables(root: LakeRoot) -> list[str]:
 # Writing
 
 
+_COMMIT_BATCH_ROWS = 256_000
+
+
 def _scratch_reader(files: Sequence[Path], partition: dict[str, str]) -> pa.RecordBatchReader:
     """The scratch files' rows, in file order, with each partition key added as a string column."""
     schema = pq.read_schema(files[0])
@@ -467,16 +470,30 @@ def _scratch_reader(files: Sequence[Path], partition: dict[str, str]) -> pa.Reco
     for key in added:
         out_schema = out_schema.append(pa.field(key, pa.string()))
 
+    def file_batches(path: Path) -> Iterator[pa.RecordBatch]:
+        # Row groups read one at a time and cut into batches of `_COMMIT_BATCH_ROWS` across their
+        # boundaries: `iter_batches` held most of a file before its first batch (1.5 GiB for 2M rows of
+        # 128-float embeddings; a scratch file holds up to 5M rows). The batches are the ones it gave,
+        # whatever the row groups: delta-rs spreads a stream's batches over its writers, so the
+        # batches decide the order rows come back in.
+        file = pq.ParquetFile(path, pre_buffer=False)
+        pending: list[pa.Table] = []
+        rows = 0
+        for group in range(file.num_row_groups):
+            pending.append(file.read_row_group(group).select(schema.names).cast(schema))
+            rows += pending[-1].num_rows
+            while rows >= _COMMIT_BATCH_ROWS:
+                table = pa.concat_tables(pending)
+                yield from table.slice(0, _COMMIT_BATCH_ROWS).combine_chunks().to_batches()
+                pending, rows = [table.slice(_COMMIT_BATCH_ROWS)], rows - _COMMIT_BATCH_ROWS
+        if rows:
+            yield from pa.concat_tables(pending).combine_chunks().to_batches()
+
     def batches() -> Iterator[pa.RecordBatch]:
-        # A row group at a time: `iter_batches` held most of a file in memory before its first batch
-        # came (1.5 GiB for 2M rows of 128-float embeddings; a scratch file holds up to 5M rows).
         for path in files:
-            file = pq.ParquetFile(path, pre_buffer=False)
-            for group in range(file.num_row_groups):
-                table = file.read_row_group(group).select(schema.names).cast(schema)
-                for b in table.to_batches(max_chunksize=256_000):
-                    extra = [pa.array([partition[k]] * b.num_rows, pa.string()) for k in added]
-                    yield pa.RecordBatch.from_arrays(b.columns + extra, schema=out_schema)
+            for b in file_batches(path):
+                extra = [pa.array([partition[k]] * b.num_rows, pa.string()) for k in added]
+                yield pa.RecordBatch.from_arrays(b.columns + extra, schema=out_schema)
 
     return pa.RecordBatchReader.from_batches(out_schema, batches())
 

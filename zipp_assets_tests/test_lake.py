@@ -280,9 +280,11 @@ def test_rotating_writer_splits_files_and_writes_schema_when_empty(tmp_path):
     assert lake.read_table(tmp_path / "lake", "b").schema == schema
 
 
-def test_scratch_files_reach_the_commit_a_row_group_at_a_time(tmp_path, monkeypatch):
+def test_scratch_files_reach_the_commit_a_row_group_at_a_time_in_the_batches_iter_batches_gave(tmp_path, monkeypatch):
     """The commit's reader takes each scratch file a row group at a time (the whole file held at
-    once was 1.5 GiB for 2M embeddings), in order, with the partition key added."""
+    once was 1.5 GiB for 2M embeddings) and hands on the batches `iter_batches` gave (delta-rs
+    spreads batches over its writers: they decide the order rows come back in), in order, with the
+    partition key added."""
     from zipp_assets.lake import _scratch_reader
 
     schema = pa.schema([("x", pa.int64()), ("y", pa.string())])
@@ -294,11 +296,24 @@ def test_scratch_files_reach_the_commit_a_row_group_at_a_time(tmp_path, monkeypa
     original = pq.ParquetFile.read_row_group
     monkeypatch.setattr(pq.ParquetFile, "read_row_group",
                         lambda self, i, *a, **k: reads.append(i) or original(self, i, *a, **k))
+    monkeypatch.setattr(lake, "_COMMIT_BATCH_ROWS", 2)
     reader = _scratch_reader(w.files, {"month": "2019-01"})
     first = reader.read_next_batch()
     assert reads == [0] and first.to_pydict() == {"x": [0, 1], "y": ["a", "b"], "month": ["2019-01"] * 2}
     rest = pa.Table.from_batches(list(reader))
     assert rest["x"].to_pylist() == [2, 3, 4, 5] and reads == [0, 1, 0]
+    monkeypatch.setattr(lake, "_COMMIT_BATCH_ROWS", 3)
+    got = [batch.column("x").to_pylist() for batch in _scratch_reader(w.files, {})]
+    expected = [batch.column("x").to_pylist() for f in w.files for batch in pq.ParquetFile(f).iter_batches(batch_size=3)]
+    assert got == expected == [[0, 1, 2], [3], [4, 5]]
+
+
+def test_a_commit_keeps_the_order_of_rows_written_in_small_pieces(tmp_path):
+    with lake.build(tmp_path / "lake") as together:
+        with lake.RotatingParquetWriter(together.partition("t"), pa.schema([("x", pa.int64())])) as writer:
+            for start in range(0, 2_000, 7):
+                writer.write(pa.table({"x": list(range(start, min(start + 7, 2_000)))}))
+    assert lake.read_table(tmp_path / "lake", "t")["x"].to_pylist() == list(range(2_000))
 
 
 def test_scratch_of_dead_writers_is_swept_and_a_live_writers_kept(tmp_path, monkeypatch):

@@ -110,10 +110,16 @@ class GraphConfig:
     test_fraction: float = 0.1
     min_edges_for_holdout: int = 4  # users with fewer edges keep all of them for training
     memory_limit: str = "2GB"
+    # The edge query (two windows per user and the final sort) runs over ranges of users holding
+    # about this many edges each: its sort spills one range, not the whole graph (at 200M edges the
+    # single query spilled past 50 GB of disk with DuckDB at 8 GB).
+    edges_per_query: int = 25_000_000
 
     def __post_init__(self) -> None:
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise ValueError("val_fraction and test_fraction must be in [0, 1) and sum below 1")
+        if self.edges_per_query < 1:
+            raise ValueError("edges_per_query must be at least 1")
         if self.min_edges_for_holdout < 2:
             raise ValueError("min_edges_for_holdout must be at least 2 (a user keeps one training edge)")
 
@@ -243,12 +249,12 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
         # The held-out split is a property of each (user, subreddit) pair: a hash bucket, so the
         # same links stay held out when the graph is rebuilt with more months. Each user keeps at
         # least its highest-hash link (the least likely to be held out) for training.
-        edges = con.sql(
-            f"""
+        edge_query = f"""
             WITH hashed AS (
                 SELECT u.user_index, s.subreddit_index, p.comment_count, p.submission_count, p.score_sum,
                        p.active_months, p.first_utc, p.last_utc, md5(u.user_id || '/' || p.subreddit) AS link_hash
                 FROM kept_pairs p JOIN user_index u USING (user_key) JOIN subreddit_index s USING (subreddit)
+                WHERE u.user_index >= $first_user AND u.user_index < $stop_user
             ),
             featured AS (
                 -- the user's highest hash by max() over the partition, not a row_number() ordered by hash:
@@ -269,15 +275,21 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
                    END AS split
             FROM featured
             ORDER BY user_index, subreddit_index
-            """,
-            params={"newest_month": newest_month},
-        )
+            """
+        # Every window is per user and the rows are ordered by user first, so ranges of users, in
+        # order, give the single query's rows in its order.
+        kept_edges, kept_users = con.sql("SELECT count(*), count(DISTINCT user_key) FROM kept_pairs").fetchall()[0]
+        ranges = -(-kept_edges // config.edges_per_query) if kept_edges else 1
+        bounds = [kept_users * i // ranges for i in range(ranges + 1)]
         split_counts = dict.fromkeys(SPLITS, 0)
         with lake.RotatingParquetWriter(together.partition("graph_edges"), GRAPH_EDGES_SCHEMA) as writer:
-            for batch in edges.to_arrow_reader(500_000):
-                writer.write(pa.Table.from_batches([batch]))
-                for value, count in zip(*_value_counts(batch.column("split"))):
-                    split_counts[value] += count
+            for first_user, stop_user in zip(bounds[:-1], bounds[1:]):
+                edges = con.sql(edge_query, params={"newest_month": newest_month, "first_user": first_user,
+                                                    "stop_user": stop_user})
+                for batch in edges.to_arrow_reader(500_000):
+                    writer.write(pa.Table.from_batches([batch]))
+                    for value, count in zip(*_value_counts(batch.column("split"))):
+                        split_counts[value] += count
         # First and last activity only to the month (its first day, UTC), totals in power-of-two
         # bins: exact times or totals, joined with the public dumps, would name the person.
         users = con.sql(

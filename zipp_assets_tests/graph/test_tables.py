@@ -77,6 +77,17 @@ def test_held_out_split_is_deterministic_and_keeps_a_training_edge(graph_lake):
     assert {"val", "test"} <= {s for splits in by_user.values() for s in splits}
 
 
+def test_the_edge_query_over_ranges_of_users_writes_the_single_querys_rows_in_its_order(graph_lake):
+    whole = build_graph_tables(graph_lake, KEY)
+    rows = lake.read_table(graph_lake, "graph_edges").to_pylist()
+    in_ranges = build_graph_tables(graph_lake, KEY, GraphConfig(edges_per_query=37))
+    assert whole.edges > 5 * 37  # several ranges
+    assert lake.read_table(graph_lake, "graph_edges").to_pylist() == rows
+    assert in_ranges.split_counts == whole.split_counts and in_ranges.edges == whole.edges
+    with pytest.raises(ValueError, match="edges_per_query"):
+        GraphConfig(edges_per_query=0)
+
+
 def test_split_of_a_link_survives_adding_a_month(tiny_world, tmp_path):
     # A backfill: 2018-01 (keyed by author_fullname) first, then the older 2017-12 (keyed by author),
     # whose users are mapped onto their fullnames, so pseudonyms and splits stay put.
