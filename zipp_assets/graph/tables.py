@@ -8,6 +8,7 @@ months. Exact counts or times, matched against the public dumps, name the person
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -229,6 +230,8 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
                 "min_sub_users": config.min_subreddit_users,
             },
         ).fetchall()
+        # Nothing reads the unfiltered pairs again: their storage (spilled to disk at scale) goes now.
+        con.execute("DROP TABLE pairs")
         create_pseudonym_table(con, "SELECT DISTINCT user_key FROM kept_pairs", key, "pseudonyms")
         con.sql(
             """
@@ -283,7 +286,7 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
         bounds = [kept_users * i // ranges for i in range(ranges + 1)]
         split_counts = dict.fromkeys(SPLITS, 0)
         with lake.RotatingParquetWriter(together.partition("graph_edges"), GRAPH_EDGES_SCHEMA) as writer:
-            for first_user, stop_user in zip(bounds[:-1], bounds[1:]):
+            for first_user, stop_user in itertools.pairwise(bounds):
                 edges = con.sql(edge_query, params={"newest_month": newest_month, "first_user": first_user,
                                                     "stop_user": stop_user})
                 for batch in edges.to_arrow_reader(500_000):
