@@ -3,15 +3,22 @@
 gloo on CPU, NCCL on GPUs (one process per device, cuda:<rank>). Each process samples its share
 of the seed edges (DGL's DataLoader with use_ddp) and DistributedDataParallel averages gradients;
 rank 0 validates, decides when to stop, and hands back the best weights.
+
+torch.distributed's teardown can hang after the work is done (pytorch/pytorch#75097: a process
+that never returns from `destroy_process_group` or interpreter exit). Each rank therefore marks
+that it has finished, and a rank still alive `TEARDOWN_GRACE_SECONDS` after every rank finished is
+killed: its work is already saved, and a run must not hang on its cleanup.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -20,6 +27,9 @@ import torch.multiprocessing as mp
 
 from zipp_assets.encoder.data import GraphData
 from zipp_assets.encoder.train import TrainConfig, TrainResult, build_model, train
+
+log = logging.getLogger(__name__)
+TEARDOWN_GRACE_SECONDS = 60.0
 
 
 def _free_port() -> int:
@@ -49,8 +59,34 @@ def _worker(rank: int, world_size: int, port: int, data: GraphData, config: Trai
                 "seconds": result.seconds, "seed_edges_per_second": result.seed_edges_per_second,
             }))
         dist.barrier()
+        mark_finished(Path(out_dir), rank)
     finally:
         dist.destroy_process_group()
+
+
+def mark_finished(out_dir: Path, rank: int) -> None:
+    (out_dir / f"rank{rank}.finished").touch()
+
+
+def join_ranks(context: mp.ProcessContext, out_dir: Path, world_size: int,
+               grace_seconds: float = TEARDOWN_GRACE_SECONDS, poll_seconds: float = 1.0) -> list[int]:
+    """Wait for every rank of `context` to exit; re-raises a rank's failure as `mp.spawn` does.
+    Returns the pids of ranks killed because they had not exited `grace_seconds` after every rank
+    marked itself finished (a hung teardown)."""
+    all_finished_at = None
+    while not context.join(timeout=poll_seconds):
+        if all_finished_at is None and all((out_dir / f"rank{r}.finished").exists() for r in range(world_size)):
+            all_finished_at = time.monotonic()
+        if all_finished_at is not None and time.monotonic() - all_finished_at > grace_seconds:
+            stuck = [p for p in context.processes if p.is_alive()]
+            log.warning("ranks %s finished their work %.0f s ago but have not exited (a hung teardown); killing them",
+                        [p.pid for p in stuck], grace_seconds)
+            for process in stuck:
+                process.kill()
+            for process in stuck:
+                process.join()
+            return [p.pid for p in stuck]
+    return []
 
 
 def train_distributed(data: GraphData, config: TrainConfig, world_size: int, resume_dir: Path | None = None,
@@ -60,7 +96,9 @@ def train_distributed(data: GraphData, config: TrainConfig, world_size: int, res
     if config.device.startswith("cuda") and torch.cuda.device_count() < world_size:
         raise RuntimeError(f"{world_size} processes need {world_size} GPUs; {torch.cuda.device_count()} visible")
     with tempfile.TemporaryDirectory(prefix="zipp-ddp-") as out_dir:
-        mp.spawn(_worker, args=(world_size, _free_port(), data, config, out_dir, resume_dir, fingerprint), nprocs=world_size, join=True)
+        context = mp.start_processes(_worker, args=(world_size, _free_port(), data, config, out_dir, resume_dir, fingerprint),
+                                     nprocs=world_size, join=False, start_method="spawn")
+        join_ranks(context, Path(out_dir), world_size)
         summary = json.loads((Path(out_dir) / "result.json").read_text())
         model = build_model(data, config)
         model.load_state_dict(torch.load(Path(out_dir) / "model.pt", weights_only=True))
