@@ -3,8 +3,9 @@
     .venv/bin/python bench/ingest.py                 # generates one month of >= 1M comment lines
     .venv/bin/python bench/ingest.py --dump RC_2019-01.zst   # or takes a real dump
 
-(a) zipp_assets.reddit.ingest.ingest_file: decompression in a reader thread, msgspec typed
-    decoding of only the needed fields, columnar Arrow building, streamed Parquet row groups.
+(a) zipp_assets.reddit.ingest.ingest_file, run twice: in one process (decompression in a reader
+    thread, msgspec typed decoding of only the needed fields, columnar Arrow building, streamed
+    Parquet row groups) and with a process per CPU (blocks of lines dealt to worker processes).
 (b) the reference: python-zstandard stream_reader with a 2 GiB window, split lines, json.loads per
     line, collect the same columns into Python lists, write Parquet with pyarrow.
 Both outputs are compared row for row (sorted by id) before the figures are printed.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import tempfile
 import time
@@ -27,7 +29,7 @@ import zstandard
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zipp_assets.reddit.ingest import ingest_file  # noqa: E402
+from zipp_assets.reddit.ingest import available_cpus, ingest_file  # noqa: E402
 from zipp_assets.reddit.schemas import COMMENTS_SCHEMA  # noqa: E402
 from zipp_assets.simworld.world import WorldConfig, generate_world  # noqa: E402
 
@@ -75,6 +77,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=20000)
     parser.add_argument("--comments-per-user", type=float, default=52.0)
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temporary folder)")
+    parser.add_argument("--workers", type=int, default=0, help="processes of the second project run (default: one per CPU)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every run; the best of each counts")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="zipp-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -94,32 +99,50 @@ def main() -> int:
             generate_world(config, workdir / "raw", None, progress=print)
     print(f"dump: {dump} ({dump.stat().st_size / 1e6:.1f} MB compressed)", flush=True)
 
-    out = workdir / "project"
-    quarantine = workdir / "project_quarantine"
-    for folder in (out, quarantine):
-        folder.mkdir(exist_ok=True)
-        for stale in folder.glob("*.parquet"):
-            stale.unlink()
-    t0 = time.perf_counter()
-    report = ingest_file(dump, "comments", out, quarantine, progress=print)
-    project_seconds = time.perf_counter() - t0
-
+    processes = args.workers or available_cpus()
+    modes = {"one process": 1, f"{processes} processes": processes}
     reference_file = workdir / "reference.parquet"
-    t0 = time.perf_counter()
-    reference_rows = reference_ingest(dump, reference_file)
-    reference_seconds = time.perf_counter() - t0
+    seconds: dict[str, list[float]] = {name: [] for name in [*modes, "reference"]}
+    reports = {}
+    # Rounds interleave the runs, so a slower stretch of the machine falls on all of them alike.
+    for round_number in range(args.rounds):
+        for name, workers in modes.items():
+            out, quarantine = workdir / f"project-{workers}", workdir / f"project-{workers}-quarantine"
+            for folder in (out, quarantine):
+                folder.mkdir(exist_ok=True)
+                for stale in folder.glob("*.parquet"):
+                    stale.unlink()
+            t0 = time.perf_counter()
+            reports[name] = ingest_file(dump, "comments", out, quarantine, workers=workers,
+                                        progress=print if round_number == 0 else (lambda _m: None))
+            seconds[name].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        reference_rows = reference_ingest(dump, reference_file)
+        seconds["reference"].append(time.perf_counter() - t0)
+        print(f"round {round_number + 1}: " + ", ".join(f"{n} {s[-1]:.2f} s" for n, s in seconds.items()), flush=True)
 
-    ours = pq.read_table(out).sort_by("id")
     theirs = pq.read_table(reference_file).sort_by("id")
-    identical = ours.num_rows == theirs.num_rows and ours.equals(theirs)
-    lines = report.lines_in
+    identical = {}
+    for name, workers in modes.items():
+        ours = pq.read_table(workdir / f"project-{workers}").sort_by("id")
+        identical[name] = ours.num_rows == theirs.num_rows and ours.equals(theirs)
+    lines = reports["one process"].lines_in
+    best = {name: min(values) for name, values in seconds.items()}
     print()
-    print(f"lines in dump:            {lines:,} ({report.quarantined} quarantined)")
-    print(f"project   {project_seconds:8.2f} s  {lines / project_seconds:12,.0f} lines/s  rows {report.rows_out:,}")
-    print(f"reference {reference_seconds:8.2f} s  {lines / reference_seconds:12,.0f} lines/s  rows {reference_rows:,}")
-    print(f"ratio (project / reference throughput): {reference_seconds / project_seconds:.2f}x")
-    print(f"identical output rows: {identical}")
-    return 0 if identical else 1
+    print(f"lines in dump: {lines:,} ({reports['one process'].quarantined} quarantined); best of {args.rounds} rounds")
+    for name, value in best.items():
+        ratio = best["reference"] / value
+        print(f"{name:>13} {value:8.2f} s  {lines / value:12,.0f} lines/s  ratio {ratio:.2f}x  (rounds: "
+              + ", ".join(f"{best['reference'] / v if name != 'reference' else 1:.2f}x" for v in seconds[name]) + ")")
+    print(f"identical output rows: {identical} (reference rows {reference_rows:,})")
+    if args.out:
+        args.out.write_text(json.dumps({
+            "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "lines": lines,
+            "compressed_bytes": dump.stat().st_size, "cpus": available_cpus(), "load_average": os.getloadavg(),
+            "seconds": seconds, "best_ratio": {n: best["reference"] / v for n, v in best.items()},
+            "identical": identical,
+        }, indent=1) + "\n")
+    return 0 if all(identical.values()) else 1
 
 
 if __name__ == "__main__":

@@ -31,6 +31,12 @@ class PodSize:
     cpu: str
     memory: str
     gpus: int = 0
+    env: tuple[tuple[str, str], ...] = ()  # set in the pod's container
+
+
+# Ingestion parses a dump with a process per CPU. Without a CPU limit a container sees every CPU of its
+# node, so the pod says how many processes its request pays for.
+_INGESTION_CPUS = 4
 
 
 # Memory at the paper's scale (22M users, 200M edges) from bench/README.md: graph tables and the DGL
@@ -38,7 +44,8 @@ class PodSize:
 # so a step that outgrows it is killed by Kubernetes instead of starving its node's neighbours.
 POD_SIZES: dict[str, PodSize] = {
     "small": PodSize(cpu="1", memory="4Gi"),            # summaries, reports, drift, the study's results
-    "ingestion": PodSize(cpu="2", memory="8Gi"),        # a month of dumps, streamed in blocks
+    "ingestion": PodSize(cpu=str(_INGESTION_CPUS), memory="8Gi",  # a month of dumps, streamed in blocks
+                         env=(("ZIPP_INGEST_WORKERS", str(_INGESTION_CPUS)),)),
     "llm_client": PodSize(cpu="2", memory="8Gi"),       # prompts to the vLLM Service; the GPU is the server's
     "evidence": PodSize(cpu="4", memory="32Gi"),        # evidence packing over a range of user shards
     "graph_tables": PodSize(cpu="4", memory="64Gi"),    # graph tables and visual profiles over every month
@@ -58,6 +65,8 @@ def pod_config(size: str) -> dict:
         requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(pod.gpus)
     config: dict = {"container_config": {"resources": {"requests": requests, "limits": limits}},
                     "pod_template_spec_metadata": {"labels": {"zipp/pod-size": size}}}
+    if pod.env:
+        config["container_config"]["env"] = [{"name": name, "value": value} for name, value in pod.env]
     if pod.gpus:
         config["pod_spec_config"] = {"node_selector": dict(GPU_NODE_SELECTOR),
                                      "tolerations": [dict(t) for t in GPU_TOLERATIONS]}

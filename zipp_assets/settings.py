@@ -8,6 +8,9 @@ local path or an object store (`s3://bucket/prefix`, `gs://...`, `az://...`; cre
 environment, see `zipp_assets.lake.storage_options`). Raw dumps, the image cache, checkpoints and
 work folders stay under ZIPP_DATA_DIR: they are read and written as local files.
 `ZIPP_LAKE_RETENTION_HOURS` (default 168) is how long vacuum keeps files of old table versions.
+`ZIPP_INGEST_WORKERS` (default 0: one per CPU for dumps of 64 MiB and more) is how many processes parse
+a dump; 1 keeps ingestion in one process. Set it to the CPUs a container is given where its CPU
+limit is below the CPUs the machine shows.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class Settings:
     lake_uri: str = ""  # empty: data_dir / "lake"
     lake_retention_hours: int = 168
     longest_run_hours: int = 24  # the shortest retention vacuum accepts (see `lake.LONGEST_RUN_HOURS`)
+    ingest_workers: int = 0  # 0: automatic (see `reddit.ingest.worker_count`)
 
     @property
     def raw_dir(self) -> Path:
@@ -81,9 +85,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         if not hours[name].isdigit():
             raise ValueError(f"{name} must be a whole number of hours, got {hours[name]!r}")
     retention, longest_run = int(hours["ZIPP_LAKE_RETENTION_HOURS"]), int(hours["ZIPP_LONGEST_RUN_HOURS"])
+    workers = env.get("ZIPP_INGEST_WORKERS", "0").strip()
+    if not workers.isdigit():
+        raise ValueError(f"ZIPP_INGEST_WORKERS must be a whole number of processes (0: one per CPU), got {workers!r}")
     if retention < longest_run:
         raise ValueError(f"ZIPP_LAKE_RETENTION_HOURS ({retention}) must be at least ZIPP_LONGEST_RUN_HOURS ({longest_run}): "
                          "vacuum would delete the files of a run that has not committed yet")
     return Settings(profile=profile, data_dir=Path(data_text).expanduser().resolve(), quarantine_max_fraction=fraction,
                     lake_uri=env.get("ZIPP_LAKE_URI", "").strip(), lake_retention_hours=retention,
-                    longest_run_hours=longest_run)
+                    longest_run_hours=longest_run, ingest_workers=int(workers))

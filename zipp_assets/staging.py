@@ -87,11 +87,13 @@ class Scratch:
 
 
 class RotatingParquetWriter:
-    """Writes record batches into part-NNNNN.parquet files of at most `rows_per_file` rows, in a
-    local folder (typically an `atomic_partition` scratch folder)."""
+    """Writes record batches into <prefix>-NNNNN.parquet files of at most `rows_per_file` rows, in a
+    local folder (typically an `atomic_partition` scratch folder). Several writers share a folder
+    under different prefixes."""
 
-    def __init__(self, folder: Path, schema: pa.Schema, rows_per_file: int = 5_000_000):
+    def __init__(self, folder: Path, schema: pa.Schema, rows_per_file: int = 5_000_000, prefix: str = "part"):
         self.folder = Path(folder)
+        self.prefix = prefix
         self.schema = schema
         self.rows_per_file = rows_per_file
         self.rows_written = 0
@@ -113,7 +115,7 @@ class RotatingParquetWriter:
 
     def _open_next(self) -> None:
         self._close_current()
-        path = self.folder / f"part-{len(self.files):05d}.parquet"
+        path = self.folder / f"{self.prefix}-{len(self.files):05d}.parquet"
         self._writer = pq.ParquetWriter(path, self.schema, compression=PARQUET_COMPRESSION)
         self.files.append(path)
         self._rows_in_file = 0

@@ -157,7 +157,8 @@ def _ingestion_asset(kind: str) -> dg.AssetsDefinition:
             for month in sorted(context.partition_keys):
                 try:
                     reports.append(
-                        ingest_month(settings.lake_dir, settings.reddit_raw_dir, kind, month, progress=context.log.info)
+                        ingest_month(settings.lake_dir, settings.reddit_raw_dir, kind, month, progress=context.log.info,
+                                     workers=settings.ingest_workers)
                     )
                 except (DumpNotFoundError, DumpReadError) as exc:
                     _materialized_so_far(context, [main_key, quarantine_key], [r.month for r in reports])

@@ -59,7 +59,7 @@ class LineBlock:
     """Whole lines of a dump (separated by b'\\n', no trailing newline), or one line too long to read."""
 
     data: bytes
-    first_line: int  # 1-based number of the block's first line in the file
+    first_line: int  # 1-based number of the block's first line in the file (0: not numbered, see iter_line_blocks)
     first_offset: int  # decompressed byte offset of the block's first line
     compressed_position: int  # compressed bytes read so far (for progress)
     too_long: int = 0  # not 0: the block stands for one line of this many bytes; `data` is its first bytes
@@ -118,9 +118,12 @@ def _decompressed_chunks(path: Path) -> Iterator[tuple[bytes, int]]:
 
 
 def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES,
-                     max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[LineBlock]:
+                     max_line_bytes: int = MAX_LINE_BYTES, number_lines: bool = True) -> Iterator[LineBlock]:
     """Decompress `path` and yield blocks of whole lines of about `block_bytes` each; a line longer
-    than `max_line_bytes` comes as a block of its own with `too_long` set (its bytes are not kept)."""
+    than `max_line_bytes` comes as a block of its own with `too_long` set (its bytes are not kept).
+
+    With `number_lines=False` every block's `first_line` is 0: counting the newlines costs a scan of
+    the whole file, which a consumer that splits the lines anyway can do itself."""
     path = Path(path)
     # `pieces` holds the output not yet handed out, from `offset` (the start of line `line_no`): whole
     # lines, then the last line so far (`partial` bytes). While a line too long to keep is skipped,
@@ -144,21 +147,23 @@ def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES,
                 cut = data.find(b"\n", start + block_bytes)
                 if cut < 0:
                     break
-            yield LineBlock(data[start:cut], line_no, offset, compressed)
-            line_no += data.count(b"\n", start, cut) + 1
+            yield LineBlock(data[start:cut], line_no if number_lines else 0, offset, compressed)
+            if number_lines:
+                line_no += data.count(b"\n", start, cut) + 1
             offset += cut + 1 - start
             start = cut + 1
         rest = data[start:] if start else data
         pieces, pending = ([rest], len(rest)) if rest else ([], 0)
         if final:
-            yield LineBlock(rest, line_no, offset, compressed)
-            line_no += rest.count(b"\n") + 1
+            yield LineBlock(rest, line_no if number_lines else 0, offset, compressed)
+            if number_lines:
+                line_no += rest.count(b"\n") + 1
             offset += len(rest) + 1
             pieces, pending = [], 0
 
     def too_long() -> LineBlock:
         nonlocal line_no, offset, partial, skipped_head
-        block = LineBlock(skipped_head, line_no, offset, compressed, too_long=partial)
+        block = LineBlock(skipped_head, line_no if number_lines else 0, offset, compressed, too_long=partial)
         line_no += 1
         offset += partial + 1
         partial, skipped_head = 0, None

@@ -1,24 +1,53 @@
-"""Ingest one month's dump into its lake partition (and its quarantine), atomically."""
+"""Ingest one month's dump into its lake partition (and its quarantine), atomically.
+
+Two ways through a dump, with the same rows and quarantine:
+- one process: decompression in a reader thread, parsing on the calling thread, column building and
+  Parquet on a writer thread. Parsing holds the GIL, so this tops out near two cores.
+- a process per core (`workers` > 1; by default for dumps of 64 MiB and more): the calling process
+  decompresses and cuts blocks of whole lines; block i goes to worker i mod n, which parses it and
+  writes its rows to its own Parquet files; the quarantine comes back to the calling process, which
+  numbers its lines and writes it in file order. Blocks are dealt in a fixed order, so the same dump
+  gives the same files.
+"""
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import logging
+import os
 import queue
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import zipp_assets
 from zipp_assets import lake
+from zipp_assets.reddit import parse_worker
 from zipp_assets.reddit.dumps import DEFAULT_BLOCK_BYTES, LineBlock, file_size, find_dump, iter_line_blocks
 from zipp_assets.reddit.parse import TABLE_BUILDERS, DecodedBlock, Quarantine, RecordDecoder, decode_block
 from zipp_assets.reddit.schemas import QUARANTINE_SCHEMA, SCHEMAS
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_SECONDS = 10.0
+# Below this many compressed bytes a dump takes less time than starting worker processes.
+PROCESSES_FROM_COMPRESSED_BYTES = 64 << 20
+# Each worker parses on one core: the parallelism comes from the processes, and the libraries'
+# own thread pools would only contend with them.
+_WORKER_ENVIRONMENT = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+class IngestWorkerError(RuntimeError):
+    """A worker process failed or died while parsing a block."""
 
 
 def dataset_name(kind: str) -> str:
@@ -103,6 +132,39 @@ def _prefetch(blocks: Iterator[LineBlock], depth: int = 2) -> Iterator[LineBlock
         worker.join(timeout=5)
 
 
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity, capped by a container's CPU quota (cgroup v2's
+    cpu.max, or v1's cfs quota), which the affinity does not show."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    quota = period = None
+    try:
+        quota_text, period_text = (cgroup_root / "cpu.max").read_text().split()
+        if quota_text != "max":
+            quota, period = int(quota_text), int(period_text)
+    except (OSError, ValueError):
+        try:
+            quota = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            pass
+    if quota is not None and period and quota > 0:
+        cpus = min(cpus, max(1, -(-quota // period)))
+    return cpus
+
+
+def worker_count(workers: int, compressed_bytes: int) -> int:
+    """Processes to parse a dump with: `workers` when it is set (1: the single-process pipeline),
+    else one per available CPU for a dump of at least `PROCESSES_FROM_COMPRESSED_BYTES`."""
+    if workers < 0:
+        raise ValueError(f"workers must be 0 (automatic) or more, got {workers}")
+    if workers:
+        return workers
+    return available_cpus() if compressed_bytes >= PROCESSES_FROM_COMPRESSED_BYTES else 1
+
+
 def _reason_class(reason: str) -> str:
     """Group quarantine reasons for counting: drop the varying tail (byte positions, values)."""
     head = reason.split(" (byte ")[0]
@@ -118,14 +180,36 @@ def ingest_file(
     rows_per_file: int = 5_000_000,
     progress: Callable[[str], None] | None = None,
     month: str = "",
+    workers: int = 0,
 ) -> IngestReport:
-    """Stream one dump file into Parquet files in `out_dir` and its quarantine into `quarantine_dir`."""
-    record_type, build_table = TABLE_BUILDERS[kind]
-    decoder = RecordDecoder(record_type)
+    """Stream one dump file into Parquet files in `out_dir` and its quarantine into `quarantine_dir`,
+    with `worker_count(workers, ...)` processes (see the module's docstring)."""
     report = IngestReport(kind=kind, month=month, file=Path(path).name, bytes_compressed=file_size(path))
     reasons: collections.Counter = collections.Counter()
-    started = last_progress = time.perf_counter()
     say = progress or log.info
+    processes = worker_count(workers, report.bytes_compressed)
+    started = time.perf_counter()
+    if processes > 1:
+        _ingest_in_processes(path, kind, out_dir, quarantine_dir, block_bytes, rows_per_file, processes, report, reasons,
+                             say)
+    else:
+        _ingest_in_threads(path, kind, out_dir, quarantine_dir, block_bytes, rows_per_file, report, reasons, say)
+    report.seconds = time.perf_counter() - started
+    report.quarantine_reasons = dict(reasons.most_common(20))
+    return report
+
+
+def _say_progress(say: Callable[[str], None], report: IngestReport, block: LineBlock, started: float) -> None:
+    share = block.compressed_position / max(report.bytes_compressed, 1)
+    say(f"{report.file}: {share:.1%} of the file, {report.lines_in:,} lines, {report.quarantined:,} quarantined, "
+        f"{report.lines_in / max(time.perf_counter() - started, 1e-9):,.0f} lines/s")
+
+
+def _ingest_in_threads(path: Path, kind: str, out_dir: Path, quarantine_dir: Path, block_bytes: int, rows_per_file: int,
+                       report: IngestReport, reasons: collections.Counter, say: Callable[[str], None]) -> None:
+    record_type, build_table = TABLE_BUILDERS[kind]
+    decoder = RecordDecoder(record_type)
+    started = last_progress = time.perf_counter()
 
     def finish(decoded: DecodedBlock, quarantine: Quarantine) -> None:
         # Runs on the worker thread: column building and Parquet encoding mostly release the GIL,
@@ -152,19 +236,110 @@ def ingest_file(
             if pending is not None:
                 pending.result()  # one block in flight: bounded memory, errors surface promptly
             pending = pool.submit(finish, decoded, quarantine)
-            now = time.perf_counter()
-            if now - last_progress >= PROGRESS_EVERY_SECONDS:
-                last_progress = now
-                share = block.compressed_position / max(report.bytes_compressed, 1)
-                say(
-                    f"{report.file}: {share:.1%} of the file, {report.lines_in:,} lines, "
-                    f"{report.quarantined:,} quarantined, {report.lines_in / (now - started):,.0f} lines/s"
-                )
+            if time.perf_counter() - last_progress >= PROGRESS_EVERY_SECONDS:
+                last_progress = time.perf_counter()
+                _say_progress(say, report, block, started)
         if pending is not None:
             pending.result()
-    report.seconds = time.perf_counter() - started
-    report.quarantine_reasons = dict(reasons.most_common(20))
-    return report
+
+
+class _Worker:
+    """A `parse_worker` process and the parent's end of its socket pair."""
+
+    def __init__(self, index: int, kind: str, file_name: str, out_dir: Path, rows_per_file: int):
+        self.name = f"ingest worker {index}"
+        self.sock, child_end = socket.socketpair()
+        # The package's folder first on the path: a parent that found it through sys.path finds it there too.
+        package_root = str(Path(zipp_assets.__file__).resolve().parents[1])
+        environment = {**_WORKER_ENVIRONMENT, **os.environ}
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+        with child_end:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "zipp_assets.reddit.parse_worker", str(child_end.fileno()), str(index), kind,
+                 dataset_name(kind), file_name, str(out_dir), str(rows_per_file)],
+                pass_fds=[child_end.fileno()], env=environment, stdin=subprocess.DEVNULL,
+            )
+
+    def receive(self) -> tuple:
+        """The worker's next answer; raises IngestWorkerError when it failed or died."""
+        try:
+            answer = parse_worker.receive_answer(self.sock)
+        except (EOFError, OSError):
+            code = self.process.wait(timeout=10)
+            raise IngestWorkerError(f"{self.name} died (exit code {code})") from None
+        if answer[0] == "failed":
+            raise IngestWorkerError(f"{self.name} failed: {answer[1]}")
+        return answer
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.sock.close()
+
+
+def _ingest_in_processes(path: Path, kind: str, out_dir: Path, quarantine_dir: Path, block_bytes: int,
+                         rows_per_file: int, workers: int, report: IngestReport, reasons: collections.Counter,
+                         say: Callable[[str], None]) -> None:
+    decoder = RecordDecoder(TABLE_BUILDERS[kind][0])  # for lines too long to send: only their length is here
+    pool: list[_Worker] = []
+    # Blocks in file order that are not yet accounted for: (worker index, block) or (None, line too long).
+    in_order: collections.deque[tuple[int | None, LineBlock]] = collections.deque()
+    busy = [False] * workers
+    next_line = 1
+    started = last_progress = time.perf_counter()
+    try:
+        for index in range(workers):
+            pool.append(_Worker(index, kind, report.file, Path(out_dir), rows_per_file))
+        with lake.RotatingParquetWriter(quarantine_dir, QUARANTINE_SCHEMA, rows_per_file) as quarantine_writer:
+
+            def account_for_oldest() -> None:
+                nonlocal next_line
+                index, block = in_order.popleft()
+                if index is None:
+                    quarantine = Quarantine()
+                    decode_block(dataclasses.replace(block, first_line=next_line), decoder, report.file, quarantine)
+                    lines, rows, table = 1, 0, quarantine.to_table()
+                else:
+                    _, lines, rows, table = pool[index].receive()
+                    busy[index] = False
+                    if table is not None:  # block-relative line numbers become the file's
+                        column = table.schema.get_field_index("line")
+                        table = table.set_column(column, "line", pc.add(table["line"], pa.scalar(next_line - 1, pa.int64())))
+                if table is not None:
+                    quarantine_writer.write(table)
+                    reasons.update(_reason_class(r) for r in table["reason"].to_pylist())
+                    report.quarantined += table.num_rows
+                report.lines_in += lines
+                report.rows_out += rows
+                next_line += lines
+                report.bytes_decompressed = block.first_offset + (block.too_long or len(block.data)) + 1
+
+            dealt = 0
+            for block in _prefetch(iter_line_blocks(path, block_bytes, number_lines=False)):
+                if block.too_long:
+                    in_order.append((None, block))
+                else:
+                    index = dealt % workers
+                    while busy[index]:  # with one block per worker, its block is the oldest one out
+                        account_for_oldest()
+                    parse_worker.send_block(pool[index].sock, block.first_offset, block.data)
+                    busy[index] = True
+                    # Its bytes are the worker's now; the length stands in for them in the byte count.
+                    in_order.append((index, dataclasses.replace(block, data=b"", too_long=len(block.data))))
+                    dealt += 1
+                if time.perf_counter() - last_progress >= PROGRESS_EVERY_SECONDS:
+                    last_progress = time.perf_counter()
+                    _say_progress(say, report, block, started)
+            while in_order:
+                account_for_oldest()
+        for worker in pool:
+            parse_worker.send_end(worker.sock)
+        for worker in pool:
+            worker.receive()  # ("closed",): its files are complete
+    finally:
+        for worker in pool:
+            worker.stop()
 
 
 def ingest_month(
@@ -174,8 +349,10 @@ def ingest_month(
     month: str,
     progress: Callable[[str], None] | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    workers: int = 0,
 ) -> IngestReport:
-    """Ingest RC_ (comments) or RS_ (submissions) of `month` into the lake, replacing any earlier run.
+    """Ingest RC_ (comments) or RS_ (submissions) of `month` into the lake, replacing any earlier run,
+    with `worker_count(workers, ...)` processes.
 
     The month's rows and its quarantine are written to local scratch folders and committed to their
     Delta tables, under one build id, only when the whole file has been read: a corrupt file or a
@@ -189,7 +366,8 @@ def ingest_month(
     with lake.build(lake_dir) as together:
         out_dir = together.partition(dataset_name(kind), partition)
         quarantine_dir = together.partition(quarantine_dataset_name(kind), partition)
-        report = ingest_file(path, kind, out_dir, quarantine_dir, block_bytes, progress=progress, month=month)
+        report = ingest_file(path, kind, out_dir, quarantine_dir, block_bytes, progress=progress, month=month,
+                             workers=workers)
     report.versions = together.versions
     report.build_id = lake.format_build(together.build_id)
     return report

@@ -151,3 +151,18 @@ def test_a_manifest_that_breaks_the_schema_is_refused():
     broken["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"][k8s.GPU_RESOURCE] = ["1"]
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, API_VERSION, strict=True)
+
+
+def test_ingestion_pods_parse_with_as_many_processes_as_their_cpu_request(production_defs):
+    ingestion = 0
+    for assets_def in _steps(production_defs):
+        manifest = step_job_manifest(assets_def)
+        container = _container(manifest)
+        workers = [e["value"] for e in container["env"] if e["name"] == "ZIPP_INGEST_WORKERS"]
+        if manifest["spec"]["template"]["metadata"]["labels"]["zipp/pod-size"] == "ingestion":
+            ingestion += 1
+            assert workers == [container["resources"]["requests"]["cpu"]], assets_def.op.name
+            assert {"name": "ZIPP_LAKE_URI", "value": "s3://zipp-lake/lake"} in container["env"]  # merged, not replaced
+        else:
+            assert workers == [], assets_def.op.name
+    assert ingestion >= 3

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +36,8 @@ def test_month_accounting_and_rerun_replaces(tmp_path):
     assert [(q["line"], q["byte_offset"]) for q in quarantine] == [(11, sum(len(x) + 1 for x in lines[:10]))]
 
 
-def test_corrupt_dump_fails_and_keeps_the_earlier_partition(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_corrupt_dump_fails_and_keeps_the_earlier_partition(tmp_path, workers):
     raw, lake_dir = tmp_path / "raw", tmp_path / "lake"
     write_dump(raw / "RC_2019-01.zst", _comments(300))
     ingest_month(lake_dir, raw, "comments", "2019-01")
@@ -44,7 +46,8 @@ def test_corrupt_dump_fails_and_keeps_the_earlier_partition(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 2 // 3])  # truncated, as by an interrupted download
     with pytest.raises(DumpReadError, match=r"RC_2019-01\.zst: truncated"):
-        ingest_month(lake_dir, raw, "comments", "2019-01")
+        ingest_month(lake_dir, raw, "comments", "2019-01", block_bytes=1 << 16, workers=workers)
+    assert not _parse_workers()  # every worker process was stopped
     assert lake.read_table(lake_dir, "reddit_comments").num_rows == 300
     assert lake.open_table(lake_dir, "reddit_comments").version == version  # nothing was committed
 
@@ -117,7 +120,8 @@ def test_every_era_of_generated_dumps_ingests(tmp_path, month, keyed_by_fullname
     assert all(c["created_utc"].strftime("%Y-%m") == month for c in comments)
 
 
-def test_a_line_longer_than_the_limit_is_quarantined_and_the_month_goes_on(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_line_longer_than_the_limit_is_quarantined_and_the_month_goes_on(tmp_path, workers):
     from zipp_assets.reddit.dumps import MAX_LINE_BYTES
 
     raw, lake_dir = tmp_path / "raw", tmp_path / "lake"
@@ -126,7 +130,8 @@ def test_a_line_longer_than_the_limit_is_quarantined_and_the_month_goes_on(tmp_p
                        "body": "x" * (MAX_LINE_BYTES + 1)}).encode()
     lines.insert(50, huge)
     write_dump(raw / "RC_2019-01.zst", lines)
-    report = ingest_month(lake_dir, raw, "comments", "2019-01")
+    # Small blocks: with worker processes the line too long sits between blocks dealt to workers.
+    report = ingest_month(lake_dir, raw, "comments", "2019-01", block_bytes=2048, workers=workers)
     assert (report.lines_in, report.rows_out, report.quarantined) == (201, 200, 1)
     assert report.bytes_decompressed == sum(len(x) + 1 for x in lines)
     [row] = lake.read_table(lake_dir, "reddit_comments_quarantine").to_pylist()
@@ -134,3 +139,144 @@ def test_a_line_longer_than_the_limit_is_quarantined_and_the_month_goes_on(tmp_p
     assert row["reason"].startswith(f"line too long (byte length {len(huge):,}")
     assert row["excerpt"].startswith('{"id": "huge"') and len(row["excerpt"]) == 200
     assert "huge" not in lake.read_table(lake_dir, "reddit_comments")["id"].to_pylist()
+
+
+# --- a process per core ---------------------------------------------------------------------------
+
+
+def _parse_workers() -> list[int]:
+    """Pids of this process's parse workers still running."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid() \
+                    and b"zipp_assets.reddit.parse_worker" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return pids
+
+
+def _mixed_lines() -> list[bytes]:
+    """Good comments with every kind of bad line among them."""
+    lines = _comments(3000)
+    bad = {
+        5: b"{broken",
+        600: b"",
+        1200: json.dumps({"id": "old", "author": "a", "subreddit": "pics", "created_utc": 5}).encode(),
+        1800: json.dumps({"id": "typed", "author": "a", "subreddit": "pics", "created_utc": 1546300800,
+                          "score": "many"}).encode(),
+        2400: b'{"id": "bytes", "author": "a", "subreddit": "pics", "created_utc": 1546300800, "body": "\xff\xfe"}',
+        2999: b"[1, 2]",
+    }
+    for index in sorted(bad, reverse=True):
+        lines.insert(index, bad[index])
+    return lines
+
+
+def test_worker_processes_write_the_rows_and_quarantine_that_one_process_writes(tmp_path):
+    raw = tmp_path / "raw"
+    write_dump(raw / "RC_2019-01.zst", _mixed_lines())
+    reports, rows, quarantines = {}, {}, {}
+    for workers in (1, 3):
+        lake_dir = tmp_path / f"lake-{workers}"
+        # 4 KiB blocks: about a hundred of them, dealt round the workers
+        reports[workers] = ingest_month(lake_dir, raw, "comments", "2019-01", block_bytes=4096, workers=workers)
+        rows[workers] = lake.read_table(lake_dir, "reddit_comments").sort_by("id").to_pylist()
+        quarantines[workers] = lake.read_table(lake_dir, "reddit_comments_quarantine").to_pylist()
+    one, three = reports[1], reports[3]
+    assert (three.lines_in, three.rows_out, three.quarantined) == (one.lines_in, one.rows_out, one.quarantined)
+    assert one.quarantined == 5 and one.rows_out == 3001  # the invalid UTF-8 is repaired, not quarantined
+    assert three.quarantine_reasons == one.quarantine_reasons
+    assert three.bytes_decompressed == one.bytes_decompressed
+    assert rows[3] == rows[1]
+    # The quarantine is numbered by the file's lines and written in their order, as by one process.
+    assert quarantines[3] == quarantines[1]
+    assert [q["line"] for q in quarantines[3]] == [6, 602, 1203, 1804, 3005]
+    assert not _parse_workers()
+
+
+def test_the_same_dump_gives_the_same_files_whatever_the_timing(tmp_path):
+    import pyarrow.parquet as pq
+
+    from zipp_assets.reddit.ingest import ingest_file
+
+    path = write_dump(tmp_path / "RC_2019-01.zst", _mixed_lines())
+    files = {}
+    for run in ("first", "second"):
+        out, quarantine = tmp_path / run, tmp_path / f"{run}-quarantine"
+        out.mkdir()
+        quarantine.mkdir()
+        ingest_file(path, "comments", out, quarantine, block_bytes=4096, workers=3)
+        files[run] = {p.name: pq.read_table(p) for p in sorted(out.glob("*.parquet"))}
+    assert sorted(files["first"]) == ["part-w000-00000.parquet", "part-w001-00000.parquet", "part-w002-00000.parquet"]
+    assert all(files["first"][name].equals(files["second"][name]) for name in files["first"])
+
+
+def test_a_worker_that_fails_fails_the_month_with_its_error(tmp_path):
+    from zipp_assets.reddit.ingest import IngestWorkerError, ingest_file
+
+    path = write_dump(tmp_path / "RC_2019-01.zst", _comments(2000))
+    (tmp_path / "quarantine").mkdir()
+    with pytest.raises(IngestWorkerError, match=r"ingest worker \d failed: FileNotFoundError"):
+        ingest_file(path, "comments", tmp_path / "no-such-folder", tmp_path / "quarantine", block_bytes=4096, workers=2)
+    assert not _parse_workers()
+
+
+def test_a_worker_killed_mid_month_fails_the_month_and_commits_nothing(tmp_path, monkeypatch):
+    from zipp_assets.reddit import ingest
+
+    raw, lake_dir = tmp_path / "raw", tmp_path / "lake"
+    write_dump(raw / "RC_2019-01.zst", _comments(300))
+    ingest_month(lake_dir, raw, "comments", "2019-01", workers=1)
+    version = lake.open_table(lake_dir, "reddit_comments").version
+    write_dump(raw / "RC_2019-01.zst", _comments(20000))
+    monkeypatch.setattr(ingest, "PROGRESS_EVERY_SECONDS", 0.0)
+    killed = []
+
+    def kill_a_worker(_message: str) -> None:  # as the kernel's OOM killer would, once a block is out
+        if not killed and (pids := _parse_workers()):
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+    with pytest.raises(ingest.IngestWorkerError, match=r"ingest worker \d died \(exit code -9\)"):
+        ingest_month(lake_dir, raw, "comments", "2019-01", block_bytes=4096, workers=2, progress=kill_a_worker)
+    assert killed and not _parse_workers()
+    assert lake.open_table(lake_dir, "reddit_comments").version == version
+    assert lake.read_table(lake_dir, "reddit_comments").num_rows == 300
+
+
+def test_worker_count_takes_the_setting_or_one_per_cpu_for_large_dumps(monkeypatch, tmp_path):
+    from zipp_assets.reddit import ingest
+
+    monkeypatch.setattr(ingest, "available_cpus", lambda: 6)
+    assert ingest.worker_count(3, 1) == 3
+    assert ingest.worker_count(0, ingest.PROCESSES_FROM_COMPRESSED_BYTES) == 6
+    assert ingest.worker_count(0, ingest.PROCESSES_FROM_COMPRESSED_BYTES - 1) == 1
+    with pytest.raises(ValueError, match="workers must be 0"):
+        ingest.worker_count(-1, 1)
+
+
+def test_available_cpus_is_capped_by_the_containers_cpu_quota(tmp_path):
+    from zipp_assets.reddit.ingest import available_cpus
+
+    uncapped = len(os.sched_getaffinity(0))
+    assert available_cpus(tmp_path / "no-cgroup") == uncapped
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path) == uncapped
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: two processes, one of them part-time
+    assert available_cpus(tmp_path) == min(uncapped, 2)
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")  # cgroup v1: half a CPU
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(tmp_path) == 1
+
+
+def test_the_ingest_workers_setting_is_a_whole_number(tmp_path):
+    from zipp_assets.settings import load_settings
+
+    assert load_settings({"ZIPP_DATA_DIR": str(tmp_path)}).ingest_workers == 0
+    assert load_settings({"ZIPP_DATA_DIR": str(tmp_path), "ZIPP_INGEST_WORKERS": "4"}).ingest_workers == 4
+    with pytest.raises(ValueError, match="ZIPP_INGEST_WORKERS"):
+        load_settings({"ZIPP_DATA_DIR": str(tmp_path), "ZIPP_INGEST_WORKERS": "all"})
