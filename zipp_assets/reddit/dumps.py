@@ -58,7 +58,7 @@ class DumpNotFoundError(FileNotFoundError):
 class LineBlock:
     """Whole lines of a dump (separated by b'\\n', no trailing newline), or one line too long to read."""
 
-    data: bytes
+    data: bytes  # (a memoryview of them, or a bytearray, on the way to and in a parse worker)
     first_line: int  # 1-based number of the block's first line in the file (0: not numbered, see iter_line_blocks)
     first_offset: int  # decompressed byte offset of the block's first line
     compressed_position: int  # compressed bytes read so far (for progress)
@@ -118,12 +118,14 @@ def _decompressed_chunks(path: Path) -> Iterator[tuple[bytes, int]]:
 
 
 def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES,
-                     max_line_bytes: int = MAX_LINE_BYTES, number_lines: bool = True) -> Iterator[LineBlock]:
+                     max_line_bytes: int = MAX_LINE_BYTES, for_workers: bool = False) -> Iterator[LineBlock]:
     """Decompress `path` and yield blocks of whole lines of about `block_bytes` each; a line longer
     than `max_line_bytes` comes as a block of its own with `too_long` set (its bytes are not kept).
 
-    With `number_lines=False` every block's `first_line` is 0: counting the newlines costs a scan of
-    the whole file, which a consumer that splits the lines anyway can do itself."""
+    With `for_workers`, blocks are only passed on to processes that parse them: `first_line` is 0
+    (counting newlines costs a scan of the whole file, which the workers do as they split the lines)
+    and `data` is a memoryview into the decompressed bytes, not a copy."""
+    number_lines = not for_workers
     path = Path(path)
     # `pieces` holds the output not yet handed out, from `offset` (the start of line `line_no`): whole
     # lines, then the last line so far (`partial` bytes). While a line too long to keep is skipped,
@@ -147,12 +149,13 @@ def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES,
                 cut = data.find(b"\n", start + block_bytes)
                 if cut < 0:
                     break
-            yield LineBlock(data[start:cut], line_no if number_lines else 0, offset, compressed)
+            yield LineBlock(memoryview(data)[start:cut] if for_workers else data[start:cut],
+                            line_no if number_lines else 0, offset, compressed)
             if number_lines:
                 line_no += data.count(b"\n", start, cut) + 1
             offset += cut + 1 - start
             start = cut + 1
-        rest = data[start:] if start else data
+        rest = data if not start else memoryview(data)[start:] if for_workers else data[start:]
         pieces, pending = ([rest], len(rest)) if rest else ([], 0)
         if final:
             yield LineBlock(rest, line_no if number_lines else 0, offset, compressed)

@@ -316,7 +316,7 @@ def _ingest_in_processes(path: Path, kind: str, out_dir: Path, quarantine_dir: P
                 report.bytes_decompressed = block.first_offset + (block.too_long or len(block.data)) + 1
 
             dealt = 0
-            for block in _prefetch(iter_line_blocks(path, block_bytes, number_lines=False)):
+            for block in _prefetch(iter_line_blocks(path, block_bytes, for_workers=True)):
                 if block.too_long:
                     in_order.append((None, block))
                 else:
