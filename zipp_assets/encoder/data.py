@@ -192,7 +192,7 @@ def _split_codes(graph_edges: lake.TableSnapshot, batch_rows: int) -> np.ndarray
         split = batch.column(0)
         code = np.full(len(split), 255, np.uint8)
         for i, name in enumerate(_SPLITS):
-            code[pc.equal(split, name).to_numpy(zero_copy_only=False)] = i
+            code[pc.fill_null(pc.equal(split, name), False).to_numpy(zero_copy_only=False)] = i  # null: none
         codes.append(code)
     codes = np.concatenate(codes) if codes else np.zeros(0, np.uint8)
     if (codes == 255).any():

@@ -82,3 +82,40 @@ def test_user_activity_sums_bins_counts_links_and_keeps_the_busiest_month():
     np.testing.assert_allclose(matrix[2], [np.log1p(11), 0.0, np.log1p(3), 3.0, -np.log1p(2)])
     np.testing.assert_allclose(matrix[0], [0.0, np.log1p(1), np.log1p(1), 4.0, np.log1p(1)])
     assert not matrix[[1, 3]].any()  # users without training links
+
+
+def test_a_split_other_than_train_val_or_test_is_refused():
+    import types
+
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    from zipp_assets.encoder.data import _split_codes
+
+    def snapshot(splits):
+        return types.SimpleNamespace(to_dataset=lambda: pads.dataset(pa.table({"split": splits})))
+
+    np.testing.assert_array_equal(_split_codes(snapshot(["val", "train", "test", "train"]), 3), [1, 0, 2, 0])
+    with pytest.raises(ValueError, match="split is not train, val or test"):
+        _split_codes(snapshot(["train", "holdout", "test"]), 2)
+    with pytest.raises(ValueError, match="split is not train, val or test"):
+        _split_codes(snapshot(["train", None]), 2)
+
+
+def test_a_second_read_that_disagrees_with_the_first_is_refused(encoder_lake, monkeypatch):
+    """The links are placed by the splits of a first read; a second read of another length (a table
+    changed underneath, a reader dropping rows) must not leave arrays half filled."""
+    from zipp_assets.encoder import data as data_module
+    from zipp_assets.imaging.encoders import PixelStatsEncoder
+
+    original = data_module._batches
+
+    def one_row_short(table, columns, batch_rows):
+        batches = list(original(table, columns, batch_rows))
+        if columns != ["split"]:
+            batches[-1] = batches[-1].slice(0, batches[-1].num_rows - 1)
+        return iter(batches)
+
+    monkeypatch.setattr(data_module, "_batches", one_row_short)
+    with pytest.raises(ValueError, match=r"graph_edges gave \d+ rows on the second read and \d+ on the first"):
+        data_module.load_graph_data(encoder_lake, PixelStatsEncoder.name)
