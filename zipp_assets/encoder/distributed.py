@@ -74,19 +74,29 @@ def join_ranks(context: mp.ProcessContext, out_dir: Path, world_size: int,
     Returns the pids of ranks killed because they had not exited `grace_seconds` after every rank
     marked itself finished (a hung teardown)."""
     all_finished_at = None
-    while not context.join(timeout=poll_seconds):
-        if all_finished_at is None and all((out_dir / f"rank{r}.finished").exists() for r in range(world_size)):
-            all_finished_at = time.monotonic()
-        if all_finished_at is not None and time.monotonic() - all_finished_at > grace_seconds:
-            stuck = [p for p in context.processes if p.is_alive()]
-            log.warning("ranks %s finished their work %.0f s ago but have not exited (a hung teardown); killing them",
-                        [p.pid for p in stuck], grace_seconds)
-            for process in stuck:
-                process.kill()
-            for process in stuck:
-                process.join()
-            return [p.pid for p in stuck]
+    try:
+        while not context.join(timeout=poll_seconds):
+            if all_finished_at is None and all((out_dir / f"rank{r}.finished").exists() for r in range(world_size)):
+                all_finished_at = time.monotonic()
+            if all_finished_at is not None and time.monotonic() - all_finished_at > grace_seconds:
+                stuck = [p for p in context.processes if p.is_alive()]
+                log.warning("ranks %s finished their work %.0f s ago but have not exited (a hung teardown); killing "
+                            "them", [p.pid for p in stuck], grace_seconds)
+                _kill(stuck)
+                return [p.pid for p in stuck]
+    except BaseException:
+        # Interrupted (Ctrl-C, a timeout) or a rank failed: no rank outlives the call. A rank left
+        # running would also hang the interpreter's exit, which joins its child processes.
+        _kill([p for p in context.processes if p.is_alive()])
+        raise
     return []
+
+
+def _kill(processes: list) -> None:
+    for process in processes:
+        process.kill()
+    for process in processes:
+        process.join()
 
 
 def train_distributed(data: GraphData, config: TrainConfig, world_size: int, resume_dir: Path | None = None,

@@ -23,6 +23,10 @@ def _fail_on_rank_one(rank: int, out_dir: str) -> None:
     time.sleep(3600)  # rank 0 waits, as it would in a collective with the failed rank
 
 
+def _hang_before_finishing(rank: int, out_dir: str) -> None:
+    time.sleep(3600)  # a rank stuck in a collective
+
+
 def _finish(rank: int, out_dir: str) -> None:
     mark_finished(Path(out_dir), rank)
 
@@ -35,7 +39,8 @@ def _start(fn, tmp_path):
 def test_a_rank_hung_in_teardown_after_finishing_is_killed_after_the_grace_period(tmp_path):
     context = _start(_finish_then_hang_on_rank_one, tmp_path)
     started = time.monotonic()
-    killed = join_ranks(context, tmp_path, world_size=2, grace_seconds=1.0, poll_seconds=0.2)
+    # 10 s: long enough for rank 0 to exit on a busy machine, far shorter than the hang
+    killed = join_ranks(context, tmp_path, world_size=2, grace_seconds=10.0, poll_seconds=0.2)
     assert killed == [context.processes[1].pid]
     assert not any(p.is_alive() for p in context.processes)
     assert context.processes[0].exitcode == 0
@@ -53,5 +58,25 @@ def test_a_rank_that_fails_is_raised_and_the_others_stopped(tmp_path):
 @pytest.mark.timeout(120)
 def test_ranks_that_exit_are_joined_and_none_killed(tmp_path):
     context = _start(_finish, tmp_path)
-    assert join_ranks(context, tmp_path, world_size=2, grace_seconds=1.0, poll_seconds=0.2) == []
+    # A generous grace: exiting after the work (the interpreter's teardown) takes a while on a busy machine.
+    assert join_ranks(context, tmp_path, world_size=2, grace_seconds=60.0, poll_seconds=0.2) == []
     assert [p.exitcode for p in context.processes] == [0, 0]
+
+
+@pytest.mark.timeout(120)
+def test_an_interrupted_wait_leaves_no_rank_running(tmp_path):
+    import signal
+
+    def interrupt(_signum, _frame):
+        raise TimeoutError("the caller gave up")
+
+    context = _start(_hang_before_finishing, tmp_path)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(3)
+    try:
+        with pytest.raises(TimeoutError):
+            join_ranks(context, tmp_path, world_size=2, grace_seconds=1.0, poll_seconds=0.2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not any(p.is_alive() for p in context.processes)
