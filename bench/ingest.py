@@ -17,6 +17,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -135,12 +136,17 @@ def main() -> int:
         print(f"{name:>13} {value:8.2f} s  {lines / value:12,.0f} lines/s  ratio {ratio:.2f}x  (rounds: "
               + ", ".join(f"{best['reference'] / v if name != 'reference' else 1:.2f}x" for v in seconds[name]) + ")")
     print(f"identical output rows: {identical} (reference rows {reference_rows:,})")
+    # ru_maxrss of the children: the largest resident set any worker process reached (KiB on Linux)
+    worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"peak resident memory: largest worker {worker_peak / 2**20:,.0f} MiB, this process {own_peak / 2**20:,.0f} MiB "
+          "(it also ran the reference)")
     if args.out:
         args.out.write_text(json.dumps({
             "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "lines": lines,
             "compressed_bytes": dump.stat().st_size, "cpus": available_cpus(), "load_average": os.getloadavg(),
             "seconds": seconds, "best_ratio": {n: best["reference"] / v for n, v in best.items()},
-            "identical": identical,
+            "identical": identical, "worker_peak_rss": worker_peak, "process_peak_rss": own_peak,
         }, indent=1) + "\n")
     return 0 if all(identical.values()) else 1
 

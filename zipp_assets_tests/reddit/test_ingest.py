@@ -280,3 +280,42 @@ def test_the_ingest_workers_setting_is_a_whole_number(tmp_path):
     assert load_settings({"ZIPP_DATA_DIR": str(tmp_path), "ZIPP_INGEST_WORKERS": "4"}).ingest_workers == 4
     with pytest.raises(ValueError, match="ZIPP_INGEST_WORKERS"):
         load_settings({"ZIPP_DATA_DIR": str(tmp_path), "ZIPP_INGEST_WORKERS": "all"})
+
+
+def test_workers_exit_when_the_ingesting_process_is_killed(tmp_path):
+    """A killed run (OOM, a cancelled pod) leaves no parse worker behind: each sees its socket close."""
+    import time
+
+    raw = tmp_path / "raw"
+    write_dump(raw / "RC_2019-01.zst", _comments(20000))
+    script = (
+        "import os, signal\n"
+        "from pathlib import Path\n"
+        "from zipp_assets.reddit import ingest\n"
+        "ingest.PROGRESS_EVERY_SECONDS = 0.0\n"
+        "def die(message):  # once blocks are out to the workers\n"
+        "    if 'lines/s' in message: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "if __name__ == '__main__':\n"
+        f"    ingest.ingest_month(Path({str(tmp_path / 'lake')!r}), Path({str(raw)!r}), 'comments', '2019-01',\n"
+        "                        block_bytes=4096, workers=2, progress=die)\n"
+    )
+    # The scratch folder, and so the workers' command lines, under tmp_path: how they are found below.
+    env = {**os.environ, "ZIPP_SCRATCH_DIR": str(tmp_path / "scratch")}
+    result = subprocess.run([sys.executable, "-c", script], check=False, timeout=120, env=env)
+    assert result.returncode == -signal.SIGKILL
+
+    def orphans() -> list[str]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"zipp_assets.reddit.parse_worker" in cmdline and str(tmp_path).encode() in cmdline:
+                found.append(proc.name)
+        return found
+
+    deadline = time.monotonic() + 30
+    while orphans() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not orphans()
