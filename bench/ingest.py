@@ -136,11 +136,10 @@ def main() -> int:
         print(f"{name:>13} {value:8.2f} s  {lines / value:12,.0f} lines/s  ratio {ratio:.2f}x  (rounds: "
               + ", ".join(f"{best['reference'] / v if name != 'reference' else 1:.2f}x" for v in seconds[name]) + ")")
     print(f"identical output rows: {identical} (reference rows {reference_rows:,})")
-    # ru_maxrss of the children: the largest resident set any worker process reached (KiB on Linux)
-    worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    worker_peak = max(r.worker_peak_rss for r in reports.values())
     own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"peak resident memory: largest worker {worker_peak / 2**20:,.0f} MiB, this process {own_peak / 2**20:,.0f} MiB "
-          "(it also ran the reference)")
+    print(f"peak resident memory: largest parse worker {worker_peak / 2**20:,.0f} MiB; this process "
+          f"{own_peak / 2**20:,.0f} MiB (it also ran the reference, which holds every row in Python lists)")
     if args.out:
         args.out.write_text(json.dumps({
             "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "lines": lines,

@@ -47,6 +47,8 @@ def _ingest_metadata(reports: Sequence[IngestReport]) -> dict:
             "MB_compressed": round(r.bytes_compressed / 1e6, 1),
             "seconds": round(r.seconds, 2),
             "rows_per_s": round(r.rows_per_second),
+            "processes": r.workers,
+            "worker_peak_MiB": round(r.worker_peak_rss / 2**20),
             "build": r.build_id,
         }
         for r in reports

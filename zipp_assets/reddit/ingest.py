@@ -80,6 +80,8 @@ class IngestReport:
     versions: dict[str, int] = field(default_factory=dict)  # table -> the Delta version this month's commit made
     build_id: str = ""  # shared by the month's rows and its quarantine
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    workers: int = 1  # processes that parsed the file
+    worker_peak_rss: int = 0  # the largest peak resident memory of a parse worker (bytes; 0 in one process)
 
     @property
     def rows_per_second(self) -> float:
@@ -189,6 +191,7 @@ def ingest_file(
     say = progress or log.info
     processes = worker_count(workers, report.bytes_compressed)
     started = time.perf_counter()
+    report.workers = processes
     if processes > 1:
         _ingest_in_processes(path, kind, out_dir, quarantine_dir, block_bytes, rows_per_file, processes, report, reasons,
                              say)
@@ -336,7 +339,8 @@ def _ingest_in_processes(path: Path, kind: str, out_dir: Path, quarantine_dir: P
         for worker in pool:
             parse_worker.send_end(worker.sock)
         for worker in pool:
-            worker.receive()  # ("closed",): its files are complete
+            _, peak = worker.receive()  # its files are complete
+            report.worker_peak_rss = max(report.worker_peak_rss, peak)
     finally:
         for worker in pool:
             worker.stop()

@@ -5,7 +5,8 @@
 It reads blocks of dump lines from the stream socket FD, parses each, writes its rows to its own
 Parquet files `part-w<INDEX>-NNNNN.parquet` in OUT_DIR, and answers each block with ("block", lines,
 rows, quarantine table or None): the quarantine's line numbers count from the block's first line,
-which only the parent knows. On failure it answers ("failed", text). It imports only the parser and
+which only the parent knows. At the end it answers ("closed", its peak resident bytes); on failure
+("failed", text). It imports only the parser and
 the Parquet writer.
 
 On the socket, a block is a header (its first byte offset and its length; a negative length ends
@@ -80,7 +81,19 @@ def serve(sock: socket.socket, index: int, kind: str, dataset: str, file_name: s
             writer.write(table)
             send_answer(sock, ("block", len(decoded.lines), table.num_rows,
                                quarantine.to_table() if len(quarantine) else None))
-    send_answer(sock, ("closed",))
+    send_answer(sock, ("closed", peak_resident_bytes()))
+
+
+def peak_resident_bytes() -> int:
+    """This process's peak resident memory (VmHWM: getrusage's maxrss also counts the parent's before
+    exec); 0 where /proc is not there."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def main(argv: list[str]) -> int:

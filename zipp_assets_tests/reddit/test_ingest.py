@@ -193,6 +193,8 @@ def test_worker_processes_write_the_rows_and_quarantine_that_one_process_writes(
     # The quarantine is numbered by the file's lines and written in their order, as by one process.
     assert quarantines[3] == quarantines[1]
     assert [q["line"] for q in quarantines[3]] == [6, 602, 1203, 1804, 3005]
+    assert (one.workers, three.workers, one.worker_peak_rss) == (1, 3, 0)
+    assert 50 * 2**20 < three.worker_peak_rss < 2 * 2**30  # a parse worker's own peak (it imports pyarrow, polars)
     assert not _parse_workers()
 
 
