@@ -45,6 +45,7 @@ import re
 import secrets
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -384,21 +385,35 @@ def check_built_from(derived: TableSnapshot, partition: Partition | None, source
                             f"{format_build(theirs)}: materialize {derived.dataset} again")
 
 
-def open_tables(root: LakeRoot, datasets: Sequence[str], partitions: Sequence[Partition] | None = None
-                ) -> dict[str, TableSnapshot]:
+# A writer commits the tables of one build one after another, so a reader that opens them between two
+# of those commits sees them disagree for as long as the next commit takes. It waits this long for them
+# to agree before calling the set mixed (a writer that died between its commits leaves it mixed for good).
+MIXED_BUILD_WAIT_SECONDS = 5.0
+
+
+def open_tables(root: LakeRoot, datasets: Sequence[str], partitions: Sequence[Partition] | None = None,
+                wait_seconds: float | None = None) -> dict[str, TableSnapshot]:
     """Tables built together, each pinned at its current version, after checking that they share a
     build id: as whole tables, or for each of `partitions` (all partitions any of them holds when
-    `partitions` is None and they are partitioned)."""
-    snapshots = {d: open_table(root, d) for d in datasets}
-    tables = list(snapshots.values())
-    if any(s.partition_columns for s in tables):
-        wanted = partitions if partitions is not None else [
-            dict(p) for p in {tuple(sorted(q.items())) for s in tables for q in s.partitions()}]
-        for partition in wanted:
-            check_same_build(tables, partition)
-    else:
-        check_same_build(tables)
-    return snapshots
+    `partitions` is None and they are partitioned). Tables that disagree are opened again for up to
+    `wait_seconds` (default `MIXED_BUILD_WAIT_SECONDS`) before BuildMismatch is raised."""
+    deadline = time.monotonic() + (MIXED_BUILD_WAIT_SECONDS if wait_seconds is None else wait_seconds)
+    while True:
+        snapshots = {d: open_table(root, d) for d in datasets}
+        tables = list(snapshots.values())
+        try:
+            if any(s.partition_columns for s in tables):
+                wanted = partitions if partitions is not None else [
+                    dict(p) for p in {tuple(sorted(q.items())) for s in tables for q in s.partitions()}]
+                for partition in wanted:
+                    check_same_build(tables, partition)
+            else:
+                check_same_build(tables)
+            return snapshots
+        except BuildMismatch:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.25)
 
 
 def vector_matrix(column: pa.ChunkedArray | pa.Array, dtype=np.float32) -> np.ndarray:

@@ -186,6 +186,42 @@ def test_tables_built_together_share_a_build_id_and_a_mismatch_names_the_tables(
         lake.open_tables(tmp_path, ["users", "graph_edges"])
 
 
+def test_a_reader_between_a_writers_two_commits_waits_for_the_second(tmp_path, monkeypatch):
+    """Two operators at once: a run reads a month while another run is between the commits of its
+    rows and its quarantine. The reader waits for the set to agree instead of failing."""
+    import threading
+
+    with lake.build(tmp_path) as first:
+        lake.write_table(first.partition("users"), pa.table({"user_index": [0]}))
+        lake.write_table(first.partition("graph_edges"), pa.table({"user_index": [0]}))
+    between = threading.Event()
+    original = lake._commit
+
+    def slow_second_commit(root, dataset, *args, **kwargs):
+        if dataset == "graph_edges":
+            between.set()
+            time.sleep(1.0)  # the reader opens the tables now, with users already at the new build
+        return original(root, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(lake, "_commit", slow_second_commit)
+
+    def write_both() -> None:
+        with lake.build(tmp_path) as second:
+            lake.write_table(second.partition("users"), pa.table({"user_index": [0, 1]}))
+            lake.write_table(second.partition("graph_edges"), pa.table({"user_index": [0, 1]}))
+        done.append(second.build_id)
+
+    done: list[int] = []
+    writer = threading.Thread(target=write_both)
+    writer.start()
+    assert between.wait(30)
+    with pytest.raises(lake.BuildMismatch):  # without waiting, the reader sees the set mixed
+        lake.open_tables(tmp_path, ["users", "graph_edges"], wait_seconds=0)
+    tables = lake.open_tables(tmp_path, ["users", "graph_edges"])
+    writer.join()
+    assert tables["users"].build_id() == tables["graph_edges"].build_id() == done[0]
+
+
 def test_derived_tables_record_the_source_build_they_were_computed_from(tmp_path):
     """A pair with a build id of its own (the encoder's outputs) records the graph build in each commit:
     a reader refuses the pair half rewritten, and the pair once the graph is rebuilt."""
