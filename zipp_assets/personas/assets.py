@@ -10,35 +10,40 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
+from zipp_assets import lake as lake_io
 from zipp_assets.encoder.checkpoint import data_version
 from zipp_assets.graph.pseudonyms import pseudonym_key
 from zipp_assets.graph.visual import encoder_slug
 from zipp_assets.imaging.resources import ImageEncoderResource
 from zipp_assets.k8s import pod_tags
+from zipp_assets.llm.resources import LLMResource
+from zipp_assets.llm.template import TemplateLLM
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.personas.descriptors import VOCABULARY_VERSION, clip_descriptors, pixel_stats_descriptors
+from zipp_assets.personas.drift import drift_by_remining
 from zipp_assets.personas.evidence import (
     EVIDENCE,
     EvidenceConfig,
     build_evidence,
+    clean_snippet,
 )
-from zipp_assets.llm.resources import LLMResource
-from zipp_assets.llm.template import TemplateLLM
-from zipp_assets.personas.evidence import clean_snippet
-from zipp_assets.personas.injection import injection_table, instruction_like, repeats_claim, with_comments, \
-    without_comments
+from zipp_assets.personas.fidelity import control_personas, fidelity_display_rows, fidelity_table
 from zipp_assets.personas.identifiers import find_identifiers, persona_texts
+from zipp_assets.personas.injection import (
+    injection_table,
+    instruction_like,
+    repeats_claim,
+    with_comments,
+    without_comments,
+)
 from zipp_assets.personas.overrides import effective_personas, overrides_by_user
 from zipp_assets.personas.prompt import PROMPT_VERSION
 from zipp_assets.personas.shards import shard_partitions
 from zipp_assets.personas.template_rules import template_persona
-from zipp_assets.personas.drift import drift_by_remining
-from zipp_assets.personas.fidelity import control_personas, fidelity_display_rows, fidelity_table
-from zipp_assets.personas.verbalize import PERSONAS, persona_of, verbalize_shard, verbalize_texts
+from zipp_assets.personas.verbalize import PERSONAS, persona_of, verbalize_shards, verbalize_texts
+from zipp_assets.resources import ZippLake
 from zipp_assets.stats import bootstrap_mean, wilson_interval
 from zipp_assets.truth import planted_users
-from zipp_assets import lake as lake_io
-from zipp_assets.resources import ZippLake
 
 # backfill_policy is marked beta; single-run range backfills are the documented way to use it.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -161,15 +166,12 @@ def personas(context: dg.AssetExecutionContext, config: PersonasConfig, lake: Zi
     settings = lake.settings
     started = time.perf_counter()
     shards = sorted(context.partition_keys)
-    reports = []
     # One re-mining = one version of the graph tables, however many runs its shards take.
     remining = data_version(settings.lake_dir, None)
     with lake_io.recording() as activity, llm.client(render=template_persona) as client:
         model = getattr(client, "model", llm.description)
-        for shard in shards:
-            reports.append(verbalize_shard(settings.lake_dir, shard, client, model,
-                                           settings.data_dir / "work" / PERSONAS, config.batch_size,
-                                           progress=context.log.info, remining_id=remining))
+        reports = verbalize_shards(settings.lake_dir, shards, client, model, settings.data_dir / "work" / PERSONAS,
+                                   config.batch_size, progress=context.log.info, remining_id=remining)
     rows = lake_io.open_table(settings.lake_dir, PERSONAS, max(activity.written[PERSONAS])).read(
         [{"shard": s} for s in shards]).to_pylist()
     effective = effective_personas(rows, overrides_by_user(settings.lake_dir))

@@ -7,7 +7,7 @@ settings), the schema and prompt versions, the backend, the model and its versio
 a digest of its rules' source). A user whose re-verbalization fails keeps its last good persona,
 marked stale with the reason (and sent again next time), rather than losing it.
 
-Resumable: each finished batch is kept as a file under a work folder for the shard; a killed run
+Resumable: each shard's share of a finished batch is kept as a file under a work folder for the shard; a killed run
 finds them and sends only what is left; the shard's partition is replaced once, at the end, and the
 work folder removed.
 
@@ -21,7 +21,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from zipp_assets import lake
-from zipp_assets.llm.base import LLM
+from zipp_assets.llm.base import LLM, generate_pooled
 from zipp_assets.llm.jsonio import validate
 from zipp_assets.llm.types import LLMRequest
 from zipp_assets.personas.evidence import EVIDENCE
@@ -125,11 +125,24 @@ def changed_fields(before: dict, after: dict) -> list[str]:
     return sorted(k for k in after if before.get(k) != after.get(k))
 
 
-def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: Path, batch_size: int = 64,
-                    progress: Callable[[str], None] | None = None, remining_id: str = "") -> VerbalizeReport:
-    """Write the `personas` partition of `shard` from its evidence (see the module docstring)."""
+@dataclass
+class _ShardPlan:
+    """One shard's state while its requests are out: what to send, what is done, where batches are kept."""
+    shard: str
+    report: VerbalizeReport
+    evidence: list[dict]
+    requests: dict[str, LLMRequest]
+    fingerprint: dict[str, str]
+    previous: list[dict]
+    done: dict[str, dict]
+    reused_ids: set[str]
+    work: Path
+    todo: list[dict]
+    started: float
+
+
+def _plan_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: Path) -> _ShardPlan:
     started = time.perf_counter()
-    say = progress or (lambda _m: None)
     report = VerbalizeReport(shard)
     evidence = shard_rows(lake_dir, EVIDENCE, shard)
     report.users = len(evidence)
@@ -151,27 +164,21 @@ def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: 
                 done[row["user_id"]] = row
                 report.resumed += 1
     todo = [e for e in evidence if e["user_id"] not in done]
-    say(f"shard {shard}: {len(evidence):,} users, {report.reused:,} unchanged, {report.resumed:,} from an "
-        f"interrupted run, {len(todo):,} to verbalize with {model}")
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        results = llm.generate([requests[e["user_id"]] for e in batch])
-        table = _rows(batch, results, model, [fingerprint[e["user_id"]] for e in batch])
-        lake.append_file(work, table)
-        for row in table.to_pylist():
-            done[row["user_id"]] = row
-        report.sent += len(batch)
-        say(f"shard {shard}: {report.sent:,} / {len(todo):,} verbalized")
+    return _ShardPlan(shard, report, evidence, requests, fingerprint, previous, done, reused_ids, work, todo, started)
+
+
+def _finish_shard(lake_dir: Path, plan: _ShardPlan, remining_id: str) -> VerbalizeReport:
+    shard, report, previous, done = plan.shard, plan.report, plan.previous, plan.done
     last_good = {r["user_id"]: r for r in previous if r["ok"] and r.get("persona_json")}
     for user, row in list(done.items()):
         if not row["ok"] and user in last_good:  # keep the last good persona, marked stale with the reason
             done[user] = last_good[user] | {"stale": True, "error": f"stale: re-verbalization failed: {row['error']}",
                                             "shard": shard}
-    rows = [done[e["user_id"]] for e in evidence]
+    rows = [done[e["user_id"]] for e in plan.evidence]
     earlier = {r["user_id"]: persona_of(r) for r in previous if r["ok"]}
     changes = []
     for row in rows:
-        if row["user_id"] not in reused_ids and row["ok"] and not row.get("stale"):
+        if row["user_id"] not in plan.reused_ids and row["ok"] and not row.get("stale"):
             before, after = earlier.get(row["user_id"]), persona_of(row)
             fields = changed_fields(before, after) if before is not None else []
             status = "new" if before is None else "changed" if fields else "unchanged"
@@ -192,8 +199,51 @@ def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: 
         lake.write_table(folder, pa.Table.from_pylist(rows, schema=PERSONAS_SCHEMA), PERSONAS_SCHEMA)
     if changes:
         lake.append_rows(lake_dir, CHANGES, pa.Table.from_pylist(changes, schema=CHANGES_SCHEMA))
-    shutil.rmtree(work, ignore_errors=True)
-    report.seconds = time.perf_counter() - started
+    shutil.rmtree(plan.work, ignore_errors=True)
+    report.seconds = time.perf_counter() - plan.started
+    return report
+
+
+def verbalize_shards(lake_dir: Path, shards: Sequence[str], llm: LLM, model: str, work_dir: Path,
+                     batch_size: int = 64, progress: Callable[[str], None] | None = None,
+                     remining_id: str = "") -> list[VerbalizeReport]:
+    """Write the `personas` partition of each shard from its evidence (see the module docstring).
+
+    Requests of consecutive shards share batches (`generate_pooled`): a shard holds few users, and a
+    server kept a few requests busy at a time is mostly idle. Each shard's partition is written once
+    all its users are answered, in shard order, so at most the shards of one batch are held at once.
+    """
+    say = progress or (lambda _m: None)
+    reports: list[VerbalizeReport] = []
+    total_sent = 0
+
+    def plans():
+        for shard in shards:
+            plan = _plan_shard(lake_dir, shard, llm, model, work_dir)
+            report = plan.report
+            say(f"shard {shard}: {report.users:,} users, {report.reused:,} unchanged, {report.resumed:,} from an "
+                f"interrupted run, {len(plan.todo):,} to verbalize with {model}")
+            yield plan, [(e, plan.requests[e["user_id"]]) for e in plan.todo]
+
+    def answered(plan: _ShardPlan, batch: list[dict], results: list) -> None:
+        nonlocal total_sent
+        table = _rows(batch, results, model, [plan.fingerprint[e["user_id"]] for e in batch])
+        lake.append_file(plan.work, table)
+        for row in table.to_pylist():
+            plan.done[row["user_id"]] = row
+        plan.report.sent += len(batch)
+        total_sent += len(batch)
+        say(f"shard {plan.shard}: {plan.report.sent:,} / {len(plan.todo):,} verbalized ({total_sent:,} in this run)")
+
+    generate_pooled(llm, plans(), batch_size, answered,
+                    lambda plan: reports.append(_finish_shard(lake_dir, plan, remining_id)))
+    return reports
+
+
+def verbalize_shard(lake_dir: Path, shard: str, llm: LLM, model: str, work_dir: Path, batch_size: int = 64,
+                    progress: Callable[[str], None] | None = None, remining_id: str = "") -> VerbalizeReport:
+    """Write the `personas` partition of one shard from its evidence (see the module docstring)."""
+    [report] = verbalize_shards(lake_dir, [shard], llm, model, work_dir, batch_size, progress, remining_id)
     return report
 
 

@@ -19,6 +19,7 @@ from zipp_assets.graph.user_keys import user_ids_for_usernames
 from zipp_assets.graph.visual import PROFILES, encoder_slug
 from zipp_assets.imaging.resources import ImageEncoderResource, ImageGeneratorResource
 from zipp_assets.k8s import pod_tags
+from zipp_assets.llm.base import generate_pooled
 from zipp_assets.llm.resources import LLMResource
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.personas.overrides import effective_personas, overrides_by_user
@@ -29,7 +30,16 @@ from zipp_assets.zipbench.build import build_prompts, sample_users
 from zipp_assets.zipbench.generate import MANIFEST_SCHEMA, generate_images
 from zipp_assets.zipbench.history import HISTORY_SCHEMA, load_history_files
 from zipp_assets.zipbench.prompts import PROMPT_SET_VERSION
-from zipp_assets.zipbench.rewrite import METHODS, REWRITE_TEMPLATE_VERSION, REWRITES_SCHEMA, rewrite_rows, shuffled_partner, template_rewrite
+from zipp_assets.zipbench.rewrite import (
+    METHODS,
+    REWRITE_TEMPLATE_VERSION,
+    REWRITES_SCHEMA,
+    finish_rewrites,
+    plan_rewrites,
+    record_rewrite,
+    shuffled_partner,
+    template_rewrite,
+)
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
@@ -228,16 +238,33 @@ def zipbench_rewrites(context: dg.AssetExecutionContext, config: RewritesConfig,
         summary = []
         with llm.client(render=template_rewrite) as client:
             model = getattr(client, "model", llm.description)
-            for method, shard in partition_pairs(context):
-                mine = [p for p in prompts if p["shard"] == shard]
-                rows = rewrite_rows(method, mine, personas, history, partner, client, generator.fit_prompt,
-                                    generator.count_tokens, model, config.batch_size, progress=context.log.info)
+            sent = 0
+
+            def partitions():
+                for method, shard in partition_pairs(context):
+                    rows, pending = plan_rewrites(method, [p for p in prompts if p["shard"] == shard], personas,
+                                                  history, partner)
+                    yield (method, shard, rows), pending
+
+            def answered(_partition, rows: list[dict], results: list) -> None:
+                nonlocal sent
+                for row, result in zip(rows, results):
+                    record_rewrite(row, result, model)
+                sent += len(rows)
+                context.log.info(f"rewrote {sent:,} prompts")
+
+            def finish(partition) -> None:
+                method, shard, rows = partition
+                finish_rewrites(rows, generator.fit_prompt, generator.count_tokens)
                 with lake_io.atomic_partition(settings.lake_dir, REWRITES, {"method": method, "shard": shard}) as folder:
                     lake_io.write_table(folder, pa.Table.from_pylist(rows, schema=REWRITES_SCHEMA), REWRITES_SCHEMA)
                 summary.append({"method": method, "shard": shard, "prompts": len(rows),
                                 "failed": sum(not r["ok"] for r in rows), "truncated": sum(r["truncated"] for r in rows),
                                 "mean tokens": round(sum(r["prompt_tokens"] for r in rows) / max(len(rows), 1), 1),
                                 "llm tokens": sum(r["llm_prompt_tokens"] + r["llm_completion_tokens"] for r in rows)})
+
+            # Partitions' requests share batches: one (method, shard) holds a few prompts (5 in demo-llm).
+            generate_pooled(client, partitions(), config.batch_size, answered, finish)
         total = sum(s["prompts"] for s in summary)
         return {
             "rewriter": llm.description,

@@ -204,15 +204,10 @@ def shuffled_partner(user_ids: list[str], seed: int = 0) -> dict[str, str]:
     return {u: order[(i + 1) % len(order)] for i, u in enumerate(order)}
 
 
-def rewrite_rows(method: str, prompts: list[dict], personas: dict[str, dict], history: dict[str, list[str]],
-                 partner: dict[str, str], llm, fit_prompt: Callable[[str], tuple[str, bool]],
-                 count_tokens: Callable[[str], int], model: str, batch_size: int = 64,
-                 progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Rewrite each base prompt of `prompts` with `method`; one row per prompt, failures recorded.
-
-    A failed rewrite keeps the base prompt as its final prompt and says so (`ok` false, `error`), so
-    the method is still compared on every prompt and its failure rate is visible.
-    """
+def plan_rewrites(method: str, prompts: list[dict], personas: dict[str, dict], history: dict[str, list[str]],
+                  partner: dict[str, str]) -> tuple[list[dict], list[tuple[dict, LLMRequest]]]:
+    """One row per base prompt of `prompts` for `method`, and the LLM requests still to send (each with
+    the row its answer fills in); `generic` sends none, and a persona method without a persona fails here."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     rows: list[dict] = []
@@ -235,20 +230,46 @@ def rewrite_rows(method: str, prompts: list[dict], personas: dict[str, dict], hi
             continue
         examples = examples_for(method, p["base_prompt"], history.get(user, []), user, p["prompt_id"])
         row["n_examples"] = len(examples)
-        pending.append((row, rewrite_request(f"{user}/{p['prompt_id']}", method, p["base_prompt"], persona, examples)))
-    for start in range(0, len(pending), batch_size):
-        batch = pending[start : start + batch_size]
-        for (row, _), result in zip(batch, llm.generate([r for _, r in batch])):
-            row.update(model=model, llm_prompt_tokens=result.prompt_tokens or 0,
-                       llm_completion_tokens=result.completion_tokens or 0)
-            prompt = (result.parsed or {}).get("prompt") if result.ok else None
-            if isinstance(prompt, str) and prompt.strip():
-                row["rewritten_prompt"] = " ".join(prompt.split())
-            else:
-                row.update(ok=False, error=result.error or "no prompt in the answer")
-        if progress:
-            progress(f"{method}: rewrote {min(start + batch_size, len(pending))}/{len(pending)} prompts")
+        # The method is in the id: methods' requests share batches (generate_pooled), and ids are unique in one.
+        pending.append((row, rewrite_request(f"{method}/{user}/{p['prompt_id']}", method, p["base_prompt"], persona,
+                                             examples)))
+    return rows, pending
+
+
+def record_rewrite(row: dict, result, model: str) -> None:
+    """Fill a planned row from its LLM answer; an answer without a usable prompt is a recorded failure."""
+    row.update(model=model, llm_prompt_tokens=result.prompt_tokens or 0, llm_completion_tokens=result.completion_tokens or 0)
+    prompt = (result.parsed or {}).get("prompt") if result.ok else None
+    if isinstance(prompt, str) and prompt.strip():
+        row["rewritten_prompt"] = " ".join(prompt.split())
+    else:
+        row.update(ok=False, error=result.error or "no prompt in the answer")
+
+
+def finish_rewrites(rows: list[dict], fit_prompt: Callable[[str], tuple[str, bool]],
+                    count_tokens: Callable[[str], int]) -> list[dict]:
+    """Each row's final prompt: the rewrite cut to the image generator's text-encoder limit, and its tokens."""
     for row in rows:
         row["final_prompt"], row["truncated"] = fit_prompt(row["rewritten_prompt"])
         row["prompt_tokens"] = count_tokens(row["rewritten_prompt"])
     return rows
+
+
+def rewrite_rows(method: str, prompts: list[dict], personas: dict[str, dict], history: dict[str, list[str]],
+                 partner: dict[str, str], llm, fit_prompt: Callable[[str], tuple[str, bool]],
+                 count_tokens: Callable[[str], int], model: str, batch_size: int = 64,
+                 progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Rewrite each base prompt of `prompts` with `method`; one row per prompt, failures recorded.
+
+    A failed rewrite keeps the base prompt as its final prompt and says so (`ok` false, `error`), so
+    the method is still compared on every prompt and its failure rate is visible. (The asset plans
+    every partition of a run and sends their requests in shared batches; this is one partition alone.)
+    """
+    rows, pending = plan_rewrites(method, prompts, personas, history, partner)
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start : start + batch_size]
+        for (row, _), result in zip(batch, llm.generate([r for _, r in batch])):
+            record_rewrite(row, result, model)
+        if progress:
+            progress(f"{method}: rewrote {min(start + batch_size, len(pending))}/{len(pending)} prompts")
+    return finish_rewrites(rows, fit_prompt, count_tokens)

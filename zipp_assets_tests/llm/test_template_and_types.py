@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from zipp_assets.llm.base import generate_with_stats
+from zipp_assets.llm.base import generate_pooled, generate_with_stats
 from zipp_assets.llm.stats import LLMStats
 from zipp_assets.llm.template import TemplateLLM
 from zipp_assets.llm.types import LLMRequest, LLMResult, openai_messages
@@ -89,3 +89,49 @@ def test_stats_count_reasons_tokens_and_rates():
     meta = stats.as_metadata()
     assert meta["requests_per_s"] == 2.0 and meta["failure_reasons"] == {"timeout": 2, "http 500": 1}
     assert LLMStats.from_results([], 0.0).requests_per_s == 0.0
+
+
+class _BatchRecorder:
+    """Answers every request with its own id; records the ids of each call."""
+
+    backend, model = "template", "recorder"
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def generate(self, requests):
+        self.calls.append([r.id for r in requests])
+        return [LLMResult(id=r.id, ok=True, text=r.id) for r in requests]
+
+
+def test_pooled_generation_fills_batches_across_units_and_finishes_units_in_order():
+    llm = _BatchRecorder()
+    sizes = {"a": 3, "b": 0, "c": 5, "d": 1, "e": 4}
+    read: list[str] = []
+    answers: dict[str, list[str]] = {u: [] for u in sizes}
+    finished: list[tuple[str, int]] = []
+
+    def units():
+        for unit, n in sizes.items():
+            read.append(unit)
+            yield unit, [(f"{unit}{i}", LLMRequest.chat(f"{unit}{i}", "x")) for i in range(n)]
+
+    def answered(unit, items, results):
+        assert [r.text for r in results] == items  # each unit gets its own answers, in its order
+        answers[unit] += items
+
+    def finish(unit):
+        assert len(answers[unit]) == sizes[unit]  # only once all of its requests are answered
+        finished.append((unit, len(read)))
+
+    generate_pooled(llm, units(), 4, answered, finish)
+    # Full batches of 4 across units (a unit by unit run would send 3, 5, 1, 4 in six calls).
+    assert [len(c) for c in llm.calls] == [4, 4, 4, 1]
+    assert [u for u, _ in finished] == ["a", "b", "c", "d", "e"]
+    # Units are read lazily: "a" and "b" finish before "e" is read.
+    assert dict(finished)["a"] < 5 and dict(finished)["b"] < 5
+
+
+def test_pooled_generation_refuses_a_batch_size_below_one():
+    with pytest.raises(ValueError, match="batch_size"):
+        generate_pooled(_BatchRecorder(), [], 0, lambda *a: None, lambda u: None)

@@ -14,7 +14,7 @@ from zipp_assets.personas.overrides import apply_overrides, edit_persona, overri
 from zipp_assets.personas.prompt import PROMPT_VERSION, evidence_of, verbalization_request
 from zipp_assets.personas.schema import Persona, persona_json_schema
 from zipp_assets.personas.template_rules import persona_from_evidence, template_persona
-from zipp_assets.personas.verbalize import PERSONAS, persona_of, verbalize_shard
+from zipp_assets.personas.verbalize import PERSONAS, persona_of, verbalize_shard, verbalize_shards
 
 COMMENTS = [("WildlifePhotos", "I'm 34, for what it's worth."), ("analog", "Same thing here in Lisbon."),
             ("analog", "I work as a nurse, so this hits home."),
@@ -330,3 +330,54 @@ def test_the_template_rules_version_follows_their_source(tmp_path, monkeypatch):
     after = rules_version(importlib.reload(first).rule)
     assert before != after and rules_version(first.rule) == after
     assert TemplateLLM(template_persona).version == rules_version(template_persona)
+
+
+def test_shards_share_batches_and_write_what_shard_by_shard_would(tmp_path):
+    texts = {shard: {f"{shard}-u{i}": EVIDENCE_TEXT.replace("34", str(20 + i + int(shard))) for i in range(3)}
+             for shard in ("000", "001", "002")}
+    for name in ("pooled", "alone"):
+        for shard, by_user in texts.items():
+            _write_evidence(tmp_path / name, shard, by_user)
+
+    class Recording(CountingLLM):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def generate(self, requests):
+            self.batches.append(len(requests))
+            return super().generate(requests)
+
+    pooled, alone = Recording(), Recording()
+    reports = verbalize_shards(tmp_path / "pooled", ["000", "001", "002"], pooled, pooled.model, tmp_path / "w1",
+                               batch_size=4)
+    for shard in texts:
+        verbalize_shard(tmp_path / "alone", shard, alone, alone.model, tmp_path / "w2", batch_size=4)
+    assert pooled.batches == [4, 4, 1] and alone.batches == [3, 3, 3]
+    assert [(r.shard, r.users, r.sent) for r in reports] == [("000", 3, 3), ("001", 3, 3), ("002", 3, 3)]
+
+    def personas(name):
+        return {r["user_id"]: (r["shard"], r["persona_json"]) for r in lake.read_table(tmp_path / name, PERSONAS).to_pylist()}
+
+    assert personas("pooled") == personas("alone") and len(personas("pooled")) == 9
+
+
+def test_a_run_killed_mid_batch_across_shards_resumes_without_resending(tmp_path):
+    lake_dir, work = tmp_path / "lake", tmp_path / "work"
+    for shard in ("000", "001"):
+        _write_evidence(lake_dir, shard, {f"{shard}-u{i}": EVIDENCE_TEXT.replace("34", str(30 + i)) for i in range(3)})
+    _write_evidence(lake_dir, "002", {"002-u0": "ACTIVITY: DIE", "002-u1": EVIDENCE_TEXT})
+    llm = CountingLLM()
+    with pytest.raises(KeyboardInterrupt):
+        verbalize_shards(lake_dir, ["000", "001", "002"], llm, llm.model, work, batch_size=4)
+    # The first batch (000's three users and one of 001's) came back before the second died: 000 was
+    # written, 001's answered user waits in its work folder.
+    assert llm.sent[:4] == ["000-u0", "000-u1", "000-u2", "001-u0"]
+    assert {r["shard"] for r in lake.read_table(lake_dir, PERSONAS).to_pylist()} == {"000"}
+    assert len(list((work / "shard=001").glob("*.parquet"))) == 1
+    _write_evidence(lake_dir, "002", {"002-u0": EVIDENCE_TEXT.replace("34", "44"), "002-u1": EVIDENCE_TEXT})
+    llm.sent.clear()
+    reports = verbalize_shards(lake_dir, ["000", "001", "002"], llm, llm.model, work, batch_size=4)
+    assert llm.sent == ["001-u1", "001-u2", "002-u0", "002-u1"]
+    assert [(r.reused, r.resumed, r.sent) for r in reports] == [(3, 0, 0), (0, 1, 2), (0, 0, 2)]
+    assert len(lake.read_table(lake_dir, PERSONAS)) == 8
