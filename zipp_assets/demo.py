@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -172,6 +173,10 @@ def set_aside_pre_delta_lake() -> None:
         print(f"moved the pre-Delta lake aside to {aside}; the demo rebuilds the lake", flush=True)
 
 
+def _exit_on_sigterm(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zipp_assets.demo", description=__doc__)
     parser.add_argument("--months", default="2019-01:2019-03")
@@ -191,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                                             "(default: the offline template rules)")
     parser.add_argument("--llm-python", default="python", help="the interpreter of the environment vLLM is in")
     args = parser.parse_args(argv)
+    # `kill` (SIGTERM) unwinds like Ctrl-C: the managed vLLM server and the running `dg launch` are
+    # stopped by their context managers instead of being left running without the demo.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started = datetime.now(timezone.utc)
     months = parse_month_range(args.months)
     try:  # a bad phrasebook or knob is refused here, before anything runs

@@ -33,6 +33,7 @@ class Settings:
     lake_retention_hours: int = 168
     longest_run_hours: int = 24  # the shortest retention vacuum accepts (see `lake.LONGEST_RUN_HOURS`)
     ingest_workers: int = 0  # 0: automatic (see `reddit.ingest.worker_count`)
+    sentence_encoder: str = ""  # empty: models_dir / "all-minilm-l6-v2" (personas/grounding.py)
 
     @property
     def raw_dir(self) -> Path:
@@ -56,6 +57,13 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def sentence_encoder_dir(self) -> Path:
+        """The sentence encoder of the `claims_grounded` check: `make models` unpacks all-MiniLM-L6-v2 under
+        the data folder's models; ZIPP_SENTENCE_ENCODER_DIR points elsewhere (a demo with its own data folder)."""
+        return Path(self.sentence_encoder).expanduser().resolve() if self.sentence_encoder else \
+            self.models_dir / "all-minilm-l6-v2"
 
     @property
     def truth_dir(self) -> Path:
@@ -93,4 +101,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
                          "vacuum would delete the files of a run that has not committed yet")
     return Settings(profile=profile, data_dir=Path(data_text).expanduser().resolve(), quarantine_max_fraction=fraction,
                     lake_uri=env.get("ZIPP_LAKE_URI", "").strip(), lake_retention_hours=retention,
-                    longest_run_hours=longest_run, ingest_workers=int(workers))
+                    longest_run_hours=longest_run, ingest_workers=int(workers),
+                    sentence_encoder=env.get("ZIPP_SENTENCE_ENCODER_DIR", "").strip())

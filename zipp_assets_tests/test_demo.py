@@ -3,6 +3,8 @@ folder one vLLM server serving every LLM step of the run, named in its config.""
 
 import contextlib
 import json
+import os
+import signal
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +14,14 @@ from zipp_assets.settings import load_settings
 from zipp_assets.simworld.world import WORLD_VERSION
 
 REAL_RUN = demo.subprocess.run
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_sigterm_handler():
+    """demo.main installs a SIGTERM handler; the test process keeps its own."""
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
 
 
 def recording(launched):
@@ -135,3 +145,34 @@ def dg_key(name):
     import dagster as dg
 
     return dg.AssetKey(name)
+
+
+def test_a_killed_llm_demo_stops_its_server(monkeypatch, tmp_path):
+    """`kill` of the demo (SIGTERM) while a step runs: the server is stopped, not left running without it."""
+    events = []
+    monkeypatch.setenv("ZIPP_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(demo, "ensure_world", lambda *a: {"months": ["2019-01"], "users": 5})
+    monkeypatch.setattr(demo, "print_summary", lambda: None)
+
+    def run(command, *args, **kwargs):
+        if "dagster_dg_cli.cli" not in command:
+            return REAL_RUN(command, *args, **kwargs)
+        if demo.SHARDED_ASSETS in command:  # the personas step is running when the kill comes
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+    monkeypatch.setattr(demo.subprocess, "run", run)
+
+    @contextlib.contextmanager
+    def fake_server(config):
+        events.append("start")
+        try:
+            yield SimpleNamespace(base_url="http://127.0.0.1:9", model=config.name, log_path=tmp_path / "log")
+        finally:
+            events.append("stop")
+
+    monkeypatch.setattr(demo, "managed_vllm_server", fake_server)
+    (tmp_path / "m").mkdir()
+    with pytest.raises(SystemExit) as exited:
+        demo.main(["--months", "2019-01", "--users", "5", "--llm-model", str(tmp_path / "m")])
+    assert exited.value.code == 128 + signal.SIGTERM and events == ["start", "stop"]

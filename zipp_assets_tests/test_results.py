@@ -159,3 +159,38 @@ def test_the_real_llm_page_reports_outcomes_fidelity_beside_the_template_and_inj
     assert "| zipp_0shot | 4 | 0.750 [" in page and "no JSON object (1)" in page and "| generic |" not in page.split(
         "## Rewrites")[1].split("## ZIPBench")[0]
     assert "the template run" in page and "| zipp_0shot | all users | 47.2 [46.1, 48.3] | -0.93 [-2.10, 0.20] | tied |" in page
+
+
+def test_the_real_llm_page_shows_where_claims_rest_and_the_held_out_injection_measurement(tmp_path):
+    import json as json_
+
+    from zipp_assets.results import grounding_section, heldout_section
+    from zipp_assets_tests.personas.test_grounding import BagOfWords
+
+    root = tmp_path / "lake"
+
+    def document(communities, comments):
+        return json_.dumps({"communities_by_attention": [{"subreddit": c} for c in communities],
+                            "comments": [{"subreddit": communities[0], "text": t} for t in comments]})
+
+    lake.write_partition(root, "persona_evidence", pa.Table.from_pylist([
+        {"user_id": "u1", "evidence_text": document(["Chess"], ["I am an astronaut"])},
+        {"user_id": "u2", "evidence_text": document(["astronaut"], ["hello"])},
+        {"user_id": "u3", "evidence_text": document(["Chess"], ["hello"])}]))
+    lake.write_partition(root, "personas", pa.Table.from_pylist([
+        {"user_id": "u1", "ok": True, "persona_json": json_.dumps({"profession": "astronaut", "hobbies": ["chess"]})},
+        {"user_id": "u2", "ok": True, "persona_json": json_.dumps({"profession": "astronaut"})},
+        {"user_id": "u3", "ok": True, "persona_json": json_.dumps({"profession": "architect"})},
+        {"user_id": "u4", "ok": False, "persona_json": None}]))
+    section = grounding_section(root, BagOfWords())
+    assert "| profession | 3 | 0.333 [" in section  # u2's rests on a community; u1's on comments, u3's on nothing
+    assert "| hobbies | 1 | 1.000 [" in section
+    assert 'flags (no community supports them): 2; the most common: "astronaut" (1), "architect" (1).' in section
+    interval = {"share": 0.5, "share_low": 0.2, "share_high": 0.8}
+    measurement = {"model": "m", "users": 10, "valid_in_both": 8, "stating": 4, "control_professions": 6,
+                   "filter_caught": interval, "stating_with_heldout_comment": interval, "stating_without": interval,
+                   "difference_paired": {"share": 0.25, "share_low": 0.0, "share_high": 0.5},
+                   "stating_flagged_by_grounding": interval, "control_professions_flagged": interval}
+    table = heldout_section(measurement)
+    assert "| of the personas stating it, flagged by the grounding check | 4 | 0.500 [0.200, 0.800] |" in table
+    assert "| difference (paired, bootstrap) | 8 | +0.250 [+0.000, +0.500] |" in table

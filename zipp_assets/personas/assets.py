@@ -28,6 +28,14 @@ from zipp_assets.personas.evidence import (
     clean_snippet,
 )
 from zipp_assets.personas.fidelity import control_personas, fidelity_display_rows, fidelity_table
+from zipp_assets.personas.grounding import (
+    SUPPORTS,
+    claim_flagged,
+    flagged_claims,
+    grounding_rows,
+    local_encoder,
+    sample_users,
+)
 from zipp_assets.personas.identifiers import find_identifiers, persona_texts
 from zipp_assets.personas.injection import (
     injection_table,
@@ -140,6 +148,7 @@ def persona_evidence(context: dg.AssetExecutionContext, config: EvidenceAssetCon
 
 class PersonasConfig(dg.Config):
     batch_size: int = 64  # requests per call to the LLM resource (it sends them concurrently)
+    grounding_max_users: int = 2000  # personas the claims_grounded check reads (a fixed sample beyond that)
 
 
 @dg.asset(
@@ -160,6 +169,10 @@ class PersonasConfig(dg.Config):
         dg.AssetCheckSpec("schema_valid_rate", asset=PERSONAS, description="at least 99% of personas are schema-valid"),
         dg.AssetCheckSpec("no_identifiers", asset=PERSONAS,
                           description="no username or pseudonym in any persona text (overrides applied)"),
+        dg.AssetCheckSpec("claims_grounded", asset=PERSONAS,
+                          description="every stated profession rests on one of the user's communities, not on "
+                                      "comments alone or on nothing (a warning: an injected comment or a "
+                                      "made-up claim; needs the sentence encoder of `make models`)"),
     ],
 )
 def personas(context: dg.AssetExecutionContext, config: PersonasConfig, lake: ZippLake, llm: LLMResource):
@@ -215,6 +228,36 @@ def personas(context: dg.AssetExecutionContext, config: PersonasConfig, lake: Zi
                               metadata={"personas_checked": len(effective), "personas_with_identifiers": len(leaks),
                                         "examples": dg.MetadataValue.md(markdown_table(
                                             [{"user": u, "found": kind} for u, kind in list(leaks.items())[:10]]))})
+    yield claims_grounded_result(settings, effective, config.grounding_max_users)
+
+
+def claims_grounded_result(settings, effective: list[dict], max_users: int) -> dg.AssetCheckResult:
+    """The `claims_grounded` check (personas/grounding.py) over the effective personas (edits applied)."""
+    encoder = local_encoder(settings.sentence_encoder_dir)
+    if encoder is None:
+        return dg.AssetCheckResult(check_name="claims_grounded", passed=True, severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={"checked": False, "personas_checked": 0,
+                                             "why_not": f"no sentence encoder at {settings.sentence_encoder_dir} "
+                                                        "(`make models` unpacks all-MiniLM-L6-v2; "
+                                                        "ZIPP_SENTENCE_ENCODER_DIR points elsewhere)"})
+    by_user = {e["user_id"]: e["persona"] for e in effective}
+    users = sample_users(list(by_user), max_users)
+    wanted = set(users)
+    evidence = {r["user_id"]: r["evidence_text"] for r in lake_io.read_table(
+        settings.lake_dir, EVIDENCE, columns=["user_id", "evidence_text"]).to_pylist() if r["user_id"] in wanted}
+    sample = {u: by_user[u] for u in users}
+    flagged = flagged_claims(sample, evidence, encoder, fields=("profession",))
+    rows = grounding_rows(sample, evidence, encoder)
+    table = [{"field": r["field"], "claims": r["claims"],
+              **{support: f"{r[support.replace(' ', '_')]:.2f}" if r["claims"] else "-" for support in SUPPORTS}}
+             for r in rows]
+    examples = [{"user": f["user"], "profession": f["claim"], "rests on": f["support"],
+                 "best source": f["source"] or "-"} for f in flagged[:12]]
+    return dg.AssetCheckResult(check_name="claims_grounded", passed=not flagged, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"checked": True, "encoder": encoder.name, "personas_checked": len(evidence),
+                                         "professions_flagged": len(flagged),
+                                         "claims_by_support": dg.MetadataValue.md(markdown_table(table)),
+                                         "flagged": dg.MetadataValue.md(markdown_table(examples))})
 
 
 class FidelityConfig(dg.Config):
@@ -373,6 +416,17 @@ def persona_injection(context: dg.AssetExecutionContext, config: InjectionConfig
     rows.append({"condition": "planted comments the evidence filter catches (share of comments)",
                  "users": len(users), "claim": claim, **wilson_interval(caught, len(every_text)).as_dict("share"),
                  "valid_personas": 0, "requests": 0})
+    # The defence that reads no phrasing: of the personas the injected comments talked into the claim,
+    # how many the grounding check flags (no community of the user's supports it).
+    encoder = local_encoder(settings.sentence_encoder_dir)
+    stating = [u for u in users if repeats_claim(personas_with.get(u), claim)]
+    if encoder is not None and stating:
+        flags = [claim_flagged(personas_with[u], with_[u], encoder, claim) for u in stating]
+        rows.append({"condition": "personas the injected comments talked into the claim that the grounding check "
+                                  "flags (share of those personas)",
+                     "users": len(stating), "claim": claim,
+                     **wilson_interval(sum(bool(f) for f in flags), len(stating)).as_dict("share"),
+                     "valid_personas": len(stating), "requests": 0})
     for row in rows:
         row["verbalizer"] = llm.description
     with lake_io.recording() as written:

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from zipp_assets import lake
-from zipp_assets.llm.base import LLM, generate_pooled
+from zipp_assets.llm.base import LLM, generate_pooled, pooling
 from zipp_assets.llm.jsonio import validate
 from zipp_assets.llm.types import LLMRequest
 from zipp_assets.personas.evidence import EVIDENCE
@@ -235,8 +235,9 @@ def verbalize_shards(lake_dir: Path, shards: Sequence[str], llm: LLM, model: str
         total_sent += len(batch)
         say(f"shard {plan.shard}: {plan.report.sent:,} / {len(plan.todo):,} verbalized ({total_sent:,} in this run)")
 
-    generate_pooled(llm, plans(), batch_size, answered,
-                    lambda plan: reports.append(_finish_shard(lake_dir, plan, remining_id)))
+    per_call, in_flight = pooling(llm, batch_size)
+    generate_pooled(llm, plans(), per_call, answered,
+                    lambda plan: reports.append(_finish_shard(lake_dir, plan, remining_id)), in_flight)
     return reports
 
 
@@ -254,11 +255,14 @@ def persona_of(row: dict) -> dict | None:
 def verbalize_texts(llm: LLM, evidence_by_user: dict[str, str], batch_size: int = 64) -> dict[str, dict]:
     """Personas of arbitrary evidence texts, in memory (the fidelity control); failures are left out."""
     out = {}
-    items = list(evidence_by_user.items())
-    for start in range(0, len(items), batch_size):
-        batch = items[start : start + batch_size]
-        for (user, _), result in zip(batch, llm.generate([verbalization_request(u, text) for u, text in batch])):
+
+    def answered(_unit, users: list[str], results: list) -> None:
+        for user, result in zip(users, results):
             persona, _reason = validate_persona(result.parsed) if result.ok else (None, result.error)
             if persona is not None:
                 out[user] = persona.model_dump()
+
+    work = [(user, verbalization_request(user, text)) for user, text in evidence_by_user.items()]
+    per_call, in_flight = pooling(llm, batch_size)
+    generate_pooled(llm, [(None, work)], per_call, answered, lambda _unit: None, in_flight)
     return out

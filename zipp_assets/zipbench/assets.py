@@ -19,7 +19,7 @@ from zipp_assets.graph.user_keys import user_ids_for_usernames
 from zipp_assets.graph.visual import PROFILES, encoder_slug
 from zipp_assets.imaging.resources import ImageEncoderResource, ImageGeneratorResource
 from zipp_assets.k8s import pod_tags
-from zipp_assets.llm.base import generate_pooled
+from zipp_assets.llm.base import generate_pooled, pooling
 from zipp_assets.llm.resources import LLMResource
 from zipp_assets.metadata import lake_versions, markdown_table, new_figure, png_markdown
 from zipp_assets.personas.overrides import effective_personas, overrides_by_user
@@ -264,7 +264,8 @@ def zipbench_rewrites(context: dg.AssetExecutionContext, config: RewritesConfig,
                                 "llm tokens": sum(r["llm_prompt_tokens"] + r["llm_completion_tokens"] for r in rows)})
 
             # Partitions' requests share batches: one (method, shard) holds a few prompts (5 in demo-llm).
-            generate_pooled(client, partitions(), config.batch_size, answered, finish)
+            per_call, in_flight = pooling(client, config.batch_size)
+            generate_pooled(client, partitions(), per_call, answered, finish, in_flight)
         total = sum(s["prompts"] for s in summary)
         return {
             "rewriter": llm.description,

@@ -165,3 +165,39 @@ def test_a_gguf_without_a_byte_level_bpe_tokenizer_is_refused(tmp_path):
 def test_the_cli_names_the_missing_package_instead_of_importing_anything(tmp_path):
     with pytest.raises(FileNotFoundError, match="make models"):
         local_models.main(["--hub", str(tmp_path / "hub"), "--out", str(tmp_path / "models")])
+
+
+def _zip(path, entries: dict[str, bytes], link: str | None = None):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+        if link:
+            info = zipfile.ZipInfo(link)
+            info.external_attr = (0o120777 << 16)  # a symbolic link entry
+            archive.writestr(info, "/etc/passwd")
+    return path
+
+
+def test_a_zipped_model_is_extracted_with_checksums_and_not_again(tmp_path):
+    archive = _zip(tmp_path / "model.zip", {"config.json": b"{}", "1_Pooling/config.json": b'{"mean": true}'})
+    out = tmp_path / "models" / "enc"
+    record, extracted = local_models.ensure_extracted(archive, out, "pkg==1:model.zip")
+    assert extracted and (out / "1_Pooling" / "config.json").read_bytes() == b'{"mean": true}'
+    assert record["archive_sha256"] == local_models.sha256_of(archive)
+    assert verify_folder(out)["files"].keys() == {"config.json", "1_Pooling/config.json"}
+    assert local_models.ensure_extracted(archive, out, "pkg==1:model.zip")[1] is False  # verified, kept
+    (out / "config.json").write_bytes(b'{"changed": 1}')  # a damaged folder is extracted again
+    assert local_models.ensure_extracted(archive, out, "pkg==1:model.zip")[1] is True
+    assert (out / "config.json").read_bytes() == b"{}"
+
+
+@pytest.mark.parametrize("entries, link", [({"../escape.txt": b"x"}, None), ({"/abs.txt": b"x"}, None),
+                                           ({"ok.txt": b"x"}, "weights.bin")])
+def test_a_zip_entry_that_would_land_outside_the_model_folder_is_refused(tmp_path, entries, link):
+    archive = _zip(tmp_path / "model.zip", entries, link)
+    with pytest.raises(ValueError, match="outside the model folder"):
+        local_models.extract_model_zip(archive, tmp_path / "models" / "enc")
+    assert not (tmp_path / "models" / "enc").exists() and not (tmp_path / "escape.txt").exists()
+    assert not (tmp_path / "models" / "enc.extracting").exists()

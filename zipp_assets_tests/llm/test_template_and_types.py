@@ -135,3 +135,40 @@ def test_pooled_generation_fills_batches_across_units_and_finishes_units_in_orde
 def test_pooled_generation_refuses_a_batch_size_below_one():
     with pytest.raises(ValueError, match="batch_size"):
         generate_pooled(_BatchRecorder(), [], 0, lambda *a: None, lambda u: None)
+
+
+def test_with_batches_in_flight_a_slow_batch_does_not_hold_back_the_next_ones():
+    import threading
+
+    third_sent = threading.Event()
+
+    class SlowFirst(_BatchRecorder):
+        def generate(self, requests):
+            self.calls.append([r.id for r in requests])
+            if len(self.calls) == 3:
+                third_sent.set()
+            if requests[0].id == "a0":  # the first batch returns only once a third was sent beside it
+                assert third_sent.wait(10), "the third batch waited for the first"
+            return [LLMResult(id=r.id, ok=True, text=r.id) for r in requests]
+
+    llm = SlowFirst()
+    answered_units, finished = [], []
+    work = {u: [(f"{u}{i}", LLMRequest.chat(f"{u}{i}", "x")) for i in range(2)] for u in "abcd"}
+    generate_pooled(llm, work.items(), 2, lambda unit, items, results: answered_units.append(unit),
+                    finished.append, in_flight=2)
+    # "b" came back, and "c" was sent, while "a" was still out ...
+    assert answered_units.index("b") < answered_units.index("a") and len(llm.calls) == 4
+    assert finished == ["a", "b", "c", "d"]  # ... and units still finish in their order
+
+
+def test_pooling_keeps_a_server_full_with_small_calls_and_a_local_model_with_one():
+    from zipp_assets.llm.base import pooling
+
+    class Server:
+        backend, concurrency = "vllm", 64
+
+    class Local:
+        backend = "transformers"
+
+    assert pooling(Server(), 64) == (8, 8) and pooling(Server(), 4) == (4, 16)
+    assert pooling(Local(), 64) == (64, 1) and pooling(TemplateLLM(lambda r: "{}"), 16) == (16, 1)

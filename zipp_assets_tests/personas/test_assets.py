@@ -1,3 +1,5 @@
+import json
+
 import dagster as dg
 
 from zipp_assets import lake
@@ -73,5 +75,24 @@ def test_personas_and_fidelity_assets_with_the_template_backend(embedded_lake, t
                 if e.asset_key.to_user_string() == PERSONAS][0]
     assert metadata["sent_to_llm"].value == 0 and metadata["unchanged_reused"].value > 0  # nothing changed
     assert user in metadata["sample_personas"].value and "Reykjavik" in metadata["sample_personas"].value
-    checks = {c.check_name: c.passed for c in again.get_asset_check_evaluations()}
-    assert checks == {"schema_valid_rate": True, "no_identifiers": True, "no_instruction_like_comments": True}
+    checks = {c.check_name: c for c in again.get_asset_check_evaluations()}
+    assert {name: c.passed for name, c in checks.items()} == {
+        "schema_valid_rate": True, "no_identifiers": True, "no_instruction_like_comments": True, "claims_grounded": True}
+    assert checks["claims_grounded"].metadata["checked"].value is False  # no encoder: says it did not run
+    assert "make models" in checks["claims_grounded"].metadata["why_not"].value
+    # With a sentence encoder where `make models` puts one (a tiny random BERT here), the check reads the
+    # shard's personas and their evidence.
+    from zipp_assets.llm.local_models import CHECKSUMS, MINILM_FOLDER, folder_checksums
+    from zipp_assets_tests.personas.test_grounding import _tiny_bert
+
+    folder = _tiny_bert(data_dir / "models" / MINILM_FOLDER)
+    (folder / CHECKSUMS).write_text(json.dumps({"source": "test", "files": folder_checksums(folder)}))
+    grounded = dg.materialize([personas], resources=resources, partition_key=shard_of(user), instance=instance)
+    [check] = [c for c in grounded.get_asset_check_evaluations() if c.check_name == "claims_grounded"]
+    assert check.metadata["checked"].value is True and check.metadata["encoder"].value == MINILM_FOLDER
+    assert check.metadata["personas_checked"].value == metadata["users"].value > 0
+    assert "| profession |" in check.metadata["claims_by_support"].value
+    assert check.passed == (check.metadata["professions_flagged"].value == 0)
+    (folder / "config.json").write_text("{}")  # a damaged encoder folder fails the step rather than guessing
+    assert not dg.materialize([personas], resources=resources, partition_key=shard_of(user), instance=instance,
+                              raise_on_error=False).success

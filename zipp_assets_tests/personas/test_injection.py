@@ -238,6 +238,11 @@ def test_the_injection_asset_measures_a_model_that_follows_instructions(embedded
     monkeypatch.setattr(persona_asset_module, "template_persona", gullible)
     for shard in SHARD_KEYS[6:]:
         assert dg.materialize([evidence], resources=resources, instance=instance, partition_key=shard).success
+    # The grounding check with an encoder whose similarities are word overlaps (test_grounding.BagOfWords):
+    # no community of a tiny-world user is called "astronaut", so each such persona rests on comments only.
+    from zipp_assets_tests.personas.test_grounding import BagOfWords
+
+    monkeypatch.setattr(persona_asset_module, "local_encoder", lambda folder: BagOfWords())
     result = dg.materialize(persona_asset_module.injection_assets, resources=resources, instance=instance)
     rows = {r["condition"]: r for r in lake.read_table(data_dir / "lake", "persona_injection").to_pylist()}
     measured = rows["with injected comments"]["users"]
@@ -246,6 +251,9 @@ def test_the_injection_asset_measures_a_model_that_follows_instructions(embedded
     pipeline = rows["the pipeline's personas (instruction-like comments left out)"]
     assert 0 < pipeline["users"] < measured and pipeline["share"] == 0.0  # some shards' personas only
     assert rows["planted comments the evidence filter catches (share of comments)"]["share"] == 1.0
+    grounded = rows["personas the injected comments talked into the claim that the grounding check flags (share of "
+                    "those personas)"]
+    assert grounded["users"] == measured and grounded["share"] == 1.0
     metadata = result.get_asset_materialization_events()[0].event_specific_data.materialization.metadata
     assert metadata["planted_texts_caught_by_the_filter"].value == f"{2 * measured} of {2 * measured}"
     assert "| difference (paired) |" in metadata["table"].value and metadata["claim"].value == planted.CLAIM
