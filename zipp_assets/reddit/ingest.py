@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -246,11 +247,23 @@ def _ingest_in_threads(path: Path, kind: str, out_dir: Path, quarantine_dir: Pat
             pending.result()
 
 
+CLOSED_WORKER_EXIT_SECONDS = 5.0
+
+
+class _Dealt(NamedTuple):
+    """A block out of the parent's hands, in file order: sent to `worker`, or (worker None) a line too long
+    to send that the parent decodes itself (`too_long_line`, holding only its length)."""
+    worker: int | None
+    end_offset: int  # decompressed bytes up to and including the block's last newline
+    too_long_line: LineBlock | None
+
+
 class _Worker:
     """A `parse_worker` process and the parent's end of its socket pair."""
 
     def __init__(self, index: int, kind: str, file_name: str, out_dir: Path, rows_per_file: int):
         self.name = f"ingest worker {index}"
+        self.closed = False
         self.sock, child_end = socket.socketpair()
         # The package's folder first on the path: a parent that found it through sys.path finds it there too.
         package_root = str(Path(zipp_assets.__file__).resolve().parents[1])
@@ -272,9 +285,17 @@ class _Worker:
             raise IngestWorkerError(f"{self.name} died (exit code {code})") from None
         if answer[0] == "failed":
             raise IngestWorkerError(f"{self.name} failed: {answer[1]}")
+        self.closed = answer[0] == "closed"
         return answer
 
     def stop(self) -> None:
+        """Reap the process; one that already said "closed" gets a moment to exit by itself (its files
+        are complete), any other is killed (a failed run must not leave it parsing)."""
+        if self.closed:
+            try:
+                self.process.wait(timeout=CLOSED_WORKER_EXIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
@@ -286,8 +307,7 @@ def _ingest_in_processes(path: Path, kind: str, out_dir: Path, quarantine_dir: P
                          say: Callable[[str], None]) -> None:
     decoder = RecordDecoder(TABLE_BUILDERS[kind][0])  # for lines too long to send: only their length is here
     pool: list[_Worker] = []
-    # Blocks in file order that are not yet accounted for: (worker index, block) or (None, line too long).
-    in_order: collections.deque[tuple[int | None, LineBlock]] = collections.deque()
+    in_order: collections.deque[_Dealt] = collections.deque()  # blocks out, not yet accounted for
     busy = [False] * workers
     next_line = 1
     started = last_progress = time.perf_counter()
@@ -298,10 +318,11 @@ def _ingest_in_processes(path: Path, kind: str, out_dir: Path, quarantine_dir: P
 
             def account_for_oldest() -> None:
                 nonlocal next_line
-                index, block = in_order.popleft()
+                index, end_offset, too_long_line = in_order.popleft()
                 if index is None:
                     quarantine = Quarantine()
-                    decode_block(dataclasses.replace(block, first_line=next_line), decoder, report.file, quarantine)
+                    decode_block(dataclasses.replace(too_long_line, first_line=next_line), decoder, report.file,
+                                 quarantine)
                     lines, rows, table = 1, 0, quarantine.to_table()
                 else:
                     _, lines, rows, table = pool[index].receive()
@@ -316,20 +337,19 @@ def _ingest_in_processes(path: Path, kind: str, out_dir: Path, quarantine_dir: P
                 report.lines_in += lines
                 report.rows_out += rows
                 next_line += lines
-                report.bytes_decompressed = block.first_offset + (block.too_long or len(block.data)) + 1
+                report.bytes_decompressed = end_offset
 
             dealt = 0
             for block in _prefetch(iter_line_blocks(path, block_bytes, for_workers=True)):
                 if block.too_long:
-                    in_order.append((None, block))
+                    in_order.append(_Dealt(None, block.first_offset + block.too_long + 1, block))
                 else:
                     index = dealt % workers
                     while busy[index]:  # with one block per worker, its block is the oldest one out
                         account_for_oldest()
                     parse_worker.send_block(pool[index].sock, block.first_offset, block.data)
                     busy[index] = True
-                    # Its bytes are the worker's now; the length stands in for them in the byte count.
-                    in_order.append((index, dataclasses.replace(block, data=b"", too_long=len(block.data))))
+                    in_order.append(_Dealt(index, block.first_offset + len(block.data) + 1, None))
                     dealt += 1
                 if time.perf_counter() - last_progress >= PROGRESS_EVERY_SECONDS:
                     last_progress = time.perf_counter()

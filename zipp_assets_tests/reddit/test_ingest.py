@@ -198,6 +198,24 @@ def test_worker_processes_write_the_rows_and_quarantine_that_one_process_writes(
     assert not _parse_workers()
 
 
+def test_workers_that_closed_exit_by_themselves(tmp_path, monkeypatch):
+    from zipp_assets.reddit import ingest
+
+    exit_codes = []
+    stop = ingest._Worker.stop
+
+    def recording_stop(worker):
+        stop(worker)
+        exit_codes.append(worker.process.returncode)
+
+    monkeypatch.setattr(ingest._Worker, "stop", recording_stop)
+    path = write_dump(tmp_path / "RC_2019-01.zst", _comments(2000))
+    for name in ("out", "quarantine"):
+        (tmp_path / name).mkdir()
+    ingest.ingest_file(path, "comments", tmp_path / "out", tmp_path / "quarantine", block_bytes=4096, workers=3)
+    assert exit_codes == [0, 0, 0]  # each said "closed" and was left to exit, not killed mid-exit
+
+
 def test_the_same_dump_gives_the_same_files_whatever_the_timing(tmp_path):
     import pyarrow.parquet as pq
 
