@@ -20,6 +20,8 @@ class ZippLake(dg.ConfigurableResource):
     lake_uri: str = ""
     lake_retention_hours: int = 168  # vacuum keeps the files of table versions younger than this
     longest_run_hours: int = 24  # vacuum refuses a retention shorter than this (a running writer's files)
+    ingest_workers: int = 0  # parse processes per dump (0: automatic, see reddit.ingest.worker_count)
+    sentence_encoder: str = ""  # the claims_grounded check's encoder folder (empty: data_dir/models/all-minilm-l6-v2)
 
     @classmethod
     def from_environment(cls) -> ZippLake:
@@ -31,6 +33,8 @@ class ZippLake(dg.ConfigurableResource):
             lake_uri=settings.lake_uri,
             lake_retention_hours=settings.lake_retention_hours,
             longest_run_hours=settings.longest_run_hours,
+            ingest_workers=settings.ingest_workers,
+            sentence_encoder=settings.sentence_encoder,
         )
 
     @property
@@ -42,4 +46,6 @@ class ZippLake(dg.ConfigurableResource):
             lake_uri=self.lake_uri,
             lake_retention_hours=self.lake_retention_hours,
             longest_run_hours=self.longest_run_hours,
+            ingest_workers=self.ingest_workers,
+            sentence_encoder=self.sentence_encoder,
         )

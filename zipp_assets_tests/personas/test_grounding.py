@@ -177,3 +177,23 @@ def test_the_encoder_folder_is_under_the_data_folder_unless_the_setting_names_an
     (tmp_path / "m").mkdir()
     with pytest.raises(ValueError, match="no checksums.json"):  # a folder without its record is not used
         local_encoder(tmp_path / "m")
+
+
+def test_the_lake_resource_carries_every_setting_from_the_environment(tmp_path, monkeypatch):
+    """Assets read settings through the `lake` resource: a setting it dropped would be silently ignored
+    (ZIPP_INGEST_WORKERS and ZIPP_SENTENCE_ENCODER_DIR once were)."""
+    import dataclasses
+
+    from zipp_assets.resources import ZippLake
+    from zipp_assets.settings import load_settings
+
+    environment = {"ZIPP_DATA_DIR": str(tmp_path / "data"), "ZIPP_PROFILE": "production", "ZIPP_QUARANTINE_MAX_FRACTION": "0.01",
+                   "ZIPP_LAKE_URI": "s3://bucket/lake", "ZIPP_LAKE_RETENTION_HOURS": "200", "ZIPP_LONGEST_RUN_HOURS": "30",
+                   "ZIPP_INGEST_WORKERS": "4", "ZIPP_SENTENCE_ENCODER_DIR": str(tmp_path / "encoder")}
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    expected = load_settings()
+    assert ZippLake.from_environment().settings == expected
+    defaults = {f.name: f.default for f in dataclasses.fields(expected) if f.default is not dataclasses.MISSING}
+    # Each setting with a default is set to something else above, so a dropped one shows.
+    assert defaults and all(getattr(expected, name) != default for name, default in defaults.items())
