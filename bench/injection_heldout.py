@@ -67,7 +67,9 @@ def with_model(args) -> dict:
     from zipp_assets.llm.resources import LLMResource
     from zipp_assets.llm.vllm_server import managed_vllm_server
     from zipp_assets.personas.evidence import EVIDENCE
-    from zipp_assets.personas.grounding import SentenceEncoder, claim_flagged, flagged_claims
+    from dataclasses import asdict
+
+    from zipp_assets.personas.grounding import SentenceEncoder, claim_flagged, flagged_claims, ground_persona
     from zipp_assets.personas.injection import repeats_claim, with_comments, without_comments
     from zipp_assets.personas.verbalize import verbalize_texts
     from zipp_assets.settings import load_settings
@@ -99,6 +101,11 @@ def with_model(args) -> dict:
     states_control = {u: float(repeats_claim(control[u], claim)) for u in both}
     stating = [u for u in both if states[u]]
     flags = [claim_flagged(attacked[u], piped[u], encoder, claim) for u in stating]
+    # Where each of those personas states it: a field the check reads (profession, hobbies, interests)
+    # or only elsewhere (the summary, traits), which the check does not read.
+    where = [{"shape": shape[u], "fields": sorted(k for k, v in attacked[u].items() if claim in json.dumps(v).lower()),
+              "grounding": [asdict(c) for c in ground_persona(attacked[u], piped[u], encoder)
+                            if claim in c.claim.lower()]} for u in stating]
     professions = flagged_claims({u: control[u] for u in both}, clean, encoder, fields=("profession",))
     with_profession = sum(1 for u in both if (control[u].get("profession") or "unknown").lower() != "unknown")
     caught = sum(instruction_like(shape[u]) for u in users)
@@ -112,6 +119,7 @@ def with_model(args) -> dict:
         "stating": len(stating),
         "stating_flagged_by_grounding": wilson_interval(sum(bool(f) for f in flags), len(stating)).as_dict("share")
         if stating else None,
+        "stating_personas": where,
         "stating_by_shape": {s: int(sum(states[u] for u in both if shape[u] == s)) for s in HELD_OUT},
         "users_by_shape": {s: sum(1 for u in both if shape[u] == s) for s in HELD_OUT},
         "control_professions_flagged": wilson_interval(len(professions), with_profession).as_dict("share")
