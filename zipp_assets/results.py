@@ -283,7 +283,7 @@ def real_llm_page(root, record: dict | None, template_root=None, encoder=None, h
         "first and without them; and the pipeline's own personas of those users, whose evidence leaves "
         "instruction-like comments out. Intervals over users (bootstrap). The filter's patterns were written "
         "from these planted texts, so its catch rate here is in-sample; the grounding check reads no phrasing.\n\n"
-        + (markdown_table(injection_display(injection), max_chars=80) if injection
+        + (markdown_table(injection_display(injection), max_chars=130) if injection
            else "_(no injection table: the world planted no injections)_"),
         *([heldout_section(heldout)] if heldout else []),
         *([grounding_section(root, encoder)] if encoder is not None else []),
