@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import multiprocessing.connection
 import os
 import socket
 import tempfile
@@ -75,7 +76,21 @@ def join_ranks(context: mp.ProcessContext, out_dir: Path, world_size: int,
     marked itself finished (a hung teardown)."""
     all_finished_at = None
     try:
-        while not context.join(timeout=poll_seconds):
+        while True:
+            running = [p for p in context.processes if p.exitcode is None]
+            if any(p.exitcode not in (None, 0) for p in context.processes):
+                # A rank failed. torch's own join would SIGTERM the others and wait for them without a
+                # limit; a rank inside a collective may not die of SIGTERM (CI saw one outlive 120 s).
+                failed = {p.sentinel for p in context.processes if p.exitcode not in (None, 0)}
+                _kill(running)
+                for sentinel in [s for s in context.sentinels if s not in failed]:  # so join reports the failed
+                    context.sentinels.pop(sentinel)                                  # rank, not one killed here
+                context.join()  # raises the failed rank's error as mp.spawn does
+                return []
+            if not running:
+                context.join()
+                return []
+            multiprocessing.connection.wait([p.sentinel for p in running], timeout=poll_seconds)
             if all_finished_at is None and all((out_dir / f"rank{r}.finished").exists() for r in range(world_size)):
                 all_finished_at = time.monotonic()
             if all_finished_at is not None and time.monotonic() - all_finished_at > grace_seconds:
@@ -89,7 +104,6 @@ def join_ranks(context: mp.ProcessContext, out_dir: Path, world_size: int,
         # running would also hang the interpreter's exit, which joins its child processes.
         _kill([p for p in context.processes if p.is_alive()])
         raise
-    return []
 
 
 def _kill(processes: list) -> None:

@@ -80,3 +80,22 @@ def test_an_interrupted_wait_leaves_no_rank_running(tmp_path):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     assert not any(p.is_alive() for p in context.processes)
+
+
+def _fail_on_rank_one_while_rank_zero_ignores_sigterm(rank: int, out_dir: str) -> None:
+    import signal
+
+    if rank == 1:
+        time.sleep(2)  # rank 0 is set up by then
+        raise RuntimeError("rank 1 broke before finishing")
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as a rank stuck in native code may not die of SIGTERM
+    time.sleep(3600)
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_rank_stops_a_rank_that_does_not_die_of_sigterm(tmp_path):
+    context = _start(_fail_on_rank_one_while_rank_zero_ignores_sigterm, tmp_path)
+    started = time.monotonic()
+    with pytest.raises(mp.ProcessRaisedException, match="rank 1 broke before finishing"):
+        join_ranks(context, tmp_path, world_size=2, grace_seconds=1.0, poll_seconds=0.2)
+    assert not any(p.is_alive() for p in context.processes) and time.monotonic() - started < 60
