@@ -163,15 +163,20 @@ def installed_file(target: Path, relative: str) -> Path:
     return path
 
 
-def ensure_converted(gguf_path: Path, out_dir: Path, source: str) -> tuple[dict, bool]:
-    """Convert unless `out_dir` already holds a verified conversion of this very GGUF."""
+def _ensure(out_dir: Path, source_file: Path, digest_key: str, make) -> tuple[dict, bool]:
+    """`make()` unless `out_dir` already holds a verified folder made from this very `source_file`."""
     try:
         record = verify_folder(out_dir)
-        if record.get("gguf_sha256") == sha256_of(gguf_path):
+        if record.get(digest_key) == sha256_of(source_file):
             return record, False
     except (ValueError, OSError, KeyError, json.JSONDecodeError):
         pass
-    return convert_gguf(gguf_path, out_dir, source=source), True
+    return make(), True
+
+
+def ensure_converted(gguf_path: Path, out_dir: Path, source: str) -> tuple[dict, bool]:
+    """Convert unless `out_dir` already holds a verified conversion of this very GGUF."""
+    return _ensure(out_dir, gguf_path, "gguf_sha256", lambda: convert_gguf(gguf_path, out_dir, source=source))
 
 
 def extract_model_zip(zip_path: Path, out_dir: Path, *, source: str = "") -> dict:
@@ -202,13 +207,7 @@ def extract_model_zip(zip_path: Path, out_dir: Path, *, source: str = "") -> dic
 
 def ensure_extracted(zip_path: Path, out_dir: Path, source: str) -> tuple[dict, bool]:
     """Extract unless `out_dir` already holds a verified extraction of this very archive."""
-    try:
-        record = verify_folder(out_dir)
-        if record.get("archive_sha256") == sha256_of(zip_path):
-            return record, False
-    except (ValueError, OSError, KeyError, json.JSONDecodeError):
-        pass
-    return extract_model_zip(zip_path, out_dir, source=source), True
+    return _ensure(out_dir, zip_path, "archive_sha256", lambda: extract_model_zip(zip_path, out_dir, source=source))
 
 
 def main(argv: list[str] | None = None) -> int:
