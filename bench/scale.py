@@ -382,7 +382,7 @@ def tables_worker(lake_dir: Path, recorder: Recorder, memory_limit: str) -> None
         report = build_graph_tables(lake_dir, b"bench-scale", GraphConfig(memory_limit=memory_limit))
     recorder.result["info"].update(users=report.users, subreddits=report.subreddits, edges=report.edges,
                                    split_counts=report.split_counts, users_dropped=report.users_dropped,
-                                   duckdb_memory_limit=memory_limit)
+                                   duckdb_memory_limit=memory_limit, step_seconds=report.step_seconds)
 
 
 def _graph_structure_bytes(graph) -> dict[str, int]:

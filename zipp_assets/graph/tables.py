@@ -8,7 +8,7 @@ months. Exact counts or times, matched against the public dumps, name the person
 
 from __future__ import annotations
 
-import itertools
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -111,16 +111,16 @@ class GraphConfig:
     test_fraction: float = 0.1
     min_edges_for_holdout: int = 4  # users with fewer edges keep all of them for training
     memory_limit: str = "2GB"
-    # The edge query (two windows per user and the final sort) runs over ranges of users holding
-    # about this many edges each: its sort spills one range, not the whole graph (at 200M edges the
-    # single query spilled past 50 GB of disk with DuckDB at 8 GB).
-    edges_per_query: int = 25_000_000
+    # Users are taken in buckets of about this many monthly rows, each aggregated, filtered and
+    # sorted on its own (build_graph_tables): 16M rows fit the 2GB memory limit without spilling
+    # much (one bucket up to about 10M edges). With more memory, larger buckets.
+    rows_per_bucket: int = 16_000_000
 
     def __post_init__(self) -> None:
         if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise ValueError("val_fraction and test_fraction must be in [0, 1) and sum below 1")
-        if self.edges_per_query < 1:
-            raise ValueError("edges_per_query must be at least 1")
+        if self.rows_per_bucket < 1:
+            raise ValueError("rows_per_bucket must be at least 1")
         if self.min_edges_for_holdout < 2:
             raise ValueError("min_edges_for_holdout must be at least 2 (a user keeps one training edge)")
 
@@ -138,6 +138,8 @@ class GraphReport:
     ambiguous_keys: int = 0
     versions: dict[str, int] = field(default_factory=dict)  # table -> the Delta version written
     build_id: str = ""  # shared by the three tables
+    buckets: int = 1  # of users, built one after another
+    step_seconds: dict[str, float] = field(default_factory=dict)  # wall seconds of each step, in order
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -163,82 +165,143 @@ def monthly_edges(lake_dir: Path) -> tuple[lake.TableSnapshot, list[str]]:
 
 
 def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphConfig()) -> GraphReport:
-    """Write `users`, `subreddits` and `graph_edges`, under one build id, from every month of edges."""
+    """Write `users`, `subreddits` and `graph_edges`, under one build id, from every month of edges.
+
+    Every step but the subreddit filter is per user, so the build runs over buckets of users of about
+    `rows_per_bucket` monthly rows each: each bucket's aggregations fit DuckDB's memory limit, and the
+    time grows with the edges rather than with how far one query over the whole graph spills (it grew
+    1.5x per edge from 10M to 40M edges in one query). Two passes over the buckets, with scratch
+    Parquet between them: the first buckets users by a hash of their key (pairs, active months, the
+    user filters, pseudonyms); the second by ranges of their pseudonyms, which is `user_index` order
+    (the subreddit filter's second round, the indexes, the edges and the users, written in order).
+    """
     started = time.perf_counter()
+    step_seconds: dict[str, float] = {}
+    last_lap = [started]
+
+    def lap(step: str) -> None:
+        """Record the seconds since the previous step ended as `step`'s."""
+        now = time.perf_counter()
+        step_seconds[step] = step_seconds.get(step, 0.0) + now - last_lap[0]
+        last_lap[0] = now
+
     edges_by_month, months = monthly_edges(lake_dir)
-    with lake.spilling_duckdb(config.memory_limit) as con, lake.build(lake_dir) as together:
+    monthly = edges_by_month.to_dataset()
+    buckets = max(1, -(-monthly.count_rows() // config.rows_per_bucket))
+    filters = {"min_inter": config.min_user_interactions, "min_subs": config.min_user_subreddits}
+    with (lake.spilling_duckdb(config.memory_limit) as con, lake.build(lake_dir) as together,
+          tempfile.TemporaryDirectory(prefix="zipp-graph-tables-") as scratch_dir):
+        scratch = Path(scratch_dir)
         con.execute("SET preserve_insertion_order = false")
-        con.register("monthly_edges", edges_by_month.to_dataset())
+        con.execute("SET TimeZone = 'UTC'")  # months of UTC timestamps, whatever the machine's zone
+        con.register("monthly_edges", monthly)
         con.register("all_submissions", open_ingested(lake_dir, "submissions").to_dataset())
         aliases = create_user_aliases(con, lake_dir)
-        # One person, one user: author-keyed months are mapped onto the person's author_fullname
-        # first, so months are counted as distinct months, not as rows per key.
-        canonical, join = canonical_key_sql("e.user_key")
-        # A month holds one row per (key, subreddit), so without aliases a pair's rows are its months.
-        # count(DISTINCT month) per group is what made this step grow faster than the edges (6.3x the
-        # time for 4x the edges from 5M to 20M, a third of all the time at 20M); with aliases two keys
-        # can meet in one month, so their rows are merged per month first, then counted.
-        source = (f"(SELECT {canonical} AS user_key, e.subreddit, e.month, sum(e.comment_count) AS comment_count, "
-                  f"sum(e.submission_count) AS submission_count, sum(e.score_sum) AS score_sum, "
-                  f"min(e.first_utc) AS first_utc, max(e.last_utc) AS last_utc "
-                  f"FROM monthly_edges e {join} GROUP BY 1, 2, 3)"
-                  if aliases["aliased_keys"] else "monthly_edges")
-        con.sql(
-            f"""
-            CREATE TEMP TABLE pairs AS
-            SELECT e.user_key, e.subreddit, sum(e.comment_count)::BIGINT AS comment_count,
-                   sum(e.submission_count)::BIGINT AS submission_count, sum(e.score_sum)::BIGINT AS score_sum,
-                   min(e.first_utc) AS first_utc, max(e.last_utc) AS last_utc,
-                   count(*)::BIGINT AS active_months
-            FROM {source} e
-            GROUP BY e.user_key, e.subreddit
-            """
-        ).fetchall()
-        con.sql(
-            f"CREATE TEMP TABLE user_months AS SELECT {canonical} AS user_key, "
-            f"count(DISTINCT e.month)::BIGINT AS active_months "
-            f"FROM monthly_edges e {join} GROUP BY 1"
-        ).fetchall()
-        all_users = con.sql("SELECT count(DISTINCT user_key) FROM pairs").fetchall()[0][0]
         submitter, submitter_join = canonical_key_sql("sub.user_key")
-        nsfw_filter = (
-            f"AND user_key NOT IN (SELECT {submitter} FROM all_submissions sub {submitter_join} "
-            "WHERE sub.user_key IS NOT NULL GROUP BY 1 HAVING bool_and(coalesce(sub.over_18, false)))"
-            if config.exclude_nsfw_only_users
-            else ""
-        )
-        # Users, then subreddits by the users kept, then users again by what is left.
         con.sql(
-            f"""
-            CREATE TEMP TABLE kept_pairs AS
-            WITH users AS (
-                SELECT user_key FROM pairs GROUP BY user_key
-                HAVING sum(comment_count + submission_count) >= $min_inter AND count(*) >= $min_subs
-            ),
-            step1 AS (SELECT p.* FROM pairs p JOIN users USING (user_key) WHERE true {nsfw_filter}),
-            subs AS (SELECT subreddit FROM step1 GROUP BY subreddit HAVING count(*) >= $min_sub_users),
-            step2 AS (SELECT s.* FROM step1 s JOIN subs USING (subreddit)),
-            users2 AS (
-                SELECT user_key FROM step2 GROUP BY user_key
-                HAVING sum(comment_count + submission_count) >= $min_inter AND count(*) >= $min_subs
+            f"CREATE TEMP TABLE nsfw_only AS SELECT {submitter} AS user_key FROM all_submissions sub {submitter_join} "
+            "WHERE sub.user_key IS NOT NULL GROUP BY 1 HAVING bool_and(coalesce(sub.over_18, false))"
+            if config.exclude_nsfw_only_users else "CREATE TEMP TABLE nsfw_only (user_key VARCHAR)"
+        ).fetchall()
+        lap("aliases")
+        # One person, one user: author-keyed months are mapped onto the person's author_fullname first,
+        # so a person is one user in one bucket and months are counted as months, not rows per key.
+        canonical, join = canonical_key_sql("e.user_key")
+        row_columns = "subreddit, month, comment_count, submission_count, score_sum, first_utc, last_utc"
+        canonical_rows = (f"SELECT {canonical} AS user_key, {', '.join('e.' + c for c in row_columns.split(', '))} "
+                          f"FROM monthly_edges e {join}" if aliases["aliased_keys"]
+                          else f"SELECT user_key, {row_columns} FROM monthly_edges")
+        if buckets > 1:
+            con.sql(f"COPY (SELECT *, hash(user_key) % {buckets} AS bucket FROM ({canonical_rows})) "
+                    f"TO {_sql_text(scratch / 'rows')} (FORMAT parquet, PARTITION_BY (bucket))")
+        lap("partition")
+        con.sql("CREATE TEMP TABLE subreddit_users (subreddit VARCHAR, users BIGINT)")
+        all_users = 0
+        for bucket in range(buckets):
+            if buckets == 1:
+                rows = f"({canonical_rows})"
+            elif (scratch / "rows" / f"bucket={bucket}").is_dir():
+                rows = (f"(SELECT user_key, {row_columns} FROM read_parquet("
+                        f"{_sql_text(scratch / 'rows' / f'bucket={bucket}' / '*.parquet')}, hive_partitioning = false))")
+            else:
+                continue  # no user hashed here
+            # A month holds one row per (key, subreddit), so without aliases a pair's rows are its months;
+            # with aliases two keys can meet in one month, so their rows are merged per month first.
+            # (count(DISTINCT month) per pair grew faster than the edges.)
+            source = (f"(SELECT user_key, subreddit, month, sum(comment_count) AS comment_count, "
+                      f"sum(submission_count) AS submission_count, sum(score_sum) AS score_sum, "
+                      f"min(first_utc) AS first_utc, max(last_utc) AS last_utc FROM {rows} GROUP BY 1, 2, 3)"
+                      if aliases["aliased_keys"] else rows)
+            con.sql(
+                f"""
+                CREATE OR REPLACE TEMP TABLE pairs AS
+                SELECT user_key, subreddit, sum(comment_count)::BIGINT AS comment_count,
+                       sum(submission_count)::BIGINT AS submission_count, sum(score_sum)::BIGINT AS score_sum,
+                       min(first_utc) AS first_utc, max(last_utc) AS last_utc, count(*)::BIGINT AS active_months
+                FROM {source} GROUP BY user_key, subreddit
+                """
+            ).fetchall()
+            con.sql(f"CREATE OR REPLACE TEMP TABLE user_months AS SELECT user_key, "
+                    f"count(DISTINCT month)::BIGINT AS active_months FROM {rows} GROUP BY user_key").fetchall()
+            all_users += con.sql("SELECT count(DISTINCT user_key) FROM pairs").fetchall()[0][0]
+            lap("pairs")
+            # The users' filter, then (below, over every bucket) subreddits by the users kept, then
+            # users again by what is left.
+            con.sql(
+                """
+                CREATE OR REPLACE TEMP TABLE step1 AS
+                WITH users AS (
+                    SELECT user_key FROM pairs GROUP BY user_key
+                    HAVING sum(comment_count + submission_count) >= $min_inter AND count(*) >= $min_subs
+                )
+                SELECT p.* FROM pairs p JOIN users USING (user_key) WHERE user_key NOT IN (SELECT user_key FROM nsfw_only)
+                """,
+                params=filters,
+            ).fetchall()
+            con.sql("INSERT INTO subreddit_users SELECT subreddit, count(*) FROM step1 GROUP BY subreddit").fetchall()
+            lap("filters")
+            create_pseudonym_table(con, "SELECT DISTINCT user_key FROM step1", key, "pseudonyms")
+            lap("pseudonyms")
+            # Pseudonyms are uniform hex: ranges of their first 32 bits are ranges of user_id order.
+            user_range = f"(('0x' || substr(ps.user_id, 3, 8))::BIGINT * {buckets}) // 4294967296"
+            con.sql(
+                f"""
+                COPY (SELECT ps.user_id, p.subreddit, p.comment_count, p.submission_count, p.score_sum, p.first_utc,
+                             p.last_utc, p.active_months, m.active_months AS user_active_months, {user_range} AS part
+                      FROM step1 p JOIN pseudonyms ps USING (user_key) JOIN user_months m USING (user_key))
+                TO {_sql_text(scratch / 'users')} (FORMAT parquet, PARTITION_BY (part), APPEND)
+                """
             )
-            SELECT s.* FROM step2 s JOIN users2 USING (user_key)
-            """,
-            params={
-                "min_inter": config.min_user_interactions,
-                "min_subs": config.min_user_subreddits,
-                "min_sub_users": config.min_subreddit_users,
-            },
-        ).fetchall()
-        # Nothing reads the unfiltered pairs again: their storage (spilled to disk at scale) goes now.
-        con.execute("DROP TABLE pairs")
-        create_pseudonym_table(con, "SELECT DISTINCT user_key FROM kept_pairs", key, "pseudonyms")
-        con.sql(
-            """
-            CREATE TEMP TABLE user_index AS
-            SELECT user_key, user_id, (row_number() OVER (ORDER BY user_id) - 1)::BIGINT AS user_index FROM pseudonyms
-            """
-        ).fetchall()
+            lap("partition")
+        for table in ("pairs", "user_months", "step1", "pseudonyms"):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+        con.sql("CREATE TEMP TABLE subs AS SELECT subreddit FROM subreddit_users GROUP BY subreddit "
+                "HAVING sum(users) >= $min_sub_users", params={"min_sub_users": config.min_subreddit_users}).fetchall()
+        con.sql("""CREATE TEMP TABLE kept_pairs (part BIGINT, user_id VARCHAR, subreddit VARCHAR, comment_count BIGINT,
+                   submission_count BIGINT, score_sum BIGINT, first_utc TIMESTAMPTZ, last_utc TIMESTAMPTZ,
+                   active_months BIGINT, user_active_months BIGINT)""")
+        parts = [part for part in range(buckets) if (scratch / "users" / f"part={part}").is_dir()]
+        for part in parts:
+            # Each part is inserted whole, so its rows share row groups (whose zone maps skip the rest below).
+            con.sql(
+                f"""
+                INSERT INTO kept_pairs
+                WITH step2 AS (
+                    SELECT s.* FROM read_parquet({_sql_text(scratch / 'users' / f'part={part}' / '*.parquet')},
+                                                 hive_partitioning = false) s
+                    JOIN subs USING (subreddit)
+                ),
+                users2 AS (
+                    SELECT user_id FROM step2 GROUP BY user_id
+                    HAVING sum(comment_count + submission_count) >= $min_inter AND count(*) >= $min_subs
+                )
+                SELECT {part}, s.user_id, s.subreddit, s.comment_count, s.submission_count, s.score_sum, s.first_utc,
+                       s.last_utc, s.active_months, s.user_active_months
+                FROM step2 s JOIN users2 USING (user_id)
+                """,
+                params=filters,
+            ).fetchall()
+        lap("filters")
         con.sql(
             """
             CREATE TEMP TABLE subreddit_index AS
@@ -246,8 +309,9 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
             FROM (SELECT DISTINCT subreddit FROM kept_pairs)
             """
         ).fetchall()
-        con.execute("SET TimeZone = 'UTC'")  # months of UTC timestamps, whatever the machine's zone
         newest_month = con.sql(f"SELECT {month_number_sql('max(last_utc)')} FROM kept_pairs").fetchall()[0][0]
+        con.sql("CREATE TEMP TABLE subreddit_totals (subreddit VARCHAR, users BIGINT, comments BIGINT, submissions BIGINT)")
+        lap("indexes")
         published = ",\n                   ".join(f"{sql} AS {name}" for name, sql in EDGE_COLUMNS_SQL.items())
         # The held-out split is a property of each (user, subreddit) pair: a hash bucket, so the
         # same links stay held out when the graph is rebuilt with more months. Each user keeps at
@@ -256,8 +320,8 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
             WITH hashed AS (
                 SELECT u.user_index, s.subreddit_index, p.comment_count, p.submission_count, p.score_sum,
                        p.active_months, p.first_utc, p.last_utc, md5(u.user_id || '/' || p.subreddit) AS link_hash
-                FROM kept_pairs p JOIN user_index u USING (user_key) JOIN subreddit_index s USING (subreddit)
-                WHERE u.user_index >= $first_user AND u.user_index < $stop_user
+                FROM kept_pairs p JOIN user_index u USING (user_id) JOIN subreddit_index s USING (subreddit)
+                WHERE p.part = $part
             ),
             featured AS (
                 -- the user's highest hash by max() over the partition, not a row_number() ordered by hash:
@@ -279,44 +343,61 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
             FROM featured
             ORDER BY user_index, subreddit_index
             """
-        # Every window is per user and the rows are ordered by user first, so ranges of users, in
-        # order, give the single query's rows in its order.
-        kept_edges, kept_users = con.sql("SELECT count(*), count(DISTINCT user_key) FROM kept_pairs").fetchall()[0]
-        ranges = -(-kept_edges // config.edges_per_query) if kept_edges else 1
-        bounds = [kept_users * i // ranges for i in range(ranges + 1)]
-        split_counts = dict.fromkeys(SPLITS, 0)
-        with lake.RotatingParquetWriter(together.partition("graph_edges"), GRAPH_EDGES_SCHEMA) as writer:
-            for first_user, stop_user in itertools.pairwise(bounds):
-                edges = con.sql(edge_query, params={"newest_month": newest_month, "first_user": first_user,
-                                                    "stop_user": stop_user})
-                for batch in edges.to_arrow_reader(500_000):
-                    writer.write(pa.Table.from_batches([batch]))
-                    for value, count in zip(*_value_counts(batch.column("split"))):
-                        split_counts[value] += count
         # First and last activity only to the month (its first day, UTC), totals in power-of-two
         # bins: exact times or totals, joined with the public dumps, would name the person.
-        users = con.sql(
-            f"""
+        users_query = f"""
             SELECT u.user_index, u.user_id, count(*)::BIGINT AS subreddit_count,
                    {count_bin_sql('sum(p.comment_count)')} AS comments_bin,
                    {count_bin_sql('sum(p.submission_count)')} AS submissions_bin,
                    {score_bin_sql('sum(p.score_sum)')} AS score_bin, date_trunc('month', min(p.first_utc)) AS first_utc,
                    date_trunc('month', max(p.last_utc)) AS last_utc,
-                   any_value(m.active_months) AS active_months
-            FROM kept_pairs p JOIN user_index u USING (user_key) JOIN user_months m USING (user_key)
+                   any_value(p.user_active_months) AS active_months
+            FROM kept_pairs p JOIN user_index u USING (user_id)
+            WHERE p.part = $part
             GROUP BY u.user_index, u.user_id ORDER BY u.user_index
             """
-        ).to_arrow_table()
+        # Parts are ranges of user_id in order and each part's rows are ordered by user, so the parts,
+        # one after another, give the whole graph's rows in its order.
+        split_counts = dict.fromkeys(SPLITS, 0)
+        user_parts = []
+        first_index = 0
+        with lake.RotatingParquetWriter(together.partition("graph_edges"), GRAPH_EDGES_SCHEMA) as writer:
+            for part in parts:
+                con.sql(
+                    """
+                    CREATE OR REPLACE TEMP TABLE user_index AS
+                    SELECT user_id, (row_number() OVER (ORDER BY user_id) - 1 + $first_index)::BIGINT AS user_index
+                    FROM (SELECT DISTINCT user_id FROM kept_pairs WHERE part = $part)
+                    """,
+                    params={"first_index": first_index, "part": part},
+                ).fetchall()
+                lap("indexes")
+                edges = con.sql(edge_query, params={"newest_month": newest_month, "part": part})
+                for batch in edges.to_arrow_reader(500_000):
+                    writer.write(pa.Table.from_batches([batch]))
+                    for value, count in zip(*_value_counts(batch.column("split"))):
+                        split_counts[value] += count
+                lap("edges")
+                user_parts.append(con.sql(users_query, params={"part": part}).to_arrow_table().cast(USERS_SCHEMA))
+                first_index += user_parts[-1].num_rows
+                con.sql("INSERT INTO subreddit_totals SELECT subreddit, count(*), sum(comment_count), "
+                        "sum(submission_count) FROM kept_pairs WHERE part = $part GROUP BY subreddit",
+                        params={"part": part}).fetchall()
+                lap("users")
+        users = pa.concat_tables(user_parts) if user_parts else USERS_SCHEMA.empty_table()
         subreddits = con.sql(
             """
-            SELECT s.subreddit_index, s.subreddit, count(*)::BIGINT AS user_count,
-                   sum(p.comment_count)::BIGINT AS comment_count, sum(p.submission_count)::BIGINT AS submission_count
-            FROM kept_pairs p JOIN subreddit_index s USING (subreddit)
+            SELECT s.subreddit_index, s.subreddit, sum(t.users)::BIGINT AS user_count,
+                   sum(t.comments)::BIGINT AS comment_count, sum(t.submissions)::BIGINT AS submission_count
+            FROM subreddit_totals t JOIN subreddit_index s USING (subreddit)
             GROUP BY s.subreddit_index, s.subreddit ORDER BY s.subreddit_index
             """
         ).to_arrow_table()
+        lap("subreddits")
         for dataset, table, schema in (("users", users, USERS_SCHEMA), ("subreddits", subreddits, SUBREDDITS_SCHEMA)):
             lake.write_table(together.partition(dataset), table.cast(schema), schema)
+        lap("write")
+    lap("commit")
     # Committed: three commits under one build id (readers refuse a set whose ids differ).
     return GraphReport(
         months=months,
@@ -330,7 +411,14 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
         ambiguous_keys=aliases["ambiguous_keys"],
         versions=together.versions,
         build_id=lake.format_build(together.build_id),
+        buckets=buckets,
+        step_seconds={name: round(seconds, 3) for name, seconds in step_seconds.items()},
     )
+
+
+def _sql_text(path: Path) -> str:
+    """A path as an SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _value_counts(column: pa.ChunkedArray) -> tuple[list, list]:

@@ -77,15 +77,19 @@ def test_held_out_split_is_deterministic_and_keeps_a_training_edge(graph_lake):
     assert {"val", "test"} <= {s for splits in by_user.values() for s in splits}
 
 
-def test_the_edge_query_over_ranges_of_users_writes_the_single_querys_rows_in_its_order(graph_lake):
+def test_a_build_in_buckets_of_users_writes_the_same_tables_as_one_bucket(graph_lake):
     whole = build_graph_tables(graph_lake, KEY)
-    rows = lake.read_table(graph_lake, "graph_edges").to_pylist()
-    in_ranges = build_graph_tables(graph_lake, KEY, GraphConfig(edges_per_query=37))
-    assert whole.edges > 5 * 37  # several ranges
-    assert lake.read_table(graph_lake, "graph_edges").to_pylist() == rows
-    assert in_ranges.split_counts == whole.split_counts and in_ranges.edges == whole.edges
-    with pytest.raises(ValueError, match="edges_per_query"):
-        GraphConfig(edges_per_query=0)
+    tables = {name: lake.read_table(graph_lake, name).to_pylist() for name in ("users", "subreddits", "graph_edges")}
+    in_buckets = build_graph_tables(graph_lake, KEY, GraphConfig(rows_per_bucket=40))
+    assert whole.buckets == 1 and in_buckets.buckets > 10  # several buckets, each with few users
+    assert whole.aliased_keys > 0  # author-keyed months merged onto fullnames, across buckets too
+    for name, rows in tables.items():
+        assert lake.read_table(graph_lake, name).to_pylist() == rows, name
+    assert (in_buckets.split_counts, in_buckets.edges, in_buckets.users, in_buckets.users_dropped) == (
+        whole.split_counts, whole.edges, whole.users, whole.users_dropped)
+    assert {"pairs", "filters", "edges", "users"} <= set(in_buckets.step_seconds)
+    with pytest.raises(ValueError, match="rows_per_bucket"):
+        GraphConfig(rows_per_bucket=0)
 
 
 def test_split_of_a_link_survives_adding_a_month(tiny_world, tmp_path):
@@ -113,7 +117,8 @@ def test_split_of_a_link_survives_adding_a_month(tiny_world, tmp_path):
     assert len(shared) > 100 and same / len(shared) > 0.95
 
 
-def test_filters_drop_light_and_nsfw_only_users(tmp_path):
+@pytest.mark.parametrize("rows_per_bucket", [16_000_000, 2])
+def test_filters_drop_light_and_nsfw_only_users(tmp_path, rows_per_bucket):
     raw, lake_dir = tmp_path / "raw", tmp_path / "lake"
     t = 1546300800
     comments, posts = [], []
@@ -127,7 +132,8 @@ def test_filters_drop_light_and_nsfw_only_users(tmp_path):
     for kind in ("comments", "submissions"):
         ingest_month(lake_dir, raw, kind, "2019-01")
     build_user_subreddit_edges(lake_dir, "2019-01")
-    report = build_graph_tables(lake_dir, KEY, GraphConfig(min_user_interactions=2, min_subreddit_users=2))
+    report = build_graph_tables(lake_dir, KEY, GraphConfig(min_user_interactions=2, min_subreddit_users=2,
+                                                           rows_per_bucket=rows_per_bucket))
     kept = set(lake.read_table(lake_dir, "users")["user_id"].to_pylist())
     assert kept == set(pseudonymize(["heavy", "other1", "other2", "other3"], KEY))
     assert report.users_dropped == 2
