@@ -277,15 +277,11 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
             con.execute(f"DROP TABLE IF EXISTS {table}")
         con.sql("CREATE TEMP TABLE subs AS SELECT subreddit FROM subreddit_users GROUP BY subreddit "
                 "HAVING sum(users) >= $min_sub_users", params={"min_sub_users": config.min_subreddit_users}).fetchall()
-        con.sql("""CREATE TEMP TABLE kept_pairs (part BIGINT, user_id VARCHAR, subreddit VARCHAR, comment_count BIGINT,
-                   submission_count BIGINT, score_sum BIGINT, first_utc TIMESTAMPTZ, last_utc TIMESTAMPTZ,
-                   active_months BIGINT, user_active_months BIGINT)""")
         parts = [part for part in range(buckets) if (scratch / "users" / f"part={part}").is_dir()]
-        for part in parts:
-            # Each part is inserted whole, so its rows share row groups (whose zone maps skip the rest below).
-            con.sql(
-                f"""
-                INSERT INTO kept_pairs
+
+        def kept_rows(part: int) -> str:
+            """The pairs of one part that pass the subreddit filter and then the users' filter again."""
+            return f"""
                 WITH step2 AS (
                     SELECT s.* FROM read_parquet({_sql_text(scratch / 'users' / f'part={part}' / '*.parquet')},
                                                  hive_partitioning = false) s
@@ -295,21 +291,25 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
                     SELECT user_id FROM step2 GROUP BY user_id
                     HAVING sum(comment_count + submission_count) >= $min_inter AND count(*) >= $min_subs
                 )
-                SELECT {part}, s.user_id, s.subreddit, s.comment_count, s.submission_count, s.score_sum, s.first_utc,
-                       s.last_utc, s.active_months, s.user_active_months
-                FROM step2 s JOIN users2 USING (user_id)
-                """,
-                params=filters,
-            ).fetchall()
+                SELECT s.* FROM step2 s JOIN users2 USING (user_id)
+                """
+
+        # The subreddits' indexes need every part's users filtered first: this pass keeps only which
+        # subreddits still have a user (and the newest month); the next filters each part again and
+        # builds its rows. Filtering twice costs less than keeping every pair in DuckDB, which spills.
+        con.sql("CREATE TEMP TABLE kept_subreddits (subreddit VARCHAR, last_utc TIMESTAMPTZ)")
+        for part in parts:
+            con.sql(f"INSERT INTO kept_subreddits SELECT subreddit, max(last_utc) FROM ({kept_rows(part)}) "
+                    "GROUP BY subreddit", params=filters).fetchall()
         lap("filters")
         con.sql(
             """
             CREATE TEMP TABLE subreddit_index AS
             SELECT subreddit, (row_number() OVER (ORDER BY subreddit) - 1)::BIGINT AS subreddit_index
-            FROM (SELECT DISTINCT subreddit FROM kept_pairs)
+            FROM (SELECT DISTINCT subreddit FROM kept_subreddits)
             """
         ).fetchall()
-        newest_month = con.sql(f"SELECT {month_number_sql('max(last_utc)')} FROM kept_pairs").fetchall()[0][0]
+        newest_month = con.sql(f"SELECT {month_number_sql('max(last_utc)')} FROM kept_subreddits").fetchall()[0][0]
         con.sql("CREATE TEMP TABLE subreddit_totals (subreddit VARCHAR, users BIGINT, comments BIGINT, submissions BIGINT)")
         lap("indexes")
         published = ",\n                   ".join(f"{sql} AS {name}" for name, sql in EDGE_COLUMNS_SQL.items())
@@ -320,8 +320,7 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
             WITH hashed AS (
                 SELECT u.user_index, s.subreddit_index, p.comment_count, p.submission_count, p.score_sum,
                        p.active_months, p.first_utc, p.last_utc, md5(u.user_id || '/' || p.subreddit) AS link_hash
-                FROM kept_pairs p JOIN user_index u USING (user_id) JOIN subreddit_index s USING (subreddit)
-                WHERE p.part = $part
+                FROM kept p JOIN user_index u USING (user_id) JOIN subreddit_index s USING (subreddit)
             ),
             featured AS (
                 -- the user's highest hash by max() over the partition, not a row_number() ordered by hash:
@@ -352,8 +351,7 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
                    {score_bin_sql('sum(p.score_sum)')} AS score_bin, date_trunc('month', min(p.first_utc)) AS first_utc,
                    date_trunc('month', max(p.last_utc)) AS last_utc,
                    any_value(p.user_active_months) AS active_months
-            FROM kept_pairs p JOIN user_index u USING (user_id)
-            WHERE p.part = $part
+            FROM kept p JOIN user_index u USING (user_id)
             GROUP BY u.user_index, u.user_id ORDER BY u.user_index
             """
         # Parts are ranges of user_id in order and each part's rows are ordered by user, so the parts,
@@ -363,26 +361,27 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
         first_index = 0
         with lake.RotatingParquetWriter(together.partition("graph_edges"), GRAPH_EDGES_SCHEMA) as writer:
             for part in parts:
+                con.sql(f"CREATE OR REPLACE TEMP TABLE kept AS {kept_rows(part)}", params=filters).fetchall()
+                lap("filters")
                 con.sql(
                     """
                     CREATE OR REPLACE TEMP TABLE user_index AS
                     SELECT user_id, (row_number() OVER (ORDER BY user_id) - 1 + $first_index)::BIGINT AS user_index
-                    FROM (SELECT DISTINCT user_id FROM kept_pairs WHERE part = $part)
+                    FROM (SELECT DISTINCT user_id FROM kept)
                     """,
-                    params={"first_index": first_index, "part": part},
+                    params={"first_index": first_index},
                 ).fetchall()
                 lap("indexes")
-                edges = con.sql(edge_query, params={"newest_month": newest_month, "part": part})
+                edges = con.sql(edge_query, params={"newest_month": newest_month})
                 for batch in edges.to_arrow_reader(500_000):
                     writer.write(pa.Table.from_batches([batch]))
                     for value, count in zip(*_value_counts(batch.column("split"))):
                         split_counts[value] += count
                 lap("edges")
-                user_parts.append(con.sql(users_query, params={"part": part}).to_arrow_table().cast(USERS_SCHEMA))
+                user_parts.append(con.sql(users_query).to_arrow_table().cast(USERS_SCHEMA))
                 first_index += user_parts[-1].num_rows
                 con.sql("INSERT INTO subreddit_totals SELECT subreddit, count(*), sum(comment_count), "
-                        "sum(submission_count) FROM kept_pairs WHERE part = $part GROUP BY subreddit",
-                        params={"part": part}).fetchall()
+                        "sum(submission_count) FROM kept GROUP BY subreddit").fetchall()
                 lap("users")
         users = pa.concat_tables(user_parts) if user_parts else USERS_SCHEMA.empty_table()
         subreddits = con.sql(
