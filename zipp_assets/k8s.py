@@ -39,18 +39,20 @@ class PodSize:
 _INGESTION_CPUS = 4
 
 
-# Memory at the paper's scale (22M users, 200M edges) from bench/README.md: graph tables and the DGL
-# graph in tens of GiB, inference for every user 100-130 GiB. The memory request is also the limit,
-# so a step that outgrows it is killed by Kubernetes instead of starving its node's neighbours.
+# Memory at the paper's scale (22M users drawn, 197.6M graph edges), from the full-size run in
+# bench/README.md (CPU, peak RSS): graph tables 4.4 GiB, DGL graph 12.5, training 15.5, inference 16.3,
+# evidence 6.6. Sizes leave about twice that (GPU steps also hold CUDA's host-side buffers, not
+# measured). The memory request is also the limit, so a step that outgrows it is killed by
+# Kubernetes instead of starving its node's neighbours.
 POD_SIZES: dict[str, PodSize] = {
     "small": PodSize(cpu="1", memory="4Gi"),            # summaries, reports, drift, the study's results
     "ingestion": PodSize(cpu=str(_INGESTION_CPUS), memory="8Gi",  # a month of dumps, streamed in blocks
                          env=(("ZIPP_INGEST_WORKERS", str(_INGESTION_CPUS)),)),
     "llm_client": PodSize(cpu="2", memory="8Gi"),       # prompts to the vLLM Service; the GPU is the server's
-    "evidence": PodSize(cpu="4", memory="32Gi"),        # evidence packing over a range of user shards
-    "graph_tables": PodSize(cpu="4", memory="64Gi"),    # graph tables and visual profiles over every month
-    "encoder_training": PodSize(cpu="8", memory="64Gi", gpus=1),   # DGL graph (48 GiB at full size) + sampling
-    "encoder_inference": PodSize(cpu="8", memory="160Gi", gpus=1),  # every user embedded, layer by layer
+    "evidence": PodSize(cpu="4", memory="16Gi"),        # evidence packing over a range of user shards (6.6 GiB)
+    "graph_tables": PodSize(cpu="4", memory="16Gi"),    # graph tables (4.4 GiB) and visual profiles over every month
+    "encoder_training": PodSize(cpu="8", memory="32Gi", gpus=1),   # DGL graph (12.5 GiB) + sampling (15.5)
+    "encoder_inference": PodSize(cpu="8", memory="32Gi", gpus=1),  # every user embedded, layer by layer (16.3)
     "image_gpu": PodSize(cpu="4", memory="32Gi", gpus=1),          # open_clip embeddings, diffusion
 }
 

@@ -28,6 +28,7 @@ class GraphTablesConfig(dg.Config):
     test_fraction: float = 0.1
     min_edges_for_holdout: int = 4
     memory_limit: str = "2GB"
+    rows_per_bucket: int = 16_000_000  # users are built in buckets of about this many monthly rows
 
 
 def _degree_histogram(edges) -> dg.MetadataValue:

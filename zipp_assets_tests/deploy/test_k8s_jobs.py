@@ -126,7 +126,7 @@ def test_gpu_steps_request_a_gpu_on_gpu_nodes_and_no_other_step_does(production_
             assert k8s.GPU_RESOURCE not in resources["requests"] and k8s.GPU_RESOURCE not in resources["limits"], keys
             assert "nodeSelector" not in pod and "tolerations" not in pod, keys
         if keys & GRAPH_TABLES:
-            assert resources["requests"]["memory"] == "64Gi", keys
+            assert resources["requests"]["memory"] == "16Gi", keys
     assert GPU_ASSETS | GRAPH_TABLES <= seen
 
 
