@@ -88,6 +88,7 @@ def graph_tables(context: dg.AssetExecutionContext, config: GraphTablesConfig, l
         asset_key="graph_edges",
         metadata={**common, **lake_versions(activity, ["graph_edges"]), "rows": report.edges,
                   **{f"{k}_edges": v for k, v in report.split_counts.items()},
+                  "user_buckets": report.buckets,  # built one after another (GraphConfig.rows_per_bucket)
                   "step_seconds": dg.MetadataValue.json(report.step_seconds),
                   "degree_plot": _degree_histogram(written["graph_edges"].to_dataset())},
     )

@@ -248,6 +248,8 @@ def test_graph_group_materializes_with_metadata_and_check(graph_lake, tiny_world
                 (e.event_specific_data.materialization for e in result.get_asset_materialization_events())}
     assert metadata["graph_edges"]["rows"].value == sum(metadata["graph_edges"][f"{s}_edges"].value for s in ("train", "val", "test"))
     assert "data:image/png;base64," in metadata["graph_edges"]["degree_plot"].value
+    assert metadata["graph_edges"]["user_buckets"].value == 1
+    assert {"pairs", "edges", "commit"} <= set(metadata["graph_edges"]["step_seconds"].value)
     embeddings = metadata["image_embeddings"]
     assert embeddings["embedded_now"].value == embeddings["candidates"].value > 50
     assert "offline stand-in, not CLIP" in embeddings["encoder"].value
