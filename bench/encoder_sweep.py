@@ -199,13 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-epochs", type=int, default=TrainConfig.min_epochs)
     parser.add_argument("--max-batches-per-epoch", type=int, default=None)
     parser.add_argument("--hidden", type=int, default=TrainConfig.hidden)
+    parser.add_argument("--negative-pool", type=int, default=TrainConfig.negative_pool,
+                        help="popularity draws a batch shares for its negatives (TrainConfig.negative_pool; "
+                             "default: each edge draws its own)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("bench/out/encoder_sweep.json"))
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
     months = parse_month_range(args.months)
     base = TrainConfig(epochs=args.epochs, min_epochs=min(args.min_epochs, args.epochs), hidden=args.hidden,
-                       max_batches_per_epoch=args.max_batches_per_epoch, device=args.device)
+                       max_batches_per_epoch=args.max_batches_per_epoch, negative_pool=args.negative_pool,
+                       device=args.device)
     command = "python bench/encoder_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {
         "command": command.strip(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),

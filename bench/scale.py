@@ -411,34 +411,38 @@ def _next_batch(run: dict):
 
 
 def compare_worker(lakes: list[str], names: list[str], recorder: Recorder, args) -> None:
-    """Training seed edges/s of several sizes in one process, in interleaved rounds; each round's
-    rate is divided by the first size's in the same round, so a busy machine slows every size alike
-    and the median ratio between sizes stays fair."""
+    """Training seed edges/s of several sizes (and negative pools) in one process, in interleaved
+    rounds; each round's rate is divided by the first size's in the same round (with the same pool,
+    and with the first pool), so a busy machine slows every run alike and the median ratio between
+    runs stays fair."""
     import dgl
     import torch
 
     from zipp_assets.encoder.data import FORWARD, load_graph_data
-    from zipp_assets.encoder.train import TrainConfig, TrainingObjective, build_model, edge_dataloader, optimization_step
+    from zipp_assets.encoder.train import TrainingObjective, build_model, edge_dataloader, optimization_step
 
-    config = TrainConfig(hidden=args.hidden, heads=4, fanouts=(15, 10), batch_size=args.batch_size, negatives=8,
-                         use_image_align=False, device="cpu")
+    pools = args.negative_pools
     runs = {}
     for name, lake in zip(names, lakes):
         data = load_graph_data(Path(lake), image_encoder_name=None)
         graph = data.message_graph()
-        torch.manual_seed(0)
-        dgl.seed(0)
-        objective = TrainingObjective(build_model(data, config), data, config)
-        optimizer = torch.optim.AdamW(objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        loader = edge_dataloader(graph, None, data, config)
-        run = {"objective": objective, "optimizer": optimizer, "loader": loader, "iterator": iter(loader)}
-        for _ in range(args.warmup):
-            optimization_step(objective, optimizer, _next_batch(run))
-        runs[name] = run | {"edges": sum(len(t) for t in data.edges.values()), "rates": [], "block_edges": [],
-                            "cpu_per_seed": []}
+        for pool in pools:
+            config = _train_config(args, pool)
+            torch.manual_seed(0)
+            dgl.seed(0)
+            objective = TrainingObjective(build_model(data, config), data, config)
+            optimizer = torch.optim.AdamW(objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+            loader = edge_dataloader(graph, None, data, config)
+            run = {"objective": objective, "optimizer": optimizer, "loader": loader, "iterator": iter(loader)}
+            for _ in range(args.warmup):
+                optimization_step(objective, optimizer, _next_batch(run))
+            runs[_run_name(name, pool, pools)] = run | {
+                "size": name, "pool": pool, "edges": sum(len(t) for t in data.edges.values()), "rates": [],
+                "block_edges": [], "input_nodes": [], "negative_subreddits": [], "cpu_per_seed": []}
+        del data, graph
     for _ in range(args.rounds):
         for name, run in runs.items():
-            seen = block_edges = 0
+            seen = block_edges = input_nodes = negative_subreddits = 0
             cpu = _cpu_seconds()
             started = time.perf_counter()
             for _ in range(args.batches_per_round):
@@ -446,22 +450,48 @@ def compare_worker(lakes: list[str], names: list[str], recorder: Recorder, args)
                 optimization_step(run["objective"], run["optimizer"], batch)
                 seen += batch[1].num_edges(FORWARD)
                 block_edges += sum(block.num_edges() for block in batch[3])
+                input_nodes += sum(len(ids) for ids in batch[0].values())
+                negative_subreddits += len(torch.unique(batch[2].edges(etype=FORWARD)[1]))
             run["rates"].append(seen / (time.perf_counter() - started))
             run["cpu_per_seed"].append((_cpu_seconds() - cpu) / seen)
-            run["block_edges"].append(block_edges / args.batches_per_round)
-            print(f"  {name:6s} {run['rates'][-1]:8,.0f} seed edges/s", flush=True)
-    first = runs[names[0]]["rates"]
+            for key, total in (("block_edges", block_edges), ("input_nodes", input_nodes),
+                               ("negative_subreddits", negative_subreddits)):
+                run[key].append(total / args.batches_per_round)
+            print(f"  {name:16s} {run['rates'][-1]:8,.0f} seed edges/s", flush=True)
+    reference = runs[_run_name(names[0], pools[0], pools)]
+
+    def median_ratio(run: dict, first: dict) -> float:
+        return statistics.median(r / f for r, f in zip(run["rates"], first["rates"]))
+
+    recorder.result["info"]["negative_pools"] = pools
     recorder.result["info"]["comparison"] = {
-        name: {"graph_edges": run["edges"], "seed_edges_per_second": run["rates"], "best": max(run["rates"]),
-               # each round's rate over the first size's in the same round: load that changes
-               # between rounds cancels; the median of these is the figure to read
-               "median_ratio_to_first": statistics.median(r / f for r, f in zip(run["rates"], first)),
+        name: {"size": run["size"], "negative_pool": run["pool"], "graph_edges": run["edges"],
+               "seed_edges_per_second": run["rates"], "best": max(run["rates"]),
+               # each round's rate over the first size's in the same round (the same pool): load that
+               # changes between rounds cancels; the median of these is the figure to read
+               "median_ratio_to_first": median_ratio(run, runs[_run_name(names[0], run["pool"], pools)]),
+               # ... and over the first size's with the first pool (each edge its own negatives)
+               "median_ratio_to_first_size_first_pool": median_ratio(run, reference),
                # CPU seconds (all threads) per seed edge: less sensitive to a busy machine than wall time
                "cpu_ms_per_seed_edge": [1e3 * c for c in run["cpu_per_seed"]],
                "median_cpu_ratio_first_to_this": statistics.median(
-                   c0 / c for c, c0 in zip(run["cpu_per_seed"], runs[names[0]]["cpu_per_seed"])),
-               "block_edges_per_batch": sum(run["block_edges"]) / len(run["block_edges"])}
+                   c0 / c for c, c0 in zip(run["cpu_per_seed"], runs[_run_name(names[0], run["pool"], pools)]["cpu_per_seed"])),
+               "block_edges_per_batch": statistics.fmean(run["block_edges"]),
+               "input_nodes_per_batch": statistics.fmean(run["input_nodes"]),
+               "negative_subreddits_per_batch": statistics.fmean(run["negative_subreddits"])}
         for name, run in runs.items()}
+
+
+def _run_name(size: str, pool: int | None, pools: list) -> str:
+    return size if len(pools) == 1 else f"{size} pool {pool or 'none'}"
+
+
+def _train_config(args, pool: int | None = None):
+    """The training stage's config: the pipeline's defaults at the benchmark's width and batch size."""
+    from zipp_assets.encoder.train import TrainConfig
+
+    return TrainConfig(hidden=args.hidden, heads=4, fanouts=(15, 10), batch_size=args.batch_size, negatives=8,
+                       negative_pool=pool, use_image_align=False, device="cpu")
 
 
 def nbytes(tensor) -> int:
@@ -473,7 +503,7 @@ def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
     import torch
 
     from zipp_assets.encoder.data import FORWARD, load_graph_data
-    from zipp_assets.encoder.train import TrainConfig, build_model
+    from zipp_assets.encoder.train import build_model
 
     info = recorder.result["info"]
     info["torch_threads"] = torch.get_num_threads()
@@ -491,8 +521,7 @@ def encoder_worker(lake_dir: Path, recorder: Recorder, args) -> None:
     info.update(train_edges=graph.num_edges(FORWARD), test_edges=len(data.edges["test"]), memory_bytes=memory)
     recorder.flush()
 
-    config = TrainConfig(hidden=args.hidden, heads=4, fanouts=(15, 10), batch_size=args.batch_size, negatives=8,
-                         use_image_align=False, device="cpu")
+    config = _train_config(args, args.negative_pools[0])
     # What a later stage needs from an earlier one is saved beside the lake, so a run cut off resumes
     # at the stage it was in (the graph, held only in memory, is rebuilt: a few minutes at full size).
     model_file, subreddits_file = lake_dir.parent / "model.pt", lake_dir.parent / "final_subreddits.pt"
@@ -530,12 +559,12 @@ def _training_stage(recorder: Recorder, data, graph, config, memory: dict, args)
         record["setup_seconds"] = setup_done - stage_started
         batches = timed_seeds = 0
         timed_from = None
-        sampling = stepping = block_edges = input_nodes = 0.0
+        sampling = stepping = block_edges = input_nodes = negative_subreddits = 0.0
         iterator = iter(loader)
         while batches < args.steps:
             if batches == args.warmup:
                 timed_from, timed_seeds = time.perf_counter(), 0
-                sampling = stepping = block_edges = input_nodes = 0.0
+                sampling = stepping = block_edges = input_nodes = negative_subreddits = 0.0
             started = time.perf_counter()
             batch = next(iterator, None)
             if batch is None:  # fewer seed edges than steps x batch size: a new epoch
@@ -548,6 +577,7 @@ def _training_stage(recorder: Recorder, data, graph, config, memory: dict, args)
             timed_seeds += batch[1].num_edges(FORWARD)
             block_edges += sum(block.num_edges() for block in batch[3])
             input_nodes += sum(len(ids) for ids in batch[0].values())
+            negative_subreddits += len(torch.unique(batch[2].edges(etype=FORWARD)[1]))
             batches += 1
         ended = time.perf_counter()
         timed = max(1, batches - args.warmup)
@@ -555,7 +585,8 @@ def _training_stage(recorder: Recorder, data, graph, config, memory: dict, args)
                       warmup_seconds=(timed_from or ended) - setup_done,
                       seed_edges_per_second=timed_seeds / (ended - timed_from) if timed_from else float("nan"),
                       sampling_seconds_per_batch=sampling / timed, step_seconds_per_batch=stepping / timed,
-                      block_edges_per_batch=block_edges / timed, input_nodes_per_batch=input_nodes / timed)
+                      block_edges_per_batch=block_edges / timed, input_nodes_per_batch=input_nodes / timed,
+                      negative_subreddits_per_batch=negative_subreddits / timed, negative_pool=config.negative_pool)
         del iterator
         memory["training memberships (sorted int64 keys)"] = nbytes(objective.memberships)
         memory["training seed order (int32 permutation)"] = 4 * graph.num_edges(FORWARD)
@@ -696,6 +727,8 @@ def run_worker(worker: str, size: Size, lake_dir: Path, work: Path, args, deadli
                "--memory-limit", args.memory_limit]
     if args.max_edges is not None:
         command += ["--max-edges", str(args.max_edges)]
+    command += ["--negative-pools", ",".join(str(p).lower() for p in args.negative_pools),
+                "--rounds", str(args.rounds), "--batches-per-round", str(args.batches_per_round)]
     if args.reference_inference:
         command.append("--reference-inference")
     if args.resume:
@@ -822,12 +855,21 @@ def compare_training(sizes: list[Size], args, report: dict) -> int:
     report["training_comparison"] = comparison
     if comparison:
         for name, row in comparison.items():
-            print(f"  {name:6s} best {row['best']:8,.0f} seed edges/s; median of per-round ratios to {names[0]}: "
-                  f"{row['median_ratio_to_first']:.2f} (CPU time: {row.get('median_cpu_ratio_first_to_this', float('nan')):.2f}); "
-                  f"{row['block_edges_per_batch']:,.0f} sampled block edges a batch")
+            print(f"  {name:16s} best {row['best']:8,.0f} seed edges/s; median of per-round ratios to {names[0]}: "
+                  f"{row['median_ratio_to_first']:.2f} (CPU time: {row.get('median_cpu_ratio_first_to_this', float('nan')):.2f}; "
+                  f"to {names[0]} with the first pool: {row['median_ratio_to_first_size_first_pool']:.2f}); "
+                  f"{row['block_edges_per_batch']:,.0f} sampled block edges and "
+                  f"{row['negative_subreddits_per_batch']:,.0f} negative subreddits a batch")
     args.out.write_text(json.dumps(report, indent=1, default=str))
     print(f"written: {args.out}")
     return 0 if result.get("status") == "ok" else 1
+
+
+def _pools(text: str) -> list[int | None]:
+    pools = [None if p.strip().lower() == "none" else int(p) for p in text.split(",")]
+    if any(p is not None and p < 1 for p in pools):
+        raise argparse.ArgumentTypeError("a negative pool is 'none' or at least 1")
+    return pools
 
 
 def _git_state() -> str:
@@ -861,6 +903,10 @@ def main() -> int:
                              "from what an earlier run (cut off at any moment) wrote")
     parser.add_argument("--compare-training", action="store_true",
                         help="instead of the stages: training seed edges/s of every size in one process, interleaved")
+    parser.add_argument("--negative-pools", type=_pools, default=[None],
+                        help="training: popularity draws a batch shares for its negatives (TrainConfig.negative_pool), "
+                             "'none' for each edge its own (the default); with --compare-training a list, e.g. none,512, "
+                             "each a run of its own at every size")
     parser.add_argument("--rounds", type=int, default=8, help="with --compare-training")
     parser.add_argument("--batches-per-round", type=int, default=4, help="with --compare-training")
     parser.add_argument("--worker", choices=("generate", "tables", "encoder", "evidence", "compare"), help=argparse.SUPPRESS)

@@ -43,7 +43,6 @@ import contextlib
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -722,12 +721,20 @@ def vacuum(root: LakeRoot, retention_hours: float, datasets: Sequence[str] | Non
     return removed
 
 
+@contextlib.contextmanager
 def spilling_duckdb(memory_limit: str):
-    """A DuckDB connection that spills past `memory_limit` into the system's temporary folder (DuckDB's
-    own default is `.tmp` under the working directory, which may be a checkout or read-only)."""
+    """A DuckDB connection that spills past `memory_limit` into a scratch folder of its own (under
+    ZIPP_SCRATCH_DIR, else the system's temporary folder; DuckDB's own default is `.tmp` under the
+    working directory, which may be a checkout or read-only). The folder is locked while the
+    connection lives and removed after it; one left by a killed process (tens of GB of spill at the
+    full size) is removed by the next writer's sweep."""
     import duckdb
 
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit = '{memory_limit}'")
-    con.execute(f"SET temp_directory = '{Path(tempfile.gettempdir()) / 'zipp-duckdb-spill'}'")
-    return con
+    with Scratch() as scratch:
+        con = duckdb.connect()
+        try:
+            con.execute(f"SET memory_limit = '{memory_limit}'")
+            con.execute(f"SET temp_directory = '{scratch / 'duckdb-spill'}'")
+            yield con
+        finally:
+            con.close()

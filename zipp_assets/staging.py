@@ -89,6 +89,12 @@ class Scratch:
         shutil.rmtree(self.folder, ignore_errors=True)
         os.close(self._lock)
 
+    def __enter__(self) -> Path:
+        return self.folder
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
 
 class RotatingParquetWriter:
     """Writes record batches into <prefix>-NNNNN.parquet files of at most `rows_per_file` rows, in a

@@ -47,6 +47,29 @@ def test_scale_benchmark_times_every_stage_at_a_tiny_size(tmp_path):
     assert not any(tmp_path.glob("zipp-scale-*"))  # the temporary lake is removed
 
 
+@pytest.mark.slow
+def test_the_training_comparison_runs_every_size_with_each_negative_pool(tmp_path):
+    out = tmp_path / "compare.json"
+    run = subprocess.run(
+        [sys.executable, str(BENCH), "--sizes", "20K,40K", "--compare-training", "--negative-pools", "none,6",
+         "--rounds", "2", "--batches-per-round", "1", "--warmup", "1", "--out", str(out), "--work-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=180, env=os.environ | {"DGLBACKEND": "pytorch"},
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    comparison = json.loads(out.read_text())["training_comparison"]
+    assert set(comparison) == {"20K pool none", "20K pool 6", "40K pool none", "40K pool 6"}
+    for name, row in comparison.items():
+        assert len(row["seed_edges_per_second"]) == 2 and row["best"] > 0, name
+    # a pool of 6 draws reaches at most 6 negative subreddits a batch; each edge's own draws reach many more
+    assert all(comparison[f"{size} pool 6"]["negative_subreddits_per_batch"] <= 6 for size in ("20K", "40K"))
+    assert all(comparison[f"{size} pool none"]["negative_subreddits_per_batch"] > 50 for size in ("20K", "40K"))
+    assert comparison["20K pool 6"]["median_ratio_to_first"] == 1.0  # each pool against its own smallest size
+    assert comparison["40K pool 6"]["median_ratio_to_first_size_first_pool"] > 0
+    refused = subprocess.run([sys.executable, str(BENCH), "--compare-training", "--negative-pools", "none,0"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "a negative pool is 'none' or at least 1" in refused.stderr
+
+
 def test_sizes_give_edges_users_and_subreddits():
     spec = importlib.util.spec_from_file_location("bench_scale", BENCH)
     scale = importlib.util.module_from_spec(spec)

@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -404,13 +405,29 @@ def test_settings_put_the_lake_on_a_path_or_an_object_store(tmp_path):
         load_settings({"ZIPP_DATA_DIR": str(tmp_path), "ZIPP_LAKE_RETENTION_HOURS": "a week"})
 
 
-def test_duckdb_spills_into_the_system_temporary_folder_not_the_working_directory(tmp_path, monkeypatch):
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+def test_duckdb_spills_into_a_locked_scratch_folder_that_a_killed_process_does_not_leave_behind(tmp_path, monkeypatch):
+    """DuckDB spills into a scratch folder of its own under ZIPP_SCRATCH_DIR (not `.tmp` in the working
+    directory), removed when the connection closes; one left by a process killed mid-query is removed
+    by the next connection's sweep."""
+    parent = tmp_path / "scratch"
+    monkeypatch.setenv("ZIPP_SCRATCH_DIR", str(parent))
     with lake.spilling_duckdb("64MB") as con:
-        assert con.sql("SELECT current_setting('temp_directory')").fetchall()[0][0] == str(tmp_path / "zipp-duckdb-spill")
+        spill = Path(con.sql("SELECT current_setting('temp_directory')").fetchall()[0][0])
+        assert spill.parent.parent == parent and (spill.parent / ".lock").is_file()
         assert con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0].startswith("6")
+    assert not spill.parent.exists()  # removed with the connection
+    script = ("import os, signal; from zipp_assets import lake\n"
+              "with lake.spilling_duckdb('64MB') as con:\n"
+              "    print(con.sql(\"SELECT current_setting('temp_directory')\").fetchall()[0][0], flush=True)\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)")
+    killed = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "ZIPP_SCRATCH_DIR": str(parent)}, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = Path(killed.stdout.strip()).parent
+    assert left.is_dir()  # the dead process's folder stays...
+    with lake.spilling_duckdb("64MB"):
+        assert not left.exists()  # ...until the next writer's sweep
 
 
 def test_a_sweep_between_making_and_locking_a_scratch_folder_spares_it(tmp_path, monkeypatch):

@@ -53,6 +53,9 @@ class EncoderTrainingConfig(dg.Config):
     fanouts: list[int] = [15, 10]
     batch_size: int = 512
     negatives: int = 8
+    # None: every edge draws its own negatives; a number (512 for graphs of tens of thousands of
+    # subreddits): a batch shares that many popularity draws (see TrainConfig and docs/scale.md)
+    negative_pool: int | None = None
     epochs: int = 30
     patience: int = 4
     min_epochs: int = 10

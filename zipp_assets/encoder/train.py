@@ -38,6 +38,11 @@ class TrainConfig:
     fanouts: tuple[int, ...] = (15, 10)
     batch_size: int = 512
     negatives: int = 8  # popularity-sampled negatives per edge, on top of in-batch ones
+    # None: each edge draws its own. A number: a batch draws this many subreddits once and each edge's
+    # negatives come from those draws, so a batch's blocks hold at most this many negative subreddits
+    # (what keeps a batch's cost flat on a graph of 40K subreddits); each edge's negatives still
+    # follow the popularity distribution, only edges of one batch now share them.
+    negative_pool: int | None = None
     popularity_power: float = 0.75
     epochs: int = 30
     patience: int = 4  # early stopping on validation posting accuracy...
@@ -54,14 +59,23 @@ class TrainConfig:
             raise ValueError(f"conv must be gatv2 or sage, got {self.conv!r}")
         if len(self.fanouts) != 2:
             raise ValueError("the encoder has 2 layers: give 2 fan-outs")
+        if self.negatives < 1:
+            raise ValueError(f"negatives must be at least 1, got {self.negatives}")
+        if self.negative_pool is not None and self.negative_pool < 1:
+            raise ValueError(f"negative_pool must be None or at least 1, got {self.negative_pool}")
         require_device(self.device, needs_dgl=True)  # sampling and message passing run in DGL on the device
 
 
 class PopularityNegativeSampler(dgl_negative._BaseNegativeSampler):
-    """k negative subreddits per edge, drawn in proportion to training degree ** power."""
+    """k negative subreddits per edge, drawn in proportion to training degree ** power.
 
-    def __init__(self, k: int, degree: torch.Tensor, power: float, seed: int = 0):
-        self.k = k
+    With `pool`, a batch draws `pool` subreddits (with replacement, by the same distribution) and
+    each edge takes its k uniformly from those draws: a uniform pick among i.i.d. draws is itself a
+    draw from the distribution, so every edge's negatives are distributed as without a pool, but the
+    batch's negatives number at most `pool` distinct subreddits."""
+
+    def __init__(self, k: int, degree: torch.Tensor, power: float, seed: int = 0, pool: int | None = None):
+        self.k, self.pool = k, pool
         self.probability = degree.clamp(min=1.0) ** power
         # Its own generator: the global one is also drawn from elsewhere, in whatever order threads run.
         self.generator = torch.Generator().manual_seed(seed)
@@ -69,8 +83,17 @@ class PopularityNegativeSampler(dgl_negative._BaseNegativeSampler):
     def _generate(self, g, eids, canonical_etype):
         src, _ = g.find_edges(eids, etype=canonical_etype)
         src = src.repeat_interleave(self.k)
-        dst = torch.multinomial(self.probability, len(src), replacement=True, generator=self.generator).to(src.device)
-        return src, dst
+        if self.pool is None:
+            dst = torch.multinomial(self.probability, len(src), replacement=True, generator=self.generator)
+        else:
+            drawn = torch.multinomial(self.probability, self.pool, replacement=True, generator=self.generator)
+            dst = drawn[torch.randint(self.pool, (len(src),), generator=self.generator)]
+        return src, dst.to(src.device)
+
+
+def popularity_negatives(data: GraphData, config: TrainConfig, seed: int = 0) -> PopularityNegativeSampler:
+    return PopularityNegativeSampler(config.negatives, data.subreddit_degree, config.popularity_power, seed,
+                                     pool=config.negative_pool)
 
 
 @dataclass
@@ -117,8 +140,7 @@ def edge_dataloader(graph, seed_eids: torch.Tensor | None, data: GraphData, conf
         sampler,
         exclude="reverse_types",  # the target edge and its reverse never carry messages to themselves
         reverse_etypes=REVERSE_ETYPES,
-        negative_sampler=negative_sampler or PopularityNegativeSampler(config.negatives, data.subreddit_degree,
-                                                                       config.popularity_power, config.seed),
+        negative_sampler=negative_sampler or popularity_negatives(data, config, config.seed),
     )
     if use_ddp or config.num_workers or str(graph.device) != config.device or (
             seed_eids is not None and seed_eids.device != graph.device):
@@ -340,7 +362,7 @@ def train(data: GraphData, config: TrainConfig, progress: Callable[[str], None] 
             find_unused_parameters=True,
         )
     optimizer = torch.optim.AdamW(objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    negatives = PopularityNegativeSampler(config.negatives, data.subreddit_degree, config.popularity_power)
+    negatives = popularity_negatives(data, config)
     message_graph = graph.to(device) if device != "cpu" else graph
     member_keys = known_link_keys(data)
     val_pairs = data.edges["val"]

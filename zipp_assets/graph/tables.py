@@ -8,7 +8,6 @@ months. Exact counts or times, matched against the public dumps, name the person
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -189,9 +188,9 @@ def build_graph_tables(lake_dir: Path, key: bytes, config: GraphConfig = GraphCo
     monthly = edges_by_month.to_dataset()
     buckets = max(1, -(-monthly.count_rows() // config.rows_per_bucket))
     filters = {"min_inter": config.min_user_interactions, "min_subs": config.min_user_subreddits}
-    with (lake.spilling_duckdb(config.memory_limit) as con, lake.build(lake_dir) as together,
-          tempfile.TemporaryDirectory(prefix="zipp-graph-tables-") as scratch_dir):
-        scratch = Path(scratch_dir)
+    # Scratch Parquet between the passes (about 14 GB at the full size) in a locked scratch folder:
+    # one that a killed build leaves is removed by the next writer's sweep.
+    with lake.spilling_duckdb(config.memory_limit) as con, lake.build(lake_dir) as together, lake.Scratch() as scratch:
         con.execute("SET preserve_insertion_order = false")
         con.execute("SET TimeZone = 'UTC'")  # months of UTC timestamps, whatever the machine's zone
         con.register("monthly_edges", monthly)

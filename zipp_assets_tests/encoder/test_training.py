@@ -295,3 +295,61 @@ def test_ddp_and_workers_keep_dgls_dataloader(graph_data):
     seeds = torch.arange(graph.num_edges(FORWARD))
     loader = edge_dataloader(graph, seeds, graph_data, dataclasses.replace(FAST, num_workers=1))
     assert isinstance(loader, dgl.dataloading.DataLoader)
+
+
+def test_a_negative_pool_bounds_a_batchs_negative_subreddits_and_keeps_each_edges_distribution():
+    """With a pool, one batch's negatives come from `pool` shared draws (so at most that many distinct
+    subreddits reach its blocks), and over many batches each edge's negatives still follow degree **
+    power, as without a pool."""
+    from zipp_assets.encoder.train import PopularityNegativeSampler
+
+    degree = torch.tensor([1.0, 2, 4, 8, 16, 32, 64, 128, 3, 5, 7, 9, 11, 13, 50, 100])
+    graph = dgl.heterograph({FORWARD: (torch.arange(200) % 40, torch.arange(200) % len(degree))},
+                            num_nodes_dict={"user": 40, "subreddit": len(degree)})
+    eids = torch.arange(200)
+    expected = degree ** 0.75 / (degree ** 0.75).sum()
+    counts = {}
+    for pool in (None, 6):
+        sampler = PopularityNegativeSampler(8, degree, 0.75, seed=1, pool=pool)
+        counts[pool] = torch.zeros(len(degree))
+        distinct = []
+        for _ in range(2000):
+            src, dst = sampler._generate(graph, eids, FORWARD)
+            assert torch.equal(src, graph.find_edges(eids, etype=FORWARD)[0].repeat_interleave(8))
+            distinct.append(len(torch.unique(dst)))
+            counts[pool] += torch.bincount(dst, minlength=len(degree))
+        if pool is None:
+            assert min(distinct) > 12  # 1,600 independent draws reach nearly every one of the 16 subreddits
+        else:
+            assert max(distinct) <= pool
+        frequency = counts[pool] / counts[pool].sum()
+        assert (frequency - expected).abs().sum() / 2 < 0.03, pool  # total variation distance
+
+
+def test_the_negative_pool_is_configured_through_the_asset_and_checked():
+    from zipp_assets.encoder.assets import EncoderTrainingConfig
+    from zipp_assets.encoder.train import popularity_negatives
+
+    config = EncoderTrainingConfig(negative_pool=512).train_config()
+    assert config.negative_pool == 512
+    assert EncoderTrainingConfig().train_config().negative_pool is None
+    for bad in ({"negative_pool": 0}, {"negatives": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            dataclasses.replace(FAST, **bad)
+
+    class Degrees:
+        subreddit_degree = torch.ones(10)
+
+    assert popularity_negatives(Degrees, dataclasses.replace(FAST, negative_pool=3)).pool == 3
+
+
+def test_training_with_a_negative_pool_learns(graph_data):
+    config = dataclasses.replace(FAST, hidden=32, batch_size=64, epochs=6, patience=5, negative_pool=16)
+    result = train(graph_data, config)
+    assert result.history[-1]["link_loss"] < result.history[0]["link_loss"]
+    z, _ = infer(result.model, graph_data.message_graph(), graph_data)
+    from zipp_assets.encoder.evaluate import embedding_scorer
+
+    ours = link_scores(embedding_scorer(z["user"], z["subreddit"]), graph_data, graph_data.edges["test"])
+    popular = link_scores(popularity_scorer(graph_data), graph_data, graph_data.edges["test"])
+    assert ours.auc.mean() > popular.auc.mean()

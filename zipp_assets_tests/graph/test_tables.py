@@ -92,6 +92,26 @@ def test_a_build_in_buckets_of_users_writes_the_same_tables_as_one_bucket(graph_
         GraphConfig(rows_per_bucket=0)
 
 
+def test_a_graph_build_keeps_its_scratch_in_locked_folders_under_the_scratch_dir(graph_lake, tmp_path, monkeypatch):
+    """The buckets' Parquet and DuckDB's spill go to ZIPP_SCRATCH_DIR in folders the build locks (so a
+    killed build's are swept by the next writer), and are gone when the build ends."""
+    from zipp_assets import staging
+
+    monkeypatch.setenv("ZIPP_SCRATCH_DIR", str(tmp_path / "scratch"))
+    used = []
+    enter = staging.Scratch.__enter__
+
+    def record(scratch):
+        used.append(scratch.folder)
+        assert (scratch.folder / ".lock").is_file()
+        return enter(scratch)
+
+    monkeypatch.setattr(staging.Scratch, "__enter__", record)
+    build_graph_tables(graph_lake, KEY, GraphConfig(rows_per_bucket=40))
+    assert len(used) >= 2 and all(folder.parent == tmp_path / "scratch" for folder in used)
+    assert not any(folder.exists() for folder in used)
+
+
 def test_split_of_a_link_survives_adding_a_month(tiny_world, tmp_path):
     # A backfill: 2018-01 (keyed by author_fullname) first, then the older 2017-12 (keyed by author),
     # whose users are mapped onto their fullnames, so pseudonyms and splits stay put.
