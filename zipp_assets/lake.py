@@ -95,7 +95,8 @@ class BuildMismatch(RuntimeError):
 
 class ConcurrentWrite(RuntimeError):
     """Another writer committed the same partition (or whole table) after this one began: this
-    writer's rows were not committed, and the table keeps the other writer's."""
+    writer's rows were not committed, and the table keeps the other writer's (a build of several
+    tables also undoes the commits it had made, where nothing was committed on top of them)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -598,11 +599,51 @@ def _concurrent_write(root: LakeRoot, dataset: str, partition: dict[str, str], b
         f"table keeps the other writer's. Materialize it again to replace them. (delta-rs: {error})")
 
 
+def _undo_commit(root: LakeRoot, dataset: str, partition: dict[str, str], version: int, build_id: int) -> str | None:
+    """Restore `dataset` to the version before `version` (this build's commit of `partition`), with
+    that version's build ids, if `version` is still the table's latest. None when undone, else why not."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import CommitFailedError, DeltaError
+    from deltalake.transaction import CommitProperties, Transaction
+
+    uri, options = table_uri(root, dataset), storage_options(root)
+    table = DeltaTable(uri, storage_options=options)
+    if table.version() != version:
+        return f"version {table.version()} was committed on top of it"
+    before = DeltaTable(uri, version=version - 1, storage_options=options)
+    app_ids = (_build_app_id(partition), _build_app_id(partition, _BUILT_FROM_APP_ID))
+    earlier = [before.transaction_version(app_id) for app_id in app_ids]
+    if earlier[0] is None:
+        return "it held no build before this one"
+    if earlier[1] is None and table.transaction_version(app_ids[1]) is not None:
+        return "the build before it recorded no source build, and a recorded one cannot be taken back"
+    custom = {"zipp.partition": _partition_label(partition) or "(whole table)", "zipp.build_id": format_build(earlier[0]),
+              "zipp.undone_build": format_build(build_id)}
+    if earlier[1] is not None:
+        custom["zipp.built_from"] = format_build(earlier[1])
+    transactions = [Transaction(app_id=a, version=v) for a, v in zip(app_ids, earlier) if v is not None]
+    try:  # never retried: a commit on top since the check above fails it
+        table.restore(version - 1, commit_properties=CommitProperties(custom_metadata=custom, app_transactions=transactions,
+                                                                      max_commit_retries=0))
+    except CommitFailedError:
+        return "another commit came on top of it while it was being undone"
+    except DeltaError as error:  # e.g. the earlier version's files vacuumed away
+        return f"the restore failed: {error}"
+    _note("written", dataset, table.version())
+    return None
+
+
 class Build:
     """Tables written together under one build id. Each gets a local scratch folder to fill with
     Parquet files; `commit` writes them to their tables, one Delta commit each, in order.
     `built_from`: the build of the tables they were computed from, recorded in each commit
-    (`TableSnapshot.built_from`, checked by `check_built_from`)."""
+    (`TableSnapshot.built_from`, checked by `check_built_from`).
+
+    Delta commits one table at a time. When another writer wins a later table of the set
+    (`ConcurrentWrite`), the tables this build had already committed would pair its rows with the
+    other writer's; so those commits are undone, newest first, by restoring each table to the version
+    before it (with that version's build id), wherever nothing was committed on top of it. The set
+    is then the other writer's, whole, instead of mixed until someone rebuilds it."""
 
     def __init__(self, root: LakeRoot, build_id: int | None = None, built_from: int | None = None):
         self.root = root
@@ -612,6 +653,7 @@ class Build:
         self._parts: list[tuple[str, dict[str, str], Path]] = []
         self._bases: dict = {}  # each table as this build found it: its commit is checked against that
         self.versions: dict[str, int] = {}
+        self._committed: list[tuple[str, dict[str, str], int]] = []  # (table, partition, version), in order
 
     def partition(self, dataset: str, partition: Partition | None = None) -> Path:
         checked = _check_partition(partition)
@@ -633,12 +675,30 @@ class Build:
                 self._bases[dataset] = _commit(self.root, dataset, _scratch_reader(files, partition), partition,
                                                "overwrite", self.build_id, self._bases[dataset], self.built_from)
             except ConcurrentWrite as error:
-                if self.versions:  # the set is now mixed: readers refuse it (BuildMismatch) until it is rebuilt
-                    raise ConcurrentWrite(f"{error} This build had already committed "
-                                          f"{', '.join(self.versions)}.") from None
+                if self._committed:
+                    raise ConcurrentWrite(f"{error} {self._undo()}") from None
                 raise
             self.versions[dataset] = self._bases[dataset].version()
+            self._committed.append((dataset, partition, self.versions[dataset]))
         return self.versions
+
+    def _undo(self) -> str:
+        """Undo this build's commits, newest first; says what was undone and what could not be."""
+        names = [f"{dataset} {_partition_label(partition)}".strip() for dataset, partition, _ in self._committed]
+        undone, kept = [], []
+        for name, (dataset, partition, version) in reversed(list(zip(names, self._committed))):
+            why_not = _undo_commit(self.root, dataset, partition, version, self.build_id)
+            if why_not is None:
+                undone.append(name)
+            else:
+                kept.append(f"{name} ({why_not})")
+        said = f"This build had already committed {', '.join(names)}."
+        if undone:
+            said += f" Undone, restored to the version before (the other writer's): {', '.join(undone)}."
+        if kept:
+            said += (f" Not undone: {'; '.join(kept)}; readers refuse the set (BuildMismatch) until it is "
+                     "materialized again.")
+        return said
 
     def discard(self) -> None:
         self._scratch.remove()

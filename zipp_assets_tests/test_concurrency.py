@@ -82,6 +82,89 @@ def test_a_build_that_began_before_another_writer_committed_its_month_fails_and_
     assert lake.open_table(tmp_path, "rows").build_id({"month": "2019-02"}) == 4
 
 
+def _interleave_two_builds(root: Path, monkeypatch, commit_on_top=None) -> tuple[str, str]:
+    """Build A (id 1) and build B (id 2) write the set (edges, users) in this order: A commits edges;
+    B begins (so it finds A's edges and the old users); B commits edges; A commits users; B's users
+    then lose to A's. `commit_on_top(root)` runs right after B's edges commit. Returns each build's
+    outcome ("ok" or its error)."""
+    import threading
+
+    real_commit = lake._commit
+    done = {(1, "edges"): threading.Event(), (2, "edges"): threading.Event(), (1, "users"): threading.Event()}
+    waits = {(1, "users"): (2, "edges"), (2, "users"): (1, "users")}
+
+    def commit(root_, dataset, data, partition, mode, build_id, base, built_from=None):
+        if (build_id, dataset) in waits:
+            assert done[waits[build_id, dataset]].wait(60)
+        try:
+            return real_commit(root_, dataset, data, partition, mode, build_id, base, built_from)
+        finally:
+            if (build_id, dataset) == (2, "edges") and commit_on_top is not None:
+                commit_on_top(root_)
+            if (build_id, dataset) in done:
+                done[build_id, dataset].set()
+
+    monkeypatch.setattr(lake, "_commit", commit)
+    outcomes = {}
+
+    def run(build: lake.Build, name: str) -> None:
+        try:
+            build.commit()
+            outcomes[name] = "ok"
+        except Exception as error:  # noqa: BLE001 - the outcome is what the test reads
+            outcomes[name] = f"{type(error).__name__}: {error}"
+        finally:
+            build.discard()
+
+    a = lake.Build(root, build_id=1)
+    for dataset in ("edges", "users"):
+        lake.write_table(a.partition(dataset), pa.table({"x": [1]}))
+    first = threading.Thread(target=run, args=(a, "A"))
+    first.start()
+    assert done[1, "edges"].wait(60)
+    b = lake.Build(root, build_id=2)  # begins inside A's commits: it finds A's edges, the old users
+    for dataset in ("edges", "users"):
+        lake.write_table(b.partition(dataset), pa.table({"x": [2]}))
+    second = threading.Thread(target=run, args=(b, "B"))
+    second.start()
+    first.join(120)
+    second.join(120)
+    return outcomes["A"], outcomes["B"]
+
+
+def test_a_build_that_loses_a_later_table_undoes_its_earlier_commits_so_the_set_stays_whole(tmp_path, monkeypatch):
+    """B began between A's commits, committed its edges, then lost the users to A. Without the undo
+    the lake kept B's edges with A's users, refused by every reader until someone rebuilt it."""
+    root = tmp_path / "lake"
+    with lake.build(root, build_id=9) as old:
+        for dataset in ("edges", "users"):
+            lake.write_table(old.partition(dataset), pa.table({"x": [9]}))
+    a, b = _interleave_two_builds(root, monkeypatch)
+    assert a == "ok"
+    assert b.startswith("ConcurrentWrite: users (whole table): another writer committed it") and "Undone, restored" in b, b
+    tables = lake.open_tables(root, ["edges", "users"], wait_seconds=0)  # no BuildMismatch: the set is A's
+    assert tables["edges"].build_id() == tables["users"].build_id() == 1
+    assert tables["edges"].read()["x"].to_pylist() == tables["users"].read()["x"].to_pylist() == [1]
+    history = [entry.get("zipp.undone_build") for entry in lake.open_table(root, "edges")._table.history(1)]
+    assert history == [lake.format_build(2)]  # the restore says whose commit it undid
+
+
+def test_a_commit_that_another_writer_built_on_is_not_undone_and_the_set_is_refused(tmp_path, monkeypatch):
+    root = tmp_path / "lake"
+    with lake.build(root, build_id=9) as old:
+        for dataset in ("edges", "users"):
+            lake.write_table(old.partition(dataset), pa.table({"x": [9]}))
+
+    def third_writer(root_):  # commits the edges again right after B's
+        lake.write_partition(root_, "edges", pa.table({"x": [3]}), build_id=3)
+
+    a, b = _interleave_two_builds(root, monkeypatch, commit_on_top=third_writer)
+    assert a == "ok" and "Not undone: edges (version" in b and "committed on top of it" in b, b
+    assert lake.open_table(root, "edges").build_id() == 3  # the third writer's commit stays
+    with pytest.raises(lake.BuildMismatch):
+        lake.open_tables(root, ["edges", "users"], wait_seconds=0)
+
+
 def test_a_table_only_created_is_not_a_table_yet(tmp_path):
     """The empty commit that creates a table is never read as an empty table (a writer killed after it)."""
     lake._create_if_absent(tmp_path, "made", pa.schema([("x", pa.int64())]), [])
