@@ -460,26 +460,27 @@ def compare_worker(lakes: list[str], names: list[str], recorder: Recorder, args)
             print(f"  {name:16s} {run['rates'][-1]:8,.0f} seed edges/s", flush=True)
     reference = runs[_run_name(names[0], pools[0], pools)]
 
-    def median_ratio(run: dict, first: dict) -> float:
-        return statistics.median(r / f for r, f in zip(run["rates"], first["rates"]))
+    def median_ratio(run: dict, first: dict, key: str = "rates", inverse: bool = False) -> float:
+        return statistics.median((f / r) if inverse else (r / f) for r, f in zip(run[key], first[key]))
 
     recorder.result["info"]["negative_pools"] = pools
-    recorder.result["info"]["comparison"] = {
-        name: {"size": run["size"], "negative_pool": run["pool"], "graph_edges": run["edges"],
-               "seed_edges_per_second": run["rates"], "best": max(run["rates"]),
-               # each round's rate over the first size's in the same round (the same pool): load that
-               # changes between rounds cancels; the median of these is the figure to read
-               "median_ratio_to_first": median_ratio(run, runs[_run_name(names[0], run["pool"], pools)]),
-               # ... and over the first size's with the first pool (each edge its own negatives)
-               "median_ratio_to_first_size_first_pool": median_ratio(run, reference),
-               # CPU seconds (all threads) per seed edge: less sensitive to a busy machine than wall time
-               "cpu_ms_per_seed_edge": [1e3 * c for c in run["cpu_per_seed"]],
-               "median_cpu_ratio_first_to_this": statistics.median(
-                   c0 / c for c, c0 in zip(run["cpu_per_seed"], runs[_run_name(names[0], run["pool"], pools)]["cpu_per_seed"])),
-               "block_edges_per_batch": statistics.fmean(run["block_edges"]),
-               "input_nodes_per_batch": statistics.fmean(run["input_nodes"]),
-               "negative_subreddits_per_batch": statistics.fmean(run["negative_subreddits"])}
-        for name, run in runs.items()}
+    comparison = recorder.result["info"]["comparison"] = {}
+    for name, run in runs.items():
+        first = runs[_run_name(names[0], run["pool"], pools)]  # the smallest size, with the same pool
+        comparison[name] = {
+            "size": run["size"], "negative_pool": run["pool"], "graph_edges": run["edges"],
+            "seed_edges_per_second": run["rates"], "best": max(run["rates"]),
+            # each round's rate over the first size's in the same round (the same pool): load that
+            # changes between rounds cancels; the median of these is the figure to read
+            "median_ratio_to_first": median_ratio(run, first),
+            # ... and over the first size's with the first pool (each edge its own negatives)
+            "median_ratio_to_first_size_first_pool": median_ratio(run, reference),
+            # CPU seconds (all threads) per seed edge: less sensitive to a busy machine than wall time
+            "cpu_ms_per_seed_edge": [1e3 * c for c in run["cpu_per_seed"]],
+            "median_cpu_ratio_first_to_this": median_ratio(run, first, "cpu_per_seed", inverse=True),
+            "block_edges_per_batch": statistics.fmean(run["block_edges"]),
+            "input_nodes_per_batch": statistics.fmean(run["input_nodes"]),
+            "negative_subreddits_per_batch": statistics.fmean(run["negative_subreddits"])}
 
 
 def _run_name(size: str, pool: int | None, pools: list) -> str:
