@@ -4,10 +4,10 @@ Two ways through a dump, with the same rows and quarantine:
 - one process: decompression in a reader thread, parsing on the calling thread, column building and
   Parquet on a writer thread. Parsing holds the GIL, so this tops out near two cores.
 - a process per core (`workers` > 1; by default for dumps of 64 MiB and more): the calling process
-  decompresses and cuts blocks of whole lines; block i goes to worker i mod n, which parses it and
-  writes its rows to its own Parquet files; the quarantine comes back to the calling process, which
-  numbers its lines and writes it in file order. Blocks are dealt in a fixed order, so the same dump
-  gives the same files.
+  decompresses and cuts blocks of whole lines; block i goes to worker i mod n (through memory shared
+  with it, two blocks at a time: see `parse_worker`), which parses it and writes its rows to its own
+  Parquet files; the quarantine comes back to the calling process, which numbers its lines and writes
+  it in file order. Blocks are dealt in a fixed order, so the same dump gives the same files.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ import collections
 import concurrent.futures
 import dataclasses
 import logging
+import mmap
 import os
 import queue
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -259,30 +261,64 @@ class _Dealt(NamedTuple):
 
 
 class _Worker:
-    """A `parse_worker` process and the parent's end of its socket pair."""
+    """A `parse_worker` process, the parent's end of its socket pair, and the shared memory of its
+    `parse_worker.SLOTS` block slots of `slot_bytes` each."""
 
-    def __init__(self, index: int, kind: str, file_name: str, out_dir: Path, rows_per_file: int):
+    def __init__(self, index: int, kind: str, file_name: str, out_dir: Path, rows_per_file: int, slot_bytes: int):
         self.name = f"ingest worker {index}"
         self.closed = False
+        self.slot_bytes = slot_bytes
+        self.blocks_out = 0  # blocks sent whose answer has not come back
+        self.blocks_sent = 0  # block j of this worker lies in slot j mod SLOTS
         self.sock, child_end = socket.socketpair()
+        self.slots_file, self.slots = _shared_memory(parse_worker.SLOTS * slot_bytes)
         # The package's folder first on the path: a parent that found it through sys.path finds it there too.
         package_root = str(Path(zipp_assets.__file__).resolve().parents[1])
         environment = {**_WORKER_ENVIRONMENT, **os.environ}
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-        with child_end:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "zipp_assets.reddit.parse_worker", str(child_end.fileno()), str(index), kind,
-                 dataset_name(kind), file_name, str(out_dir), str(rows_per_file)],
-                pass_fds=[child_end.fileno()], env=environment, stdin=subprocess.DEVNULL,
-            )
+        try:
+            with child_end:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "zipp_assets.reddit.parse_worker", str(child_end.fileno()),
+                     str(self.slots_file.fileno()), str(index), kind, dataset_name(kind), file_name, str(out_dir),
+                     str(rows_per_file)],
+                    pass_fds=[child_end.fileno(), self.slots_file.fileno()], env=environment, stdin=subprocess.DEVNULL,
+                )
+        except BaseException:
+            self._close_channels()
+            raise
+
+    def _died(self) -> None:
+        code = self.process.wait(timeout=10)
+        raise IngestWorkerError(f"{self.name} died (exit code {code})") from None
+
+    def can_take(self, length: int) -> bool:
+        """Whether a block of `length` bytes can be sent now: into a free slot, or through the socket
+        when it is larger than a slot, only once the worker holds no other block (so that neither side
+        waits on the other: the worker may be sending a large answer meanwhile)."""
+        return self.blocks_out < (parse_worker.SLOTS if length <= self.slot_bytes else 1)
+
+    def send(self, first_offset: int, data: memoryview) -> None:
+        """Hand the worker a block it `can_take`: into its next slot, or through the socket."""
+        try:
+            if len(data) > self.slot_bytes:
+                parse_worker.send_block(self.sock, first_offset, data)
+            else:
+                slot = self.blocks_sent % parse_worker.SLOTS
+                start = slot * self.slot_bytes
+                self.slots[start : start + len(data)] = data
+                parse_worker.send_slot(self.sock, first_offset, len(data), slot)
+        except OSError:  # it died holding a block (its socket closed): say so, as `receive` would
+            self._died()
+        self.blocks_sent += 1
+        self.blocks_out += 1
 
     def receive(self) -> tuple:
         """The worker's next answer; raises IngestWorkerError when it failed or died."""
         try:
             answer = parse_worker.receive_answer(self.sock)
         except (EOFError, OSError):
-            code = self.process.wait(timeout=10)
-            raise IngestWorkerError(f"{self.name} died (exit code {code})") from None
+            self._died()
         if answer[0] == "failed":
             raise IngestWorkerError(f"{self.name} failed: {answer[1]}")
         self.closed = answer[0] == "closed"
@@ -299,7 +335,23 @@ class _Worker:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        self._close_channels()
+
+    def _close_channels(self) -> None:
         self.sock.close()
+        self.slots.close()
+        self.slots_file.close()
+
+
+def _shared_memory(size: int):
+    """A file of `size` bytes that only this process and its workers see, and its memory map: a memfd
+    on Linux (freed with its last descriptor, even after a kill), else an unlinked temporary file."""
+    if hasattr(os, "memfd_create"):
+        handle = os.fdopen(os.memfd_create("zipp-ingest-slots", os.MFD_CLOEXEC), "w+b")
+    else:
+        handle = tempfile.TemporaryFile()
+    handle.truncate(size)
+    return handle, mmap.mmap(handle.fileno(), size)
 
 
 def _ingest_in_processes(path: Path, kind: str, out_dir: Path, quarantine_dir: Path, block_bytes: int,
@@ -308,12 +360,11 @@ def _ingest_in_processes(path: Path, kind: str, out_dir: Path, quarantine_dir: P
     decoder = RecordDecoder(TABLE_BUILDERS[kind][0])  # for lines too long to send: only their length is here
     pool: list[_Worker] = []
     in_order: collections.deque[_Dealt] = collections.deque()  # blocks out, not yet accounted for
-    busy = [False] * workers
     next_line = 1
     started = last_progress = time.perf_counter()
     try:
         for index in range(workers):
-            pool.append(_Worker(index, kind, report.file, Path(out_dir), rows_per_file))
+            pool.append(_Worker(index, kind, report.file, Path(out_dir), rows_per_file, slot_bytes=block_bytes))
         with lake.RotatingParquetWriter(quarantine_dir, QUARANTINE_SCHEMA, rows_per_file) as quarantine_writer:
 
             def account_for_oldest() -> None:
@@ -326,7 +377,7 @@ def _ingest_in_processes(path: Path, kind: str, out_dir: Path, quarantine_dir: P
                     lines, rows, table = 1, 0, quarantine.to_table()
                 else:
                     _, lines, rows, table = pool[index].receive()
-                    busy[index] = False
+                    pool[index].blocks_out -= 1
                     if table is not None:  # block-relative line numbers become the file's
                         column = table.schema.get_field_index("line")
                         table = table.set_column(column, "line", pc.add(table["line"], pa.scalar(next_line - 1, pa.int64())))
@@ -345,10 +396,9 @@ def _ingest_in_processes(path: Path, kind: str, out_dir: Path, quarantine_dir: P
                     in_order.append(_Dealt(None, block.first_offset + block.too_long + 1, block))
                 else:
                     index = dealt % workers
-                    while busy[index]:  # with one block per worker, its block is the oldest one out
+                    while not pool[index].can_take(len(block.data)):
                         account_for_oldest()
-                    parse_worker.send_block(pool[index].sock, block.first_offset, block.data)
-                    busy[index] = True
+                    pool[index].send(block.first_offset, block.data)
                     in_order.append(_Dealt(index, block.first_offset + len(block.data) + 1, None))
                     dealt += 1
                 if time.perf_counter() - last_progress >= PROGRESS_EVERY_SECONDS:

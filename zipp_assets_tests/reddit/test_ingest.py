@@ -198,6 +198,83 @@ def test_worker_processes_write_the_rows_and_quarantine_that_one_process_writes(
     assert not _parse_workers()
 
 
+def test_blocks_larger_than_a_workers_slot_reach_it_through_the_socket(tmp_path, monkeypatch):
+    """Lines longer than the block size make blocks that do not fit a shared-memory slot: they go
+    through the socket (once the worker holds nothing), with the same rows and quarantine."""
+    from zipp_assets.reddit import parse_worker
+
+    lines = _mixed_lines()
+    for index in (40, 41, 1500, 2990):  # 10 KB lines among 4 KiB blocks, two of them back to back
+        lines.insert(index, json.dumps({"id": f"long{index}", "author": "a", "subreddit": "pics",
+                                        "created_utc": 1546300800, "body": "w" * 10_000}).encode())
+    raw = tmp_path / "raw"
+    write_dump(raw / "RC_2019-01.zst", lines)
+    through_socket, through_slots = [], []
+    send_block, send_slot = parse_worker.send_block, parse_worker.send_slot
+    monkeypatch.setattr(parse_worker, "send_block", lambda sock, first, data: (through_socket.append(len(data)),
+                                                                             send_block(sock, first, data)))
+    monkeypatch.setattr(parse_worker, "send_slot", lambda sock, first, length, slot: (through_slots.append(slot),
+                                                                                    send_slot(sock, first, length, slot)))
+    reports, rows, quarantines = {}, {}, {}
+    for workers in (1, 2):
+        lake_dir = tmp_path / f"lake-{workers}"
+        reports[workers] = ingest_month(lake_dir, raw, "comments", "2019-01", block_bytes=4096, workers=workers)
+        rows[workers] = lake.read_table(lake_dir, "reddit_comments").sort_by("id").to_pylist()
+        quarantines[workers] = lake.read_table(lake_dir, "reddit_comments_quarantine").to_pylist()
+    assert len(through_socket) >= 3 and min(through_socket) > 4096
+    assert set(through_slots) == set(range(parse_worker.SLOTS))  # the others went through both slots
+    assert rows[2] == rows[1] and len(rows[1]) == 3005
+    assert quarantines[2] == quarantines[1] and [q["line"] for q in quarantines[2]] == [6, 604, 1205, 1807, 3009]
+    assert reports[2].bytes_decompressed == reports[1].bytes_decompressed
+    assert not _parse_workers()
+
+
+def test_a_worker_refuses_a_block_header_naming_a_slot_it_does_not_have():
+    import mmap
+    import socket
+
+    from zipp_assets.reddit import parse_worker
+
+    parent, child = socket.socketpair()
+    with parent, child, mmap.mmap(-1, parse_worker.SLOTS * 64) as slots:
+        slots[64:69] = b"abcde"
+        parse_worker.send_slot(parent, 7, 5, 1)
+        assert parse_worker.receive_block(child, slots) == (7, b"abcde")
+        parse_worker.send_block(parent, 9, b"inline")
+        assert parse_worker.receive_block(child, slots) == (9, b"inline")
+        for length, slot in ((5, parse_worker.SLOTS), (5, -2), (65, 0)):
+            parse_worker.send_slot(parent, 0, length, slot)
+            with pytest.raises(ValueError, match="a block header names slot"):
+                parse_worker.receive_block(child, slots)
+        parse_worker.send_end(parent)
+        assert parse_worker.receive_block(child, slots) is None
+
+
+def test_parsing_and_staging_blocks_does_not_import_pandas(tmp_path):
+    """pyarrow imports pandas (0.75 s) on its first Python scalar or array: a parse worker, which
+    starts for every month, builds its tables in polars and never pays it for clean lines."""
+    comment = json.dumps({"id": "c1", "author": "a", "subreddit": "pics", "created_utc": 1546300800, "body": "hi"})
+    post = json.dumps({"id": "p1", "author": "a", "subreddit": "pics", "created_utc": 1546300800, "title": "t",
+                       "url": "https://i.redd.it/x.jpg", "post_hint": "image"})
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from zipp_assets.reddit.dumps import LineBlock\n"
+        "from zipp_assets.reddit.parse import Quarantine, comments_table, submissions_table\n"
+        "from zipp_assets.reddit.schemas import SCHEMAS\n"
+        "from zipp_assets.staging import RotatingParquetWriter\n"
+        f"for build, line, name in ((comments_table, {comment!r}, 'comments'), (submissions_table, {post!r}, 'submissions')):\n"
+        "    table = build(LineBlock(line.encode(), 1, 0, 0), 'f', Quarantine())\n"
+        "    assert table.num_rows == 1, table\n"
+        f"    with RotatingParquetWriter(Path({str(tmp_path)!r}), SCHEMAS['reddit_' + name], prefix=name) as writer:\n"
+        "        writer.write(table)\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "False"
+    assert len(list(tmp_path.glob("*.parquet"))) == 2
+
+
 def test_workers_that_closed_exit_by_themselves(tmp_path, monkeypatch):
     from zipp_assets.reddit import ingest
 
