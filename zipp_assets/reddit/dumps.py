@@ -58,11 +58,17 @@ class DumpNotFoundError(FileNotFoundError):
 class LineBlock:
     """Whole lines of a dump (separated by b'\\n', no trailing newline), or one line too long to read."""
 
-    data: bytes  # (a memoryview of them, or a bytearray, on the way to and in a parse worker)
+    # Bytes; a bytearray in a parse worker; on the way to one, a list of pieces that join to the block.
+    data: bytes | list[bytes]
     first_line: int  # 1-based number of the block's first line in the file (0: not numbered, see iter_line_blocks)
     first_offset: int  # decompressed byte offset of the block's first line
     compressed_position: int  # compressed bytes read so far (for progress)
     too_long: int = 0  # not 0: the block stands for one line of this many bytes; `data` is its first bytes
+
+    @property
+    def length(self) -> int:
+        """Bytes of the block's lines (of the line's first bytes, for a line too long to read)."""
+        return sum(map(len, self.data)) if isinstance(self.data, list) else len(self.data)
 
 
 def dump_candidates(reddit_dir: Path, kind: str, month: str) -> list[Path]:
@@ -117,6 +123,34 @@ def _decompressed_chunks(path: Path) -> Iterator[tuple[bytes, int]]:
         raise DumpReadError(path, 0, 0, "empty file (not a zstd stream)")
 
 
+def _cut(pieces: list[bytes], block_bytes: int) -> tuple[list[bytes], list[bytes]] | None:
+    """Split `pieces` (at least `block_bytes` in all) at the last newline among their first
+    `block_bytes` bytes, or, when a line is longer than that, at the first newline after them: the
+    pieces before the newline and those after it (only the piece holding it is copied). None: no
+    newline to cut at yet."""
+    seen = 0
+    for index, piece in enumerate(pieces):
+        if seen + len(piece) >= block_bytes:
+            break
+        seen += len(piece)
+    newline = piece.rfind(b"\n", 0, block_bytes - seen)
+    at = index
+    while newline < 0 and at > 0:  # earlier pieces, from the last
+        at -= 1
+        newline = pieces[at].rfind(b"\n")
+    if newline < 0:  # a line longer than a block: take it whole
+        at, newline = index, piece.find(b"\n", block_bytes - seen)
+        while newline < 0 and at + 1 < len(pieces):
+            at += 1
+            newline = pieces[at].find(b"\n")
+        if newline < 0:
+            return None
+    holder = pieces[at]
+    head = [*pieces[:at], holder[:newline]] if newline else pieces[:at]
+    rest = [holder[newline + 1 :], *pieces[at + 1 :]] if newline + 1 < len(holder) else pieces[at + 1 :]
+    return head, rest
+
+
 def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES,
                      max_line_bytes: int = MAX_LINE_BYTES, for_workers: bool = False) -> Iterator[LineBlock]:
     """Decompress `path` and yield blocks of whole lines of about `block_bytes` each; a line longer
@@ -124,12 +158,13 @@ def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES,
 
     With `for_workers`, blocks are only passed on to processes that parse them: `first_line` is 0
     (counting newlines costs a scan of the whole file, which the workers do as they split the lines)
-    and `data` is a memoryview into the decompressed bytes, not a copy."""
+    and `data` is the list of decompressed pieces that make the block, not joined: the caller copies
+    them once, where the worker reads them."""
     number_lines = not for_workers
     path = Path(path)
-    # `pieces` holds the output not yet handed out, from `offset` (the start of line `line_no`): whole
-    # lines, then the last line so far (`partial` bytes). While a line too long to keep is skipped,
-    # `pieces` is empty and `partial` counts that line's bytes.
+    # `pieces` holds the output not yet handed out (`pending` bytes), from `offset` (the start of line
+    # `line_no`): whole lines, then the last line so far (`partial` bytes). While a line too long to
+    # keep is skipped, `pieces` is empty and `partial` counts that line's bytes.
     pieces: list[bytes] = []
     pending = 0
     line_no = 1
@@ -138,31 +173,29 @@ def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES,
     skipped_head: bytes | None = None  # the first bytes of a line too long to keep
     compressed = 0
 
-    def hand_out(data: bytes, final: bool) -> Iterator[LineBlock]:
-        """Blocks of `data` (from `offset`); unless `final`, what is left of a block stays in `pieces`.
-        With `final`, `data` is whole lines without the last newline."""
-        nonlocal pieces, pending, line_no, offset
-        start = 0
-        while len(data) - start >= block_bytes:
-            cut = data.rfind(b"\n", start, start + block_bytes)
-            if cut < 0:  # a line longer than a block: take it whole
-                cut = data.find(b"\n", start + block_bytes)
-                if cut < 0:
-                    break
-            yield LineBlock(memoryview(data)[start:cut] if for_workers else data[start:cut],
-                            line_no if number_lines else 0, offset, compressed)
-            if number_lines:
-                line_no += data.count(b"\n", start, cut) + 1
-            offset += cut + 1 - start
-            start = cut + 1
-        rest = data if not start else memoryview(data)[start:] if for_workers else data[start:]
-        pieces, pending = ([rest], len(rest)) if rest else ([], 0)
+    def block_of(head: list[bytes]) -> LineBlock:
+        nonlocal line_no, offset
+        if number_lines:
+            data = b"".join(head)
+            block = LineBlock(data, line_no, offset, compressed)
+            line_no += data.count(b"\n") + 1
+        else:
+            block = LineBlock(head, 0, offset, compressed)
+        offset += block.length + 1
+        return block
+
+    def hand_out(final: bool) -> Iterator[LineBlock]:
+        """Blocks of `pieces`; unless `final`, what is left after the last whole line of a block stays
+        in `pieces`. With `final`, `pieces` are whole lines without the last newline, all handed out."""
+        nonlocal pieces, pending
+        while pending >= block_bytes and (cut := _cut(pieces, block_bytes)) is not None:
+            head, pieces = cut
+            block = block_of(head)
+            pending -= block.length + 1
+            yield block
         if final:
-            yield LineBlock(rest, line_no if number_lines else 0, offset, compressed)
-            if number_lines:
-                line_no += rest.count(b"\n") + 1
-            offset += len(rest) + 1
-            pieces, pending = [], 0
+            last, pieces, pending = pieces, [], 0
+            yield block_of(last)
 
     def too_long() -> LineBlock:
         nonlocal line_no, offset, partial, skipped_head
@@ -191,7 +224,8 @@ def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES,
                     whole = pending - partial  # the whole lines before this one, handed out first
                     skipped_head = joined[whole:][:_HEAD_BYTES]
                     if whole:
-                        yield from hand_out(joined[: whole - 1], final=True)
+                        pieces, pending = [joined[: whole - 1]], whole - 1
+                        yield from hand_out(final=True)
                     pieces, pending = [], 0
                 if skipped_head is None:
                     pieces.append(out[start : end + 1])
@@ -206,14 +240,15 @@ def iter_line_blocks(path: Path, block_bytes: int = DEFAULT_BLOCK_BYTES,
                 partial = 0
                 start = newline + 1
         if pending >= block_bytes:
-            yield from hand_out(b"".join(pieces), final=False)
+            yield from hand_out(final=False)
     if skipped_head is not None:
         yield too_long()
-    data = b"".join(pieces)
-    if data.endswith(b"\n"):
-        data = data[:-1]
-    if data:
-        yield from hand_out(data, final=True)
+    pieces = [piece for piece in pieces if piece]
+    if pieces and pieces[-1].endswith(b"\n"):
+        pieces[-1] = pieces[-1][:-1]
+        pending -= 1
+    if pending:
+        yield from hand_out(final=True)
 
 
 def file_size(path: Path) -> int:

@@ -298,16 +298,19 @@ class _Worker:
         waits on the other: the worker may be sending a large answer meanwhile)."""
         return self.blocks_out < (parse_worker.SLOTS if length <= self.slot_bytes else 1)
 
-    def send(self, first_offset: int, data: memoryview) -> None:
-        """Hand the worker a block it `can_take`: into its next slot, or through the socket."""
+    def send(self, block: LineBlock) -> None:
+        """Hand the worker a block it `can_take` (its `data` a list of pieces): into its next slot, or
+        through the socket."""
         try:
-            if len(data) > self.slot_bytes:
-                parse_worker.send_block(self.sock, first_offset, data)
+            if block.length > self.slot_bytes:
+                parse_worker.send_block(self.sock, block.first_offset, block.data)
             else:
                 slot = self.blocks_sent % parse_worker.SLOTS
-                start = slot * self.slot_bytes
-                self.slots[start : start + len(data)] = data
-                parse_worker.send_slot(self.sock, first_offset, len(data), slot)
+                position = slot * self.slot_bytes
+                for piece in block.data:
+                    self.slots[position : position + len(piece)] = piece
+                    position += len(piece)
+                parse_worker.send_slot(self.sock, block.first_offset, block.length, slot)
         except OSError:  # it died holding a block (its socket closed): say so, as `receive` would
             self._died()
         self.blocks_sent += 1
@@ -396,10 +399,10 @@ def _ingest_in_processes(path: Path, kind: str, out_dir: Path, quarantine_dir: P
                     in_order.append(_Dealt(None, block.first_offset + block.too_long + 1, block))
                 else:
                     index = dealt % workers
-                    while not pool[index].can_take(len(block.data)):
+                    while not pool[index].can_take(block.length):
                         account_for_oldest()
-                    pool[index].send(block.first_offset, block.data)
-                    in_order.append(_Dealt(index, block.first_offset + len(block.data) + 1, None))
+                    pool[index].send(block)
+                    in_order.append(_Dealt(index, block.first_offset + block.length + 1, None))
                     dealt += 1
                 if time.perf_counter() - last_progress >= PROGRESS_EVERY_SECONDS:
                     last_progress = time.perf_counter()

@@ -39,10 +39,11 @@ SLOTS = 2  # blocks a worker may hold: the one it parses and the next one
 INLINE = -1
 
 
-def send_block(sock: socket.socket, first_offset: int, data: bytes | memoryview) -> None:
-    """Send a block through the socket itself (one that does not fit a slot)."""
-    sock.sendall(_BLOCK_HEADER.pack(first_offset, len(data), INLINE))
-    sock.sendall(data)
+def send_block(sock: socket.socket, first_offset: int, pieces: list[bytes]) -> None:
+    """Send a block (the pieces that join to it) through the socket itself: one that does not fit a slot."""
+    sock.sendall(_BLOCK_HEADER.pack(first_offset, sum(map(len, pieces)), INLINE))
+    for piece in pieces:
+        sock.sendall(piece)
 
 
 def send_slot(sock: socket.socket, first_offset: int, length: int, slot: int) -> None:

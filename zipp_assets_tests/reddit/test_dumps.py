@@ -118,6 +118,30 @@ def test_lines_longer_than_the_limit_are_handed_out_as_their_length_and_first_by
     assert [line for _, _, line in _lines_read(iter_line_blocks(path))] == lines
 
 
+@pytest.mark.parametrize("frames", [1, 7, 60])
+def test_blocks_for_workers_are_the_same_blocks_left_in_pieces(tmp_path, frames):
+    """Blocks for parse workers come as the decompressed pieces that make them, unjoined and unnumbered:
+    joined, they are the blocks read for one process, at the same offsets, whatever the line lengths."""
+    lengths = [0, 5, 99, 100, 101, 250, 0, 3000, 7, 100, 40_000, 101, 1, 2_000_000, 0, 60, 150, 150, 9]
+    lines = [(b"%06d" % i + bytes([97 + i % 26]) * n)[:n] for i, n in enumerate(lengths * 3)]
+    ends = {"newline": b"", "no newline": None, "empty last line": b"\n"}
+    for end, extra in ends.items():
+        path = tmp_path / f"RC_{frames}.zst"
+        if extra is None:
+            path.write_bytes(zstandard.ZstdCompressor().compress(b"\n".join(lines)))
+        else:
+            write_dump(path, lines + ([b""] if extra else []), frames=frames)
+        for block_bytes, max_line_bytes in ((64, 100), (1 << 10, 100), (1 << 10, 1 << 24), (1 << 20, 100), (5000, 1 << 24)):
+            numbered = list(iter_line_blocks(path, block_bytes=block_bytes, max_line_bytes=max_line_bytes))
+            pieces = list(iter_line_blocks(path, block_bytes=block_bytes, max_line_bytes=max_line_bytes,
+                                           for_workers=True))
+            assert [(b.first_offset, b.too_long, b.length) for b in pieces] == \
+                [(b.first_offset, b.too_long, b.length) for b in numbered], (end, block_bytes)
+            assert [b"".join(b.data) if not b.too_long else b.data for b in pieces] == [b.data for b in numbered]
+            assert all(isinstance(b.data, list) and b.first_line == 0 for b in pieces if not b.too_long)
+            assert len(numbered) > 1
+
+
 def test_a_decompression_bomb_never_becomes_one_block_in_memory(tmp_path):
     """A few KB that expand to 256 MiB without a newline: read in bounded pieces, handed out as one
     line too long, with the good lines around it intact."""

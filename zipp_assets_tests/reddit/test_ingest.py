@@ -211,8 +211,8 @@ def test_blocks_larger_than_a_workers_slot_reach_it_through_the_socket(tmp_path,
     write_dump(raw / "RC_2019-01.zst", lines)
     through_socket, through_slots = [], []
     send_block, send_slot = parse_worker.send_block, parse_worker.send_slot
-    monkeypatch.setattr(parse_worker, "send_block", lambda sock, first, data: (through_socket.append(len(data)),
-                                                                             send_block(sock, first, data)))
+    monkeypatch.setattr(parse_worker, "send_block", lambda sock, first, pieces: (
+        through_socket.append(sum(map(len, pieces))), send_block(sock, first, pieces)))
     monkeypatch.setattr(parse_worker, "send_slot", lambda sock, first, length, slot: (through_slots.append(slot),
                                                                                     send_slot(sock, first, length, slot)))
     reports, rows, quarantines = {}, {}, {}
@@ -240,7 +240,7 @@ def test_a_worker_refuses_a_block_header_naming_a_slot_it_does_not_have():
         slots[64:69] = b"abcde"
         parse_worker.send_slot(parent, 7, 5, 1)
         assert parse_worker.receive_block(child, slots) == (7, b"abcde")
-        parse_worker.send_block(parent, 9, b"inline")
+        parse_worker.send_block(parent, 9, [b"in", b"", b"line"])
         assert parse_worker.receive_block(child, slots) == (9, b"inline")
         for length, slot in ((5, parse_worker.SLOTS), (5, -2), (65, 0)):
             parse_worker.send_slot(parent, 0, length, slot)
