@@ -324,6 +324,8 @@ class _Worker:
             self._died()
         if answer[0] == "failed":
             raise IngestWorkerError(f"{self.name} failed: {answer[1]}")
+        if answer[0] == "block":  # its slot is free again
+            self.blocks_out -= 1
         self.closed = answer[0] == "closed"
         return answer
 
@@ -380,7 +382,6 @@ def _ingest_in_processes(path: Path, kind: str, out_dir: Path, quarantine_dir: P
                     lines, rows, table = 1, 0, quarantine.to_table()
                 else:
                     _, lines, rows, table = pool[index].receive()
-                    pool[index].blocks_out -= 1
                     if table is not None:  # block-relative line numbers become the file's
                         column = table.schema.get_field_index("line")
                         table = table.set_column(column, "line", pc.add(table["line"], pa.scalar(next_line - 1, pa.int64())))

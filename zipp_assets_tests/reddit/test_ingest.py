@@ -174,16 +174,23 @@ def _mixed_lines() -> list[bytes]:
     return lines
 
 
-def test_worker_processes_write_the_rows_and_quarantine_that_one_process_writes(tmp_path):
+def _ingest_each_way(tmp_path: Path, lines: list[bytes], worker_counts: tuple[int, ...]) -> tuple[dict, dict, dict]:
+    """Ingest the same month (in 4 KiB blocks) with each number of workers into a lake of its own: the
+    reports, the rows sorted by id and the quarantine, by number of workers."""
     raw = tmp_path / "raw"
-    write_dump(raw / "RC_2019-01.zst", _mixed_lines())
+    write_dump(raw / "RC_2019-01.zst", lines)
     reports, rows, quarantines = {}, {}, {}
-    for workers in (1, 3):
+    for workers in worker_counts:
         lake_dir = tmp_path / f"lake-{workers}"
-        # 4 KiB blocks: about a hundred of them, dealt round the workers
         reports[workers] = ingest_month(lake_dir, raw, "comments", "2019-01", block_bytes=4096, workers=workers)
         rows[workers] = lake.read_table(lake_dir, "reddit_comments").sort_by("id").to_pylist()
         quarantines[workers] = lake.read_table(lake_dir, "reddit_comments_quarantine").to_pylist()
+    return reports, rows, quarantines
+
+
+def test_worker_processes_write_the_rows_and_quarantine_that_one_process_writes(tmp_path):
+    # 4 KiB blocks: about a hundred of them, dealt round the workers
+    reports, rows, quarantines = _ingest_each_way(tmp_path, _mixed_lines(), (1, 3))
     one, three = reports[1], reports[3]
     assert (three.lines_in, three.rows_out, three.quarantined) == (one.lines_in, one.rows_out, one.quarantined)
     assert one.quarantined == 5 and one.rows_out == 3001  # the invalid UTF-8 is repaired, not quarantined
@@ -207,20 +214,13 @@ def test_blocks_larger_than_a_workers_slot_reach_it_through_the_socket(tmp_path,
     for index in (40, 41, 1500, 2990):  # 10 KB lines among 4 KiB blocks, two of them back to back
         lines.insert(index, json.dumps({"id": f"long{index}", "author": "a", "subreddit": "pics",
                                         "created_utc": 1546300800, "body": "w" * 10_000}).encode())
-    raw = tmp_path / "raw"
-    write_dump(raw / "RC_2019-01.zst", lines)
     through_socket, through_slots = [], []
     send_block, send_slot = parse_worker.send_block, parse_worker.send_slot
     monkeypatch.setattr(parse_worker, "send_block", lambda sock, first, pieces: (
         through_socket.append(sum(map(len, pieces))), send_block(sock, first, pieces)))
     monkeypatch.setattr(parse_worker, "send_slot", lambda sock, first, length, slot: (through_slots.append(slot),
                                                                                     send_slot(sock, first, length, slot)))
-    reports, rows, quarantines = {}, {}, {}
-    for workers in (1, 2):
-        lake_dir = tmp_path / f"lake-{workers}"
-        reports[workers] = ingest_month(lake_dir, raw, "comments", "2019-01", block_bytes=4096, workers=workers)
-        rows[workers] = lake.read_table(lake_dir, "reddit_comments").sort_by("id").to_pylist()
-        quarantines[workers] = lake.read_table(lake_dir, "reddit_comments_quarantine").to_pylist()
+    reports, rows, quarantines = _ingest_each_way(tmp_path, lines, (1, 2))
     assert len(through_socket) >= 3 and min(through_socket) > 4096
     assert set(through_slots) == set(range(parse_worker.SLOTS))  # the others went through both slots
     assert rows[2] == rows[1] and len(rows[1]) == 3005
